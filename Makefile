@@ -1,0 +1,52 @@
+# FaceOps: `make run` (the main job) and `make test` (the tests) set everything up on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SHARED ?= ../shared
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+export FACEOPS_WEIGHTS ?= $(abspath $(SHARED))/weights/inception_resnet_v1_casia-webface.pt
+export FACEOPS_SHARED_DIR ?= $(abspath $(SHARED))
+export MLFLOW_DISABLE_TELEMETRY := true
+export GX_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help venv run demo test test-all lint bench clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## Create the virtual environment with every dependency (reused when pyproject.toml is unchanged)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (or run make PYTHON=python3.12 ...)"; exit 1; }
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing FaceOps and its dependencies into $(VENV) (first time: several minutes)..."
+	$(VENV)/bin/pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
+	$(VENV)/bin/pip install -q -e '.[mlops,serve,dev]' 2>&1 | grep -v -e "is ignored: it is neither" -e "BuildBackendWarning" || true
+	$(VENV)/bin/pip install -q --no-deps facenet-pytorch==2.6.0 2>&1 | grep -v "is ignored: it is neither" || true
+	@$(PY) -c "import faceops, facenet_pytorch, torch" || { echo "installation failed"; exit 1; }
+	@rm -f $(VENV)/.installed-* && touch $@
+
+run: venv ## The main job on the embedded default (see README)
+	$(PY) -m faceops.demo --shared $(SHARED)
+
+test: venv ## The tests (fast tier: unit + integration, no slow markers)
+	@test -d $(SHARED)/datasets || { echo "$(SHARED)/datasets not found: the tests read real images from ../shared"; exit 1; }
+	$(PY) -m pytest -m "not slow and not benchmark" $(PYTEST_ARGS)
+
+test-all: venv ## Every test, slow ones included
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+lint: venv ## Ruff lint
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: venv ## Benchmarks (write JSON under benchmarks/results/)
+	$(PY) benchmarks/bench_core.py --out benchmarks/results/core.json
+
+clean: ## Remove outputs (keeps the virtual environment)
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,41 @@
+"""The ``faceops`` command line: parses arguments and calls the core; no ML logic lives here.
+
+Exit codes (also in ``faceops --help``):
+
+====  =====================================================================================
+0     success
+1     any other FaceOps error (missing weights, bad gallery, bad config, ...)
+2     usage error (bad options or arguments)
+3     bad input: at least one input is not a usable image (folder runs list them at the end)
+4     no face detected where one was needed (verify), or in at least one input (detect, recognize)
+====  =====================================================================================
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from faceops.cli._common import EXIT_CODES_HELP, run_guarded
+from faceops.cli.face import detect, enroll, recognize, verify
+
+__all__ = ["cli", "main"]
+
+
+@click.group(help=f"FaceOps: face detection, verification and identification.\n\n{EXIT_CODES_HELP}")
+@click.version_option(package_name="faceops")
+@click.option("-v", "--verbose", is_flag=True, help="Log more.")
+def cli(verbose: bool) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+for _command in (detect, enroll, recognize, verify):
+    cli.add_command(_command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    return run_guarded(cli, argv if argv is not None else sys.argv[1:])

@@ -1,0 +1,96 @@
+"""Shared CLI plumbing: exit codes, error printing, progress bars, config loading."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from faceops.config import PreprocessConfig
+from faceops.errors import FaceOpsError, InvalidImage, NoFaceDetected
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_NO_FACE = 0, 1, 2, 3, 4
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 other error; 2 usage error; 3 bad input (not a usable image); 4 no face detected."
+)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    if isinstance(exc, InvalidImage):
+        return EXIT_BAD_INPUT
+    if isinstance(exc, NoFaceDetected):
+        return EXIT_NO_FACE
+    return EXIT_ERROR
+
+
+def run_guarded(command: click.Command, argv: list[str]) -> int:
+    """Run a click command, turning FaceOps errors into one clear line on stderr and an exit code."""
+    try:
+        command.main(args=argv, prog_name="faceops", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return EXIT_ERROR
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
+    except FaceOpsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return exit_code_for(exc)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return EXIT_OK
+
+
+class Failures:
+    """Collects per-input failures of a folder run, prints them at the end and gives the exit code."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Exception]] = []
+
+    def add(self, source: str, exc: Exception) -> None:
+        self.items.append((source, exc))
+
+    def as_json(self) -> list[dict[str, str]]:
+        return [{"input": s, "error": type(e).__name__, "message": str(e)} for s, e in self.items]
+
+    def report(self) -> None:
+        if self.items:
+            click.echo(f"\n{len(self.items)} input(s) could not be used:", err=True)
+            for _, exc in self.items:
+                click.echo(f"  - {type(exc).__name__}: {exc}", err=True)
+
+    def exit_code(self) -> int:
+        codes = {exit_code_for(e) for _, e in self.items}
+        for code in (EXIT_BAD_INPUT, EXIT_NO_FACE, EXIT_ERROR):
+            if code in codes:
+                return code
+        return EXIT_OK
+
+
+def progress(items: Iterable[Any] | None = None, total: int | None = None, desc: str = "") -> tqdm:
+    """A progress bar on stderr (sparser when stderr is not a terminal, e.g. in CI logs)."""
+    interactive = sys.stderr.isatty()
+    return tqdm(
+        items, total=total, desc=desc, unit="img", file=sys.stderr, mininterval=0.5 if interactive else 15,
+        dynamic_ncols=True, leave=True,
+    )
+
+
+def load_preprocess(path: Path | None) -> PreprocessConfig:
+    return PreprocessConfig.from_file(path) if path else PreprocessConfig()
+
+
+def echo_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=2, default=str))
+
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Preprocessing config (YAML); default: the built-in one.",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")

@@ -1,0 +1,233 @@
+"""Face-core commands: detect, enroll, recognize, verify."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from faceops.cli._common import (
+    EXIT_NO_FACE,
+    Failures,
+    config_option,
+    echo_json,
+    json_option,
+    load_preprocess,
+    progress,
+)
+from faceops.config import DEFAULT_THRESHOLD
+from faceops.errors import FaceOpsError, InvalidImage
+from faceops.gallery import Gallery
+from faceops.images import iter_image_paths, load_image
+from faceops.pipeline import FacePipeline
+from faceops.render import save_annotated
+
+threshold_option = click.option(
+    "--threshold", type=click.FloatRange(-1.0, 1.0), default=DEFAULT_THRESHOLD, show_default=True,
+    help="Cosine similarity at or above which two faces are the same person.",
+)
+inputs_argument = click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+
+
+def _exit(code: int) -> None:
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+@click.command()
+@inputs_argument
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for annotated images and one JSON per image.")
+@click.option("--min-face-size", type=click.IntRange(8, None), help="Override the config's minimum face size.")
+@config_option
+@json_option
+def detect(inputs: tuple[Path, ...], out: Path, min_face_size: int | None, config_path: Path | None,
+           as_json: bool) -> None:
+    """Detect every face in IMAGES or folders: boxes, landmarks and probabilities."""
+    config = load_preprocess(config_path)
+    if min_face_size:
+        config = config.model_copy(update={"detector": config.detector.model_copy(update={"min_face_size": min_face_size})})
+    pipeline = FacePipeline(config)
+    paths = list(iter_image_paths(inputs))
+    failures, results, no_face = Failures(), [], 0
+    out.mkdir(parents=True, exist_ok=True)
+    for path in progress(paths, desc="detect"):
+        try:
+            image = load_image(path)
+        except InvalidImage as exc:
+            failures.add(str(path), exc)
+            continue
+        faces = pipeline.detector.detect(image)
+        no_face += not faces
+        stem = _unique_stem(path, out)
+        annotated = save_annotated(out / f"{stem}.jpg", image, faces)
+        record = {"image": str(path), "width": image.shape[1], "height": image.shape[0],
+                  "faces": [f.to_dict() for f in faces], "annotated": str(annotated)}
+        (out / f"{stem}.json").write_text(json.dumps(record, indent=2))
+        results.append(record)
+    if as_json:
+        echo_json({"results": results, "failures": failures.as_json()})
+    else:
+        for r in results:
+            click.echo(f"{r['image']}: {len(r['faces'])} face(s)")
+        click.echo(f"annotated images and JSON written to {out}")
+    failures.report()
+    _exit(failures.exit_code() or (EXIT_NO_FACE if no_face else 0))
+
+
+def _unique_stem(path: Path, out: Path) -> str:
+    stem = f"{path.parent.name}_{path.stem}" if path.parent.name else path.stem
+    candidate, n = stem, 1
+    while (out / f"{candidate}.json").exists():
+        n += 1
+        candidate = f"{stem}_{n}"
+    return candidate
+
+
+@click.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--gallery", "gallery_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Gallery file (.npz); created if missing, added to if present.")
+@config_option
+@json_option
+def enroll(folder: Path, gallery_path: Path, config_path: Path | None, as_json: bool) -> None:
+    """Enroll FOLDER (one sub-folder of photos per identity) into a gallery."""
+    pipeline = FacePipeline(load_preprocess(config_path))
+    gallery = Gallery.open_or_create(gallery_path, pipeline.model_id)
+    people = sorted(p for p in folder.iterdir() if p.is_dir())
+    if not people:
+        raise click.UsageError(f"{folder} has no sub-folders: expected one folder of photos per identity")
+    failures, added = Failures(), {}
+    jobs = [(person.name, path) for person in people for path in iter_image_paths([person])]
+    known = {(name, src) for name in gallery.identities for src in gallery.sources(name)}
+    jobs = [(name, path) for name, path in jobs if (name, str(path)) not in known]
+    with progress(total=len(jobs), desc="enroll") as bar:
+        result = pipeline.embed_subjects([path for _, path in jobs], progress=bar.update)
+    for i, (name, path) in enumerate(jobs):
+        if i in result.errors:
+            failures.add(str(path), result.errors[i])
+            continue
+        gallery.add(name, result.embeddings[i], [str(path)])
+        added[name] = added.get(name, 0) + 1
+    gallery.save(gallery_path)
+    summary = {"gallery": str(gallery_path), "added": added, "identities": gallery.identities,
+               "failures": failures.as_json()}
+    if as_json:
+        echo_json(summary)
+    else:
+        click.echo(f"enrolled {sum(added.values())} photo(s) of {len(added)} identit(ies) into {gallery_path}; "
+                   f"gallery now holds {len(gallery.identities)} identities, {len(gallery)} embeddings")
+    failures.report()
+    _exit(failures.exit_code())
+
+
+@click.command()
+@inputs_argument
+@click.option("--gallery", "gallery_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="Gallery file made by 'faceops enroll'.")
+@threshold_option
+@click.option("--top-k", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Also write annotated images here.")
+@config_option
+@json_option
+def recognize(inputs: tuple[Path, ...], gallery_path: Path, threshold: float, top_k: int, out: Path | None,
+              config_path: Path | None, as_json: bool) -> None:
+    """Identify every face in IMAGES or folders against a gallery ('unknown' below the threshold)."""
+    pipeline = FacePipeline(load_preprocess(config_path))
+    gallery = Gallery.load(gallery_path)
+    gallery.check_model(pipeline.model_id)
+    failures, results, no_face = Failures(), [], 0
+    for path in progress(list(iter_image_paths(inputs)), desc="recognize"):
+        try:
+            image, found = pipeline.analyze(path)
+        except InvalidImage as exc:
+            failures.add(str(path), exc)
+            continue
+        no_face += not found
+        matches = gallery.identify([f.embedding for f in found], threshold, top_k) if found else []
+        faces = [{**f.face.to_dict(), **m.to_dict()} for f, m in zip(found, matches, strict=True)]
+        record: dict[str, object] = {"image": str(path), "faces": faces}
+        if out:
+            record["annotated"] = str(save_annotated(out / f"{_unique_stem(path, out)}.jpg", image,
+                                                     [f.face for f in found], [m.identity for m in matches]))
+        results.append(record)
+    if as_json:
+        echo_json({"threshold": threshold, "results": results, "failures": failures.as_json()})
+    else:
+        for r in results:
+            names = ", ".join(f"{f['identity']} ({f['score']:.3f})" for f in r["faces"]) or "no face"  # type: ignore[index]
+            click.echo(f"{r['image']}: {names}")
+    failures.report()
+    _exit(failures.exit_code() or (EXIT_NO_FACE if no_face else 0))
+
+
+@click.command()
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--pairs", "pairs_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Pairs file (LFW pairs.txt format, or CSV) for a protocol run.")
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Image root of the pairs file (default: the pairs file's folder).")
+@click.option("--folds", type=str, help="Only these folds, e.g. '1,2'.")
+@click.option("--no-face", type=click.Choice(["reject", "center"]), default="reject", show_default=True,
+              help="Images without a detected face: 'reject' scores their pairs -1 (judged different); "
+                   "'center' embeds the centre of the photo.")
+@click.option("--roc", "roc_path", type=click.Path(dir_okay=False, path_type=Path), help="Save a ROC plot (PNG).")
+@threshold_option
+@config_option
+@json_option
+def verify(images: tuple[Path, ...], pairs_path: Path | None, root: Path | None, folds: str | None, no_face: str,
+           roc_path: Path | None, threshold: float, config_path: Path | None, as_json: bool) -> None:
+    """Verify two photos (A B), or run the LFW protocol on a pairs file (--pairs)."""
+    from faceops.verification import score_pairs, verify_images
+
+    if pairs_path is None:
+        if len(images) != 2:
+            raise click.UsageError("give two images (A B), or --pairs FILE")
+        pipeline = FacePipeline(load_preprocess(config_path))
+        similarity = verify_images(pipeline, images[0], images[1])
+        payload = {"a": str(images[0]), "b": str(images[1]), "similarity": round(similarity, 6),
+                   "threshold": threshold, "same": similarity >= threshold}
+        if as_json:
+            echo_json(payload)
+        else:
+            verdict = "same person" if payload["same"] else "different people"
+            click.echo(f"similarity {similarity:.4f} (threshold {threshold:.4f}): {verdict}")
+        return
+    if images:
+        raise click.UsageError("give either two images or --pairs, not both")
+    from faceops.pairs import read_pairs
+
+    fold_list = [int(f) for f in folds.split(",")] if folds else None
+    pairs = read_pairs(pairs_path, root or pairs_path.parent, fold_list)
+    pipeline = FacePipeline(load_preprocess(config_path))
+    n_images = len({p.a for p in pairs} | {p.b for p in pairs})
+    with progress(total=n_images, desc="embed") as bar:
+        scored = score_pairs(pipeline, pairs, no_face=no_face, progress=bar.update)  # type: ignore[arg-type]
+    report = scored.report()
+    if roc_path:
+        from faceops.plots import plot_roc
+
+        plot_roc(scored.scores, scored.labels, roc_path)
+    payload = {**report.to_dict(), "no_face_images": len(scored.no_face), "no_face_policy": no_face,
+               "unreadable_images": scored.unreadable, "images": n_images}
+    if as_json:
+        echo_json(payload)
+    else:
+        click.echo(_report_table(payload))
+    if scored.unreadable:
+        raise FaceOpsError(f"{len(scored.unreadable)} image(s) of the pairs could not be read: "
+                           f"{', '.join(list(scored.unreadable)[:5])}")
+
+
+def _report_table(r: dict) -> str:
+    rows = [("pairs", f"{r['pairs']} ({r['genuine']} genuine, {r['impostors']} impostor)"),
+            ("images", f"{r['images']} ({r['no_face_images']} without a detected face: {r['no_face_policy']})")]
+    if r.get("accuracy_mean") is not None:
+        rows.append(("accuracy", f"{100 * r['accuracy_mean']:.2f}% ± {100 * r['accuracy_std']:.2f} "
+                                 f"over {len(r['fold_accuracies'])} folds (threshold chosen on the other folds)"))
+    rows += [("ROC AUC", f"{r['auc']:.4f}"), ("EER", f"{100 * r['eer']:.2f}% (threshold {r['eer_threshold']:.4f})")]
+    for far, tar in r["tar_at_far"].items():
+        rows.append((f"TAR @ FAR={far}", f"{100 * tar:.2f}% (threshold {r['threshold_at_far'][far]:.4f})"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

@@ -1,0 +1,110 @@
+"""The FaceOps exception tree.
+
+Every error the core raises on purpose derives from :class:`FaceOpsError`, so callers (the CLI, the
+service, pipeline components) can map a whole family to one exit code or HTTP status::
+
+    FaceOpsError
+    ├── ConfigError                 a setting or run config is missing or has a bad value
+    ├── WeightsNotFound             no embedding weights at the configured path and no way to download them
+    ├── InvalidImage                an input that is not a usable image
+    │   ├── ImageNotFound           the path does not exist
+    │   ├── EmptyImage              a 0-byte file or body
+    │   ├── UnsupportedImage        not an image, or a format/mode we cannot decode
+    │   ├── CorruptImage            a truncated or damaged image file
+    │   └── ImageTooLarge           over the pixel limit (decompression bomb guard) or the byte limit
+    ├── NoFaceDetected              a readable image with no face above the detection thresholds
+    ├── GalleryError                a gallery file that cannot be read, or one built by another model
+    │   └── UnknownIdentity         an identity id that is not enrolled
+    ├── PairsFormatError            a verification pairs file that does not follow LFW's format
+    └── DataValidationFailed        a dataset that failed its expectations
+
+Third-party failures are wrapped with ``raise ... from exc`` so the original traceback is kept.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "CorruptImage",
+    "DataValidationFailed",
+    "EmptyImage",
+    "FaceOpsError",
+    "GalleryError",
+    "ImageNotFound",
+    "ImageTooLarge",
+    "InvalidImage",
+    "NoFaceDetected",
+    "PairsFormatError",
+    "UnknownIdentity",
+    "UnsupportedImage",
+    "WeightsNotFound",
+]
+
+
+class FaceOpsError(Exception):
+    """Base class of every error FaceOps raises on purpose."""
+
+
+class ConfigError(FaceOpsError):
+    """A setting or run config is missing or has a bad value."""
+
+
+class WeightsNotFound(FaceOpsError):
+    """No embedding weights could be found or downloaded."""
+
+
+class InvalidImage(FaceOpsError):
+    """An input that cannot be used as an image.
+
+    Attributes:
+        source: the path or a short description of the input that failed.
+    """
+
+    def __init__(self, message: str, source: str | None = None) -> None:
+        super().__init__(f"{source}: {message}" if source else message)
+        self.source = source
+
+
+class ImageNotFound(InvalidImage):
+    """The image path does not exist."""
+
+
+class EmptyImage(InvalidImage):
+    """A 0-byte file or request body."""
+
+
+class UnsupportedImage(InvalidImage):
+    """Not an image, or an image format or mode that cannot be decoded."""
+
+
+class CorruptImage(InvalidImage):
+    """A truncated or damaged image file."""
+
+
+class ImageTooLarge(InvalidImage):
+    """An image over the configured pixel or byte limit."""
+
+
+class NoFaceDetected(FaceOpsError):
+    """A readable image in which no face passed the detection thresholds."""
+
+    def __init__(self, source: str | None = None) -> None:
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}no face detected (try a lower min_face_size or detection thresholds)")
+        self.source = source
+
+
+class GalleryError(FaceOpsError):
+    """A gallery that cannot be read or does not match the model."""
+
+
+class UnknownIdentity(GalleryError):
+    """An identity id that is not enrolled in the gallery."""
+
+
+class PairsFormatError(FaceOpsError):
+    """A verification pairs file that does not follow LFW's pairs.txt format."""
+
+
+class DataValidationFailed(FaceOpsError):
+    """A dataset failed its validation expectations."""

@@ -1,0 +1,47 @@
+"""Environment settings: where things are (weights, stores, limits), read once from ``FACEOPS_*`` variables.
+
+Experiment settings (detection thresholds, crop margin, training schedule) are *not* here: they live in typed run
+configs (:mod:`faceops.preprocessing` and friends) that are logged with every model.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """FaceOps environment settings.
+
+    Every field can be set by an environment variable named ``FACEOPS_<FIELD>`` (for example
+    ``FACEOPS_WEIGHTS=/models/casia.pt``) or in a ``.env`` file in the working directory.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FACEOPS_", env_file=".env", extra="ignore")
+
+    weights: Path | None = Field(
+        default=None,
+        description="Path to an InceptionResnetV1 state dict. When unset, `pretrained` is downloaded by "
+        "facenet-pytorch (needs network).",
+    )
+    pretrained: Literal["vggface2", "casia-webface"] = Field(
+        default="vggface2", description="facenet-pytorch weights to download when `weights` is unset."
+    )
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    torch_threads: int | None = Field(default=None, description="torch intra-op threads; default: torch's own.")
+    max_image_pixels: int = Field(default=40_000_000, description="Larger images are refused (bomb guard).")
+    max_image_bytes: int = Field(default=25 * 1024 * 1024, description="Larger image files are refused.")
+    shared_dir: Path = Field(default=Path("../shared"), description="Where the shared datasets and weights are.")
+    output_dir: Path = Field(default=Path("outputs"), description="Where demos and reports write.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()
