@@ -28,6 +28,10 @@ def main() -> None:
     parser.add_argument("--lfw", default="../shared/datasets/lfw")
     parser.add_argument("--folds", type=int, nargs="+", default=[3])
     parser.add_argument("--out", default="benchmarks/results/preprocess_sweep.json")
+    parser.add_argument(
+        "--variants", nargs="+", default=None,
+        help="method:margin:flip:subject, e.g. crop:0.2:0:center_weighted (default: the standard set)",
+    )
     args = parser.parse_args()
     pairs = read_lfw_pairs(Path(args.lfw) / "pairs.txt", args.lfw, args.folds)
     paths = sorted({p.a for p in pairs} | {p.b for p in pairs})
@@ -71,6 +75,10 @@ def main() -> None:
         ("similarity", 0.4, False, "center_weighted"),
         ("similarity", 0.2, True, "center_weighted"),
     ]
+    if args.variants:
+        variants = [
+            (m, float(g), f == "1", s) for m, g, f, s in (v.split(":") for v in args.variants)
+        ]
     rows = []
     for method, margin, flip, subject in variants:
         config = AlignConfig(method=method, margin=margin)

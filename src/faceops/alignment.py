@@ -8,7 +8,7 @@ Two methods, chosen by :class:`~faceops.config.AlignConfig`:
 
 Both frame the face the same way: the face occupies ``image_size / (1 + margin)`` of the crop's side, centred.
 The template is the mean landmark layout of MTCNN faces relative to their box centre and box size (geometric
-mean of the sides), measured on LFW (``benchmarks/align_template.py``), so the two methods frame alike and
+mean of the sides), measured on LFW (``benchmarks/preprocess_sweep.py``), so the two methods frame alike and
 differ only in the roll correction.
 """
 
@@ -23,14 +23,14 @@ from faceops.detection import Face
 __all__ = ["TEMPLATE", "align_face", "align_faces", "similarity_transform"]
 
 # Landmarks (left eye, right eye, nose, left / right mouth corner) relative to the MTCNN box centre, in units
-# of the box size. Measured with benchmarks/align_template.py on 2,000 LFW subject faces.
+# of the box size. Measured by benchmarks/preprocess_sweep.py on the 737 photos of LFW pairs fold 3.
 TEMPLATE = np.array(
     [
-        [-0.1820, -0.1360],
-        [0.1800, -0.1370],
-        [-0.0010, 0.0650],
-        [-0.1520, 0.2520],
-        [0.1500, 0.2510],
+        [-0.1880, -0.1290],
+        [0.2025, -0.1370],
+        [0.0067, 0.0959],
+        [-0.1598, 0.2938],
+        [0.1880, 0.2875],
     ],
     dtype=np.float64,
 )
