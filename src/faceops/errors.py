@@ -16,7 +16,11 @@ service, pipeline components) can map a whole family to one exit code or HTTP st
     ├── GalleryError                a gallery file that cannot be read, or one built by another model
     │   └── UnknownIdentity         an identity id that is not enrolled
     ├── PairsFormatError            a verification pairs file that does not follow LFW's format
-    └── DataValidationFailed        a dataset that failed its expectations
+    ├── DataValidationFailed        a dataset that failed its expectations
+    ├── TrainingError               training cannot run on this data or config (too few identities, ...)
+    └── RegistryError               the experiment tracker / model registry failed or lacks what was asked
+        ├── TrackingUnavailable     the MLflow tracking server cannot be reached
+        └── ModelNotFound           no such model, version or alias (e.g. no champion yet)
 
 Third-party failures are wrapped with ``raise ... from exc`` so the original traceback is kept.
 """
@@ -33,8 +37,12 @@ __all__ = [
     "ImageNotFound",
     "ImageTooLarge",
     "InvalidImage",
+    "ModelNotFound",
     "NoFaceDetected",
     "PairsFormatError",
+    "RegistryError",
+    "TrackingUnavailable",
+    "TrainingError",
     "UnknownIdentity",
     "UnsupportedImage",
     "WeightsNotFound",
@@ -108,3 +116,19 @@ class PairsFormatError(FaceOpsError):
 
 class DataValidationFailed(FaceOpsError):
     """A dataset failed its validation expectations."""
+
+
+class TrainingError(FaceOpsError):
+    """Training cannot run on the given data or config (too few identities or images, a bad checkpoint)."""
+
+
+class RegistryError(FaceOpsError):
+    """The experiment tracker or model registry failed, or does not hold what was asked for."""
+
+
+class TrackingUnavailable(RegistryError):
+    """The MLflow tracking server cannot be reached."""
+
+
+class ModelNotFound(RegistryError):
+    """No registered model, version or alias matches (for example: no champion has been promoted yet)."""

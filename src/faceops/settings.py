@@ -39,6 +39,19 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=25 * 1024 * 1024, description="Larger image files are refused.")
     shared_dir: Path = Field(default=Path("../shared"), description="Where the shared datasets and weights are.")
     output_dir: Path = Field(default=Path("outputs"), description="Where demos and reports write.")
+    # Experiment tracking and the model registry (MLflow), and the preprocessing cache.
+    mlflow_tracking_uri: str = Field(
+        default="sqlite:///mlruns.db",
+        description="MLflow tracking and registry URI: a local SQLite file by default, or http://host:port of an "
+        "`mlflow server`.",
+    )
+    mlflow_artifacts: Path = Field(
+        default=Path("mlartifacts"), description="Artifact folder of runs when the tracking URI is local (SQLite)."
+    )
+    mlflow_experiment: str = Field(default="faceops", description="MLflow experiment of training/evaluation runs.")
+    cache_dir: Path = Field(
+        default=Path("outputs/cache"), description="Aligned face crops cached by image hash and preprocessing config."
+    )
 
 
 @lru_cache(maxsize=1)
