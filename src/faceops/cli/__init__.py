@@ -13,17 +13,17 @@ Exit codes (also in ``faceops --help``):
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from faceops.cli._common import EXIT_CODES_HELP, run_guarded
+from faceops.cli._common import EXIT_CODES_HELP, FaceOpsGroup
+from faceops.cli.data import data
 from faceops.cli.face import detect, enroll, recognize, verify
+from faceops.cli.serve import serve, watch
 
 __all__ = ["cli", "main"]
 
 
-@click.group(help=f"FaceOps: face detection, verification and identification.\n\n{EXIT_CODES_HELP}")
+@click.group(cls=FaceOpsGroup, help=f"FaceOps: face detection, verification and identification.\n\n{EXIT_CODES_HELP}")
 @click.version_option(package_name="faceops")
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def cli(verbose: bool) -> None:
@@ -34,8 +34,11 @@ def cli(verbose: bool) -> None:
 
 for _command in (detect, enroll, recognize, verify):
     cli.add_command(_command)
+cli.add_command(data)
+cli.add_command(serve)
+cli.add_command(watch)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point."""
-    return run_guarded(cli, argv if argv is not None else sys.argv[1:])
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (exits with the documented exit code)."""
+    cli.main(args=argv, prog_name="faceops")

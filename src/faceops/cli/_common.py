@@ -28,22 +28,15 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_ERROR
 
 
-def run_guarded(command: click.Command, argv: list[str]) -> int:
-    """Run a click command, turning FaceOps errors into one clear line on stderr and an exit code."""
-    try:
-        command.main(args=argv, prog_name="faceops", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return EXIT_ERROR
-    except click.ClickException as exc:
-        exc.show()
-        return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
-    except FaceOpsError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return exit_code_for(exc)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    return EXIT_OK
+class FaceOpsGroup(click.Group):
+    """A click group that turns FaceOps errors into one clear line on stderr and the documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FaceOpsError as exc:
+            click.echo(f"error: {exc}", err=True)
+            raise click.exceptions.Exit(exit_code_for(exc)) from exc
 
 
 class Failures:

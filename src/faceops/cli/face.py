@@ -173,11 +173,14 @@ def recognize(inputs: tuple[Path, ...], gallery_path: Path, threshold: float, to
               help="Images without a detected face: 'reject' scores their pairs -1 (judged different); "
                    "'center' embeds the centre of the photo.")
 @click.option("--roc", "roc_path", type=click.Path(dir_okay=False, path_type=Path), help="Save a ROC plot (PNG).")
+@click.option("--scores-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save each pair's score (CSV: a, b, same, fold, score) for calibration or plots.")
 @threshold_option
 @config_option
 @json_option
 def verify(images: tuple[Path, ...], pairs_path: Path | None, root: Path | None, folds: str | None, no_face: str,
-           roc_path: Path | None, threshold: float, config_path: Path | None, as_json: bool) -> None:
+           roc_path: Path | None, scores_out: Path | None, threshold: float, config_path: Path | None,
+           as_json: bool) -> None:
     """Verify two photos (A B), or run the LFW protocol on a pairs file (--pairs)."""
     from faceops.verification import score_pairs, verify_images
 
@@ -209,6 +212,8 @@ def verify(images: tuple[Path, ...], pairs_path: Path | None, root: Path | None,
         from faceops.plots import plot_roc
 
         plot_roc(scored.scores, scored.labels, roc_path)
+    if scores_out:
+        _write_scores(scores_out, pairs, scored.scores)
     payload = {**report.to_dict(), "no_face_images": len(scored.no_face), "no_face_policy": no_face,
                "unreadable_images": scored.unreadable, "images": n_images}
     if as_json:
@@ -218,6 +223,17 @@ def verify(images: tuple[Path, ...], pairs_path: Path | None, root: Path | None,
     if scored.unreadable:
         raise FaceOpsError(f"{len(scored.unreadable)} image(s) of the pairs could not be read: "
                            f"{', '.join(list(scored.unreadable)[:5])}")
+
+
+def _write_scores(path: Path, pairs: list, scores) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["a", "b", "same", "fold", "score"])
+        for pair, score in zip(pairs, scores, strict=True):
+            writer.writerow([pair.a, pair.b, int(pair.same), pair.fold, f"{score:.6f}"])
 
 
 def _report_table(r: dict) -> str:

@@ -1,0 +1,182 @@
+"""Serving commands: ``faceops serve`` (the HTTP service) and ``faceops watch`` (recognition on video).
+
+The service lives in the top-level ``serving`` package (FastAPI); it is imported only when ``serve`` runs, so
+the core never depends on the web stack.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import click
+import numpy as np
+
+from faceops.cli._common import echo_json, json_option, progress
+from faceops.errors import ConfigError, FaceOpsError
+
+__all__ = ["serve", "watch"]
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Serve a local model bundle folder (dev); default: the MLflow champion.")
+@click.option("--mlflow-uri", help="MLflow tracking URI (or FACEOPS_SERVE_MLFLOW_URI).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Gallery and request log folder (or FACEOPS_SERVE_STATE_DIR).")
+@click.option("--api-keys-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File of accepted API key digests (or FACEOPS_SERVE_API_KEYS_FILE).")
+@click.option("--new-key", metavar="NAME",
+              help="Create an API key named NAME, append its digest to --api-keys-file, print the key, and exit.")
+@click.option("--allow-anonymous", is_flag=True, help="No API keys (local development only).")
+@click.option("--poll-seconds", type=click.FloatRange(min=0.1), help="How often to check the alias for a new model.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="uvicorn processes.")
+def serve(host: str, port: int, bundle_dir: Path | None, mlflow_uri: str | None, state_dir: Path | None,
+          api_keys_file: Path | None, new_key: str | None, allow_anonymous: bool, poll_seconds: float | None,
+          workers: int) -> None:
+    """Run the FaceOps HTTP service (OpenAPI docs at /docs, web page at /ui)."""
+    from serving.security import hash_key, new_api_key
+
+    if new_key:
+        if api_keys_file is None:
+            raise click.UsageError("--new-key needs --api-keys-file (where the key's digest is stored)")
+        if ":" in new_key or not new_key.strip():
+            raise click.UsageError("the key name must be non-empty and contain no ':'")
+        key = new_api_key()
+        api_keys_file.parent.mkdir(parents=True, exist_ok=True)
+        with api_keys_file.open("a") as handle:
+            handle.write(f"{new_key}:{hash_key(key)}\n")
+        click.echo(key)
+        click.echo(f"digest of key {new_key!r} appended to {api_keys_file}; the key itself is not stored: keep it",
+                   err=True)
+        return
+    import os
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from serving.config import ServingSettings
+
+    overrides = {k: v for k, v in {
+        "bundle_dir": bundle_dir, "mlflow_uri": mlflow_uri, "state_dir": state_dir, "api_keys_file": api_keys_file,
+        "poll_seconds": poll_seconds}.items() if v is not None}
+    if allow_anonymous:
+        overrides["allow_anonymous"] = True
+    try:
+        settings = ServingSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError("service settings: " + "; ".join(e["msg"] for e in exc.errors())) from exc
+    from serving.app import create_app
+
+    create_app(settings)  # fail here, with a clear message, on bad settings (e.g. no API keys)
+    # uvicorn's worker processes rebuild the app from the environment through the factory.
+    for name, value in settings.model_dump(exclude_unset=True).items():
+        os.environ[f"FACEOPS_SERVE_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
+    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="info", ws_max_size=settings.max_body_bytes)
+
+
+@click.command()
+@click.option("--source", required=True, help="A webcam index (0) or a video file.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Annotated video to write (.mp4).")
+@click.option("--bundle", "bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Model bundle folder; default: the pretrained model (FACEOPS_WEIGHTS).")
+@click.option("--gallery", "gallery_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Gallery made by 'faceops enroll' with the same model.")
+@click.option("--known", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Or: a folder with one sub-folder of photos per identity, enrolled on the fly.")
+@click.option("--max-frames", type=click.IntRange(1, None), help="Stop after this many frames.")
+@click.option("--every", type=click.IntRange(1, None), default=1, show_default=True,
+              help="Process every N-th frame (the video keeps its frame rate).")
+@json_option
+def watch(source: str, out: Path, bundle_dir: Path | None, gallery_path: Path | None, known: Path | None,
+          max_frames: int | None, every: int, as_json: bool) -> None:
+    """Recognise and track faces in a webcam or video file; write an annotated video."""
+    import cv2
+
+    from faceops.gallery import Gallery
+    from faceops.images import iter_image_paths
+    from faceops.model import ModelBundle
+    from faceops.render import draw_faces
+    from faceops.tracking import FaceTracker, recognize_frames
+
+    if gallery_path and known:
+        raise click.UsageError("give --gallery or --known, not both")
+    bundle = ModelBundle.load(bundle_dir) if bundle_dir else ModelBundle.pretrained()
+    pipeline = bundle.pipeline()
+    gallery = None
+    if gallery_path:
+        gallery = Gallery.load(gallery_path)
+        gallery.check_model(pipeline.model_id)
+    elif known:
+        gallery = Gallery(pipeline.model_id)
+        for person in sorted(p for p in known.iterdir() if p.is_dir()):
+            paths = list(iter_image_paths([person]))
+            result = pipeline.embed_subjects(paths)
+            ok = [i for i in range(len(paths)) if i not in result.errors]
+            if ok:
+                gallery.add(person.name, result.embeddings[ok], [str(paths[i]) for i in ok])
+        if not len(gallery):
+            raise FaceOpsError(f"no face found in the photos under {known}")
+    capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
+    if not capture.isOpened():
+        raise ConfigError(f"cannot open video source {source!r} (a webcam index or a readable video file)")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    limit = min(total, max_frames) if total and max_frames else (max_frames or total)
+
+    current: list[np.ndarray] = []  # the frame being recognised (recognize_frames yields faces, not frames)
+
+    def frames():  # type: ignore[no-untyped-def]
+        index = 0
+        while limit is None or index < limit:
+            ok, bgr = capture.read()
+            if not ok:
+                return
+            if index % every == 0:
+                current[:] = [cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)]
+                yield current[0]
+            index += 1
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer, tracks = None, defaultdict(lambda: defaultdict(int))
+    n_frames = n_faces = 0
+    started = time.perf_counter()
+    tracker = FaceTracker(max_missed=max(2, 15 // every))
+    try:
+        bar = progress(total=(-(-limit // every) if limit else None), desc="watch")
+        for found in recognize_frames(frames(), pipeline, gallery, bundle.threshold, tracker):
+            frame = current[0]
+            if writer is None:
+                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps / every,
+                                         (frame.shape[1], frame.shape[0]))
+            labels = [f"#{t.track_id} {t.identity}" if t.identity else f"#{t.track_id}" for t in found]
+            canvas = np.asarray(draw_faces(frame, [t.face for t in found], labels))
+            writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+            for t in found:
+                tracks[t.track_id][t.identity or "-"] += 1
+            n_frames += 1
+            n_faces += len(found)
+            bar.update(1)
+        bar.close()
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+    if n_frames == 0:
+        raise ConfigError(f"no frames could be read from {source!r}")
+    seconds = time.perf_counter() - started
+    summary = {"source": source, "out": str(out), "frames": n_frames, "faces": n_faces,
+               "fps_processed": round(n_frames / seconds, 2), "threshold": bundle.threshold,
+               "tracks": {str(tid): dict(names) for tid, names in sorted(tracks.items())}}
+    if as_json:
+        echo_json(summary)
+    else:
+        click.echo(f"{n_frames} frames, {n_faces} faces in {len(tracks)} tracks at {summary['fps_processed']} "
+                   f"frames/s; annotated video: {out}")
+

@@ -1,0 +1,127 @@
+"""Each CLI command end to end on real photos, through click's runner, exit codes included."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from faceops.cli import cli
+
+PEOPLE = {"Colin_Powell": 3, "Serena_Williams": 3, "Hugo_Chavez": 3}
+
+
+@pytest.fixture(scope="module")
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture(scope="module")
+def people(lfw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder per identity with three LFW photos each, plus a bad file that enrolment must skip."""
+    root = tmp_path_factory.mktemp("people")
+    for name, n in PEOPLE.items():
+        (root / name).mkdir()
+        for src in sorted((lfw / name).glob("*.jpg"))[:n]:
+            shutil.copy(src, root / name / src.name)
+    (root / "Colin_Powell" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return root
+
+
+def _json(output: str) -> dict:
+    return json.loads(output[output.index("{") :])
+
+
+def test_detect_writes_annotated_images_and_json(runner: CliRunner, datasets: Path, tmp_path: Path) -> None:
+    out = tmp_path / "det"
+    result = runner.invoke(cli, ["detect", str(datasets / "multiface" / "multiface.jpg"), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = _json(result.stdout)
+    faces = payload["results"][0]["faces"]
+    assert len(faces) >= 6 and {"box", "probability", "landmarks"} <= set(faces[0])
+    record = json.loads((out / "multiface_multiface.json").read_text())
+    assert len(record["faces"]) == len(faces)
+    assert (out / "multiface_multiface.jpg").stat().st_size > 10_000
+
+
+def test_detect_folder_goes_past_bad_files(runner: CliRunner, people: Path, tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["detect", str(people / "Colin_Powell"), "--out", str(tmp_path / "d")])
+    assert result.exit_code == 3, "a bad input in the folder gives exit code 3"
+    assert result.stdout.count("face(s)") == 3, "the three good photos were processed"
+    assert "could not be used" in result.stderr and "broken.jpg" in result.stderr
+
+
+def test_enroll_twice_adds_and_recognize(runner: CliRunner, people: Path, lfw: Path, tmp_path: Path) -> None:
+    gallery = tmp_path / "gallery.npz"
+    first = runner.invoke(cli, ["enroll", str(people), "--gallery", str(gallery), "--json"])
+    assert first.exit_code == 3, "broken.jpg is reported"
+    summary = _json(first.stdout)
+    assert summary["identities"] == PEOPLE
+    assert summary["failures"][0]["input"].endswith("broken.jpg")
+
+    extra = tmp_path / "more" / "Gerhard_Schroeder"
+    extra.mkdir(parents=True)
+    for src in sorted((lfw / "Gerhard_Schroeder").glob("*.jpg"))[:2]:
+        shutil.copy(src, extra / src.name)
+    second = runner.invoke(cli, ["enroll", str(extra.parent), "--gallery", str(gallery), "--json"])
+    assert second.exit_code == 0, second.output
+    assert _json(second.stdout)["identities"] == {**PEOPLE, "Gerhard_Schroeder": 2}
+    again = runner.invoke(cli, ["enroll", str(extra.parent), "--gallery", str(gallery), "--json"])
+    assert _json(again.stdout)["added"] == {}, "photos already enrolled are not added twice"
+
+    known = sorted((lfw / "Serena_Williams").glob("*.jpg"))[5]
+    stranger = lfw / "Tiger_Woods" / "Tiger_Woods_0001.jpg"
+    result = runner.invoke(cli, ["recognize", str(known), str(stranger), "--gallery", str(gallery), "--json",
+                                 "--out", str(tmp_path / "annotated")])
+    assert result.exit_code == 0, result.output
+    results = _json(result.stdout)["results"]
+    subject = [max(r["faces"], key=lambda f: f["probability"]) for r in results]
+    assert subject[0]["identity"] == "Serena_Williams" and subject[0]["score"] >= _json(result.stdout)["threshold"]
+    assert subject[1]["identity"] == "unknown"
+    assert [c["identity"] for c in subject[0]["candidates"]][0] == "Serena_Williams"
+    assert Path(results[0]["annotated"]).is_file()
+
+
+def test_verify_two_images(runner: CliRunner, lfw: Path) -> None:
+    a, b = sorted((lfw / "Colin_Powell").glob("*.jpg"))[:2]
+    same = runner.invoke(cli, ["verify", str(a), str(b), "--json"])
+    assert same.exit_code == 0 and _json(same.stdout)["same"] is True
+    other = runner.invoke(cli, ["verify", str(a), str(lfw / "Serena_Williams" / "Serena_Williams_0001.jpg")])
+    assert other.exit_code == 0 and "different people" in other.stdout
+
+
+def test_verify_pairs_csv_reaches_auc(runner: CliRunner, datasets: Path, tmp_path: Path) -> None:
+    """deepface's 300 labelled pairs: ROC AUC >= 0.99."""
+    root = datasets / "deepface_testset"
+    roc = tmp_path / "roc.png"
+    result = runner.invoke(cli, ["verify", "--pairs", str(root / "pairs.csv"), "--root", str(root), "--json",
+                                 "--roc", str(roc)])
+    assert result.exit_code == 0, result.output
+    report = _json(result.stdout)
+    assert report["pairs"] == 300 and report["genuine"] == 38
+    assert report["auc"] >= 0.99, report
+    assert roc.stat().st_size > 5_000
+
+
+def test_exit_codes(runner: CliRunner, lfw: Path, datasets: Path, tmp_path: Path) -> None:
+    photo = lfw / "Colin_Powell" / "Colin_Powell_0001.jpg"
+    assert runner.invoke(cli, ["verify", str(photo)]).exit_code == 2, "usage error"
+    assert runner.invoke(cli, ["detect", str(photo)]).exit_code == 2, "--out is required"
+    missing = runner.invoke(cli, ["verify", str(photo), str(tmp_path / "missing.jpg")])
+    assert missing.exit_code == 3 and "does not exist" in missing.stderr
+    from PIL import Image
+
+    Image.open(datasets / "multiface" / "t1.jpg").crop((300, 620, 1100, 880)).save(tmp_path / "table.jpg")
+    no_face = runner.invoke(cli, ["verify", str(photo), str(tmp_path / "table.jpg")])
+    assert no_face.exit_code == 4 and "no face detected" in no_face.stderr
+    gallery = tmp_path / "junk.npz"
+    gallery.write_bytes(b"junk")
+    bad_gallery = runner.invoke(cli, ["recognize", str(photo), "--gallery", str(gallery)])
+    assert bad_gallery.exit_code == 1 and "not a FaceOps gallery" in bad_gallery.stderr
+    config = tmp_path / "bad.yaml"
+    config.write_text("detector:\n  min_face_sise: 10\n")
+    bad_config = runner.invoke(cli, ["verify", str(photo), str(photo), "--config", str(config)])
+    assert bad_config.exit_code == 1 and "min_face_sise" in bad_config.stderr
