@@ -17,6 +17,11 @@ service, pipeline components) can map a whole family to one exit code or HTTP st
     │   └── UnknownIdentity         an identity id that is not enrolled
     ├── PairsFormatError            a verification pairs file that does not follow LFW's format
     ├── DataValidationFailed        a dataset that failed its expectations
+    ├── DatasetError                a dataset source that cannot be imported (missing folder, nothing usable,
+    │                               a download that failed offline)
+    ├── VersioningError             a git / DVC operation on the data failed (not a repository, unknown
+    │                               revision, uncommitted data that an operation would overwrite)
+    │   └── RemoteUnavailable       a DVC remote that cannot be reached or is not configured
     ├── TrainingError               training cannot run on this data or config (too few identities, ...)
     └── RegistryError               the experiment tracker / model registry failed or lacks what was asked
         ├── TrackingUnavailable     the MLflow tracking server cannot be reached
@@ -31,6 +36,7 @@ __all__ = [
     "ConfigError",
     "CorruptImage",
     "DataValidationFailed",
+    "DatasetError",
     "EmptyImage",
     "FaceOpsError",
     "GalleryError",
@@ -41,10 +47,12 @@ __all__ = [
     "NoFaceDetected",
     "PairsFormatError",
     "RegistryError",
+    "RemoteUnavailable",
     "TrackingUnavailable",
     "TrainingError",
     "UnknownIdentity",
     "UnsupportedImage",
+    "VersioningError",
     "WeightsNotFound",
 ]
 
@@ -116,6 +124,18 @@ class PairsFormatError(FaceOpsError):
 
 class DataValidationFailed(FaceOpsError):
     """A dataset failed its validation expectations."""
+
+
+class DatasetError(FaceOpsError):
+    """A dataset source that cannot be imported: missing, empty, or a download that failed."""
+
+
+class VersioningError(FaceOpsError):
+    """A git or DVC operation on the versioned data failed."""
+
+
+class RemoteUnavailable(VersioningError):
+    """A DVC remote that is not configured or cannot be reached."""
 
 
 class TrainingError(FaceOpsError):

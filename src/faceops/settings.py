@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
@@ -39,6 +39,21 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=25 * 1024 * 1024, description="Larger image files are refused.")
     shared_dir: Path = Field(default=Path("../shared"), description="Where the shared datasets and weights are.")
     output_dir: Path = Field(default=Path("outputs"), description="Where demos and reports write.")
+    # Data versioning (DVC remotes). The local remote works offline; the S3 one needs a bucket.
+    dvc_local_remote: Path = Field(
+        default=Path(".dvc-storage"), description="Folder of the offline default DVC remote (relative: to the repo)."
+    )
+    s3_bucket: str | None = Field(default=None, description="Bucket of the S3 DVC remote.")
+    s3_prefix: str = Field(default="faceops/dvc", description="Key prefix of the DVC store in the bucket.")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 API endpoint (MinIO, moto, ...); unset: AWS's own endpoint."
+    )
+    s3_region: str | None = Field(default=None, description="S3 region, e.g. 'us-east-1'.")
+    s3_access_key_id: SecretStr | None = Field(
+        default=None, description="S3 access key; unset: boto3's own chain (AWS_* variables, profiles, roles)."
+    )
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret key (with the access key).")
+    s3_timeout_s: int = Field(default=20, ge=1, description="Connect/read timeout of S3 calls, in seconds.")
     # Experiment tracking and the model registry (MLflow), and the preprocessing cache.
     mlflow_tracking_uri: str = Field(
         default="sqlite:///mlruns.db",
