@@ -1,0 +1,126 @@
+"""The app factory and its lifespan: load the champion, open the gallery and request log, follow the alias.
+
+At start the lifespan loads the model the source names (the MLflow ``champion``, or a local bundle) with its own
+preprocessing and threshold. If the source is unreachable the app still starts, answers 503 on model routes and
+``/ready``, and keeps trying. A background task checks the source every ``poll_seconds``; a new version is loaded
+beside the running one and swapped in at once (see :mod:`serving.service`); in-flight requests finish on the
+model they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from serving.config import ServingSettings
+from serving.deps import AppContext
+from serving.errors import install_error_handlers
+from serving.metrics import ServiceMetrics
+from serving.model_source import LocalBundleSource, MlflowAliasSource, ModelSource
+from serving.requestlog import RequestLog
+from serving.routes import faces, identities, ops, stream
+from serving.security import ApiKeys, BodyLimitMiddleware, RateLimiter
+from serving.service import FaceService
+
+__all__ = ["create_app", "source_for"]
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+_PRUNE_EVERY_S = 3600.0
+
+
+def source_for(settings: ServingSettings) -> ModelSource:
+    if settings.bundle_dir is not None:
+        return LocalBundleSource(settings.bundle_dir)
+    return MlflowAliasSource(settings.mlflow_uri, settings.model_alias)
+
+
+def create_app(settings: ServingSettings | None = None, source: ModelSource | None = None) -> FastAPI:
+    """Build the service.
+
+    Args:
+        settings: service settings; default: from ``FACEOPS_SERVE_*`` environment variables.
+        source: where the model comes from; default: from the settings (bundle folder or MLflow alias).
+    """
+    settings = settings or ServingSettings()
+    # Checked here, not in the lifespan, so a service without keys refuses to start instead of refusing everyone.
+    keys = ApiKeys.from_settings(settings.api_key_hashes, settings.api_keys_file, settings.allow_anonymous)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = FaceService(settings, source or source_for(settings))
+        request_log = RequestLog(settings.log_path, settings.log_sample_rate, settings.log_retention_days,
+                                 settings.log_store_images)
+        metrics = ServiceMetrics()
+        ctx = AppContext(settings, service, request_log, metrics, keys,
+                         RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+                         anyio.CapacityLimiter(settings.inference_threads))
+        app.state.ctx = ctx
+        await anyio.to_thread.run_sync(request_log.prune)
+        await _refresh(ctx)
+        watcher = asyncio.create_task(_watch(ctx))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            request_log.close()
+
+    app = FastAPI(title="FaceOps", version="1", lifespan=lifespan,
+                  description="Face detection, recognition, verification and enrollment; live video over "
+                              "WebSocket. Every endpoint but /health needs an API key (X-API-Key header).")
+    install_error_handlers(app)
+    for module in (faces, identities, ops, stream):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> RedirectResponse:
+        return RedirectResponse("/ui")
+
+    @app.get("/ui", include_in_schema=False)
+    async def ui() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["X-API-Key", "Authorization", "Content-Type"])
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app
+
+
+async def _refresh(ctx: AppContext) -> None:
+    changed = await anyio.to_thread.run_sync(ctx.service.refresh)
+    service, metrics = ctx.service, ctx.metrics
+    metrics.source_up.set(0 if service.source_error else 1)
+    if changed:
+        state = service.state
+        metrics.set_model(state.model.version, state.model.pipeline.model_id, state.model.threshold)
+        metrics.gallery_size.set(len(state.gallery.identities))
+        if service.swaps:
+            metrics.swaps.inc()
+
+
+async def _watch(ctx: AppContext) -> None:
+    """Follow the source: check for a new version every ``poll_seconds``; prune the log hourly."""
+    since_prune = 0.0
+    while True:
+        await asyncio.sleep(ctx.settings.poll_seconds)
+        try:
+            await _refresh(ctx)
+            since_prune += ctx.settings.poll_seconds
+            if since_prune >= _PRUNE_EVERY_S:
+                since_prune = 0.0
+                await anyio.to_thread.run_sync(ctx.log.prune)
+        except Exception:  # noqa: BLE001 - the watcher must never die; the service keeps serving
+            log.exception("model watcher iteration failed")

@@ -1,0 +1,163 @@
+"""Dependencies of the routes: the app context, API-key check with rate limit, and reading uploaded images.
+
+Images come either as ``multipart/form-data`` file fields or as JSON with base64 strings; both end as
+``(name, bytes)`` whose content is sniffed (the file name and declared type are never trusted).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, HTTPException, Request
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+
+from faceops.errors import EmptyImage
+from serving.config import ServingSettings
+from serving.metrics import ServiceMetrics
+from serving.requestlog import RequestLog
+from serving.security import ApiKeys, RateLimiter, sniff_image
+from serving.service import FaceService
+
+__all__ = ["AppContext", "Client", "Ctx", "authenticate", "check_images", "decode_base64", "image_body_openapi", "read_upload", "run_inference"]
+
+
+@dataclass
+class AppContext:
+    """Everything the routes share; built in the lifespan, stored on ``app.state.ctx``."""
+
+    settings: ServingSettings
+    service: FaceService
+    log: RequestLog
+    metrics: ServiceMetrics
+    keys: ApiKeys
+    limiter: RateLimiter
+    inference: anyio.CapacityLimiter
+
+
+def _ctx(request: Request) -> AppContext:
+    return request.app.state.ctx
+
+
+Ctx = Annotated[AppContext, Depends(_ctx)]
+
+
+def authenticate(ctx: AppContext, key: str | None, client_host: str) -> str:
+    """The client's name, or 401 / 429."""
+    name = ctx.keys.check(key)
+    if name is None:
+        raise HTTPException(401, "missing or invalid API key: send it in the X-API-Key header",
+                            headers={"WWW-Authenticate": "Bearer"})
+    wait = ctx.limiter.take(name if name != "anonymous" else f"ip:{client_host}")
+    if wait > 0:
+        raise HTTPException(429, f"rate limit exceeded: retry in {wait:.1f} s",
+                            headers={"Retry-After": str(math.ceil(wait))})
+    return name
+
+
+def _require_key(request: Request, ctx: Ctx) -> str:
+    key = request.headers.get("x-api-key")
+    auth = request.headers.get("authorization", "")
+    if not key and auth.lower().startswith("bearer "):
+        key = auth[7:].strip()
+    return authenticate(ctx, key, request.client.host if request.client else "unknown")
+
+
+Client = Annotated[str, Depends(_require_key)]
+
+
+async def run_inference(ctx: AppContext, fn, *args):  # type: ignore[no-untyped-def]
+    """Run CPU-heavy work in the bounded inference thread pool, off the event loop."""
+    return await anyio.to_thread.run_sync(fn, *args, limiter=ctx.inference)
+
+
+async def read_upload(request: Request, model: type[BaseModel], file_fields: dict[str, bool]) -> tuple[
+        dict[str, list[tuple[str, bytes]]], dict[str, Any]]:
+    """Images and other fields of a request, JSON (base64) or multipart.
+
+    Args:
+        model: the JSON body model (validated; its string/list fields named in ``file_fields`` hold base64).
+        file_fields: field name -> whether it holds a list of images.
+
+    Returns:
+        field -> [(name, bytes)], and the other (non-image) fields.
+    """
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        try:
+            payload = model.model_validate(json.loads(await request.body()))
+        except json.JSONDecodeError as exc:
+            raise HTTPException(400, f"body is not valid JSON: {exc}") from exc
+        except ValidationError as exc:
+            raise HTTPException(422, [{"field": ".".join(map(str, e["loc"])), "problem": e["msg"]}
+                                      for e in exc.errors()]) from exc
+        data = payload.model_dump()
+        images: dict[str, list[tuple[str, bytes]]] = {}
+        for field, many in file_fields.items():
+            values = data.pop(field) if many else [data.pop(field)]
+            images[field] = [(f"{field}[{i}]" if many else field, decode_base64(v, field)) for i, v in enumerate(values)]
+        return images, data
+    if ctype == "multipart/form-data":
+        form = await request.form(max_files=ctx_max_files(request), max_fields=50)
+        images, other = {}, {}
+        for field, many in file_fields.items():
+            uploads = [u for u in form.getlist(field) if isinstance(u, UploadFile)]
+            if not uploads:
+                raise HTTPException(422, f"missing file field {field!r} (multipart form)")
+            if not many and len(uploads) > 1:
+                raise HTTPException(422, f"field {field!r} takes one image, got {len(uploads)}")
+            images[field] = [(u.filename or field, await u.read()) for u in uploads]
+        for key, value in form.multi_items():
+            if key not in file_fields and isinstance(value, str):
+                other[key] = value
+        return images, other
+    raise HTTPException(415, f"unsupported content type {ctype or '(none)'!r}: send multipart/form-data with "
+                             "image files, or application/json with base64 images")
+
+
+def ctx_max_files(request: Request) -> int:
+    return request.app.state.ctx.settings.max_images_per_request
+
+
+def decode_base64(value: str, field: str) -> bytes:
+    text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise HTTPException(422, f"field {field!r} is not valid base64: {exc}") from exc
+    if not data:
+        raise EmptyImage("no bytes", field)
+    return data
+
+
+def check_images(images: list[tuple[str, bytes]], limit: int) -> None:
+    """Sniff every image's content (415 for non-images) and bound how many come at once."""
+    if len(images) > limit:
+        raise HTTPException(413, f"{len(images)} images in one request, over the limit of {limit}")
+    for name, data in images:
+        if not data:
+            raise EmptyImage("no bytes", name)
+        sniff_image(data, name)
+
+
+def image_body_openapi(fields: dict[str, bool], extra: dict[str, dict] | None = None) -> dict[str, Any]:
+    """OpenAPI ``requestBody`` for a route that reads images itself (multipart files or base64 JSON)."""
+    extra = extra or {}
+    binary = {"type": "string", "format": "binary"}
+    b64 = {"type": "string", "format": "byte", "description": "base64 image file"}
+
+    def props(item: dict) -> dict:
+        out = {f: ({"type": "array", "items": item} if many else item) for f, many in fields.items()}
+        return {**out, **extra}
+
+    required = list(fields) + list(extra)
+    return {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "properties": props(binary), "required": required}},
+        "application/json": {"schema": {"type": "object", "properties": props(b64), "required": required}},
+    }}}

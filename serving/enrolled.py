@@ -1,0 +1,88 @@
+"""The gallery on disk: the gallery file plus (optionally) the consented enrollment photos it was built from.
+
+Keeping the photos lets the service re-embed every identity when a champion with other weights takes over,
+so a model swap never silently empties the gallery. Photos are stored by content hash under
+``enrolled/<identity>/``; identity names are validated so they are safe folder names.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import re
+import shutil
+from pathlib import Path
+
+from faceops.errors import GalleryError
+from faceops.gallery import UNKNOWN, Gallery
+from faceops.pipeline import FacePipeline
+
+__all__ = ["IDENTITY_PATTERN", "EnrolledPhotos", "check_identity", "rebuild_gallery"]
+
+log = logging.getLogger(__name__)
+IDENTITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,127}$"
+_IDENTITY_RE = re.compile(IDENTITY_PATTERN)
+
+
+def check_identity(identity: str) -> str:
+    """The identity name, stripped, or :class:`GalleryError` saying what is wrong with it."""
+    name = identity.strip()
+    if not _IDENTITY_RE.match(name) or name.lower() == UNKNOWN:
+        raise GalleryError(
+            f"invalid identity name {identity!r}: use 1-128 letters, digits, spaces, '_', '.' or '-', starting "
+            f"with a letter or digit, and not {UNKNOWN!r}"
+        )
+    return name
+
+
+class EnrolledPhotos:
+    """Enrollment photos stored by identity and content hash."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def save(self, identity: str, data: bytes) -> str:
+        """Store one photo; returns its name (``<identity>/<sha256>``), used as the gallery source."""
+        digest = hashlib.sha256(data).hexdigest()[:24]
+        folder = self.root / identity
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / digest
+        if not path.exists():
+            tmp = folder / f".{digest}.tmp"
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return f"{identity}/{digest}"
+
+    def remove(self, identity: str) -> None:
+        shutil.rmtree(self.root / identity, ignore_errors=True)
+
+    def all(self) -> dict[str, list[Path]]:
+        if not self.root.is_dir():
+            return {}
+        return {
+            d.name: sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
+            for d in sorted(self.root.iterdir())
+            if d.is_dir()
+        }
+
+
+def rebuild_gallery(photos: EnrolledPhotos, pipeline: FacePipeline) -> tuple[Gallery, int]:
+    """A new gallery for ``pipeline``'s model from the stored photos; returns it and the number of photos lost."""
+    gallery, lost = Gallery(pipeline.model_id), 0
+    for identity, paths in photos.all().items():
+        if not paths:
+            continue
+        result = pipeline.embed_subjects(paths)
+        lost += len(result.errors)
+        ok = [i for i in range(len(paths)) if i not in result.errors]
+        if ok:
+            gallery.add(identity, result.embeddings[ok], [f"{identity}/{paths[i].name}" for i in ok])
+    log.info("gallery rebuilt for %s: %d identities, %d embeddings", pipeline.model_id, len(gallery.identities),
+             len(gallery))
+    return gallery, lost
+
+
+def copied(gallery: Gallery) -> Gallery:
+    """A deep copy, so a mutation never shows half-done to a concurrent reader (copy-on-write)."""
+    return copy.deepcopy(gallery)

@@ -1,0 +1,86 @@
+"""Plumbing shared by the routes: request tracking (metrics + request log) and face -> JSON / log rows."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+
+import anyio
+from fastapi import HTTPException
+
+from faceops.gallery import UNKNOWN
+from serving.deps import AppContext
+from serving.errors import status_for
+from serving.requestlog import FaceRecord, RequestRecord
+from serving.schemas import Candidate, FaceOut
+from serving.service import AnalyzedFace, ServingState
+
+__all__ = ["Tracked", "face_out", "face_record"]
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(float(value), 6)
+
+
+def face_out(face: AnalyzedFace, track_id: int | None = None) -> FaceOut:
+    d = face.face.to_dict()
+    out = FaceOut(box=d["box"], probability=d["probability"], landmarks=d["landmarks"], track_id=track_id)
+    if face.match is not None:
+        out.identity = face.match.identity
+        out.score = _finite(face.match.score)
+        out.candidates = [Candidate(identity=n, score=round(s, 6)) for n, s in face.match.candidates]
+    return out
+
+
+def face_record(index: int, face: AnalyzedFace, decision: str | None = None, track_id: int | None = None,
+                similarity: float | None = None) -> FaceRecord:
+    match = face.match
+    if decision is None:
+        decision = "detected" if match is None else ("unknown" if match.identity == UNKNOWN else "known")
+    top1 = match.candidates[0] if match is not None and match.candidates else (None, similarity)
+    return FaceRecord(
+        face_index=index, det_probability=face.face.probability, face_size=face.face.size,
+        brightness=face.brightness, blur=face.blur, top1_identity=top1[0], top1_similarity=_finite(top1[1]),
+        margin=_finite(face.margin), decision=decision, predicted=match.identity if match else None,
+        track_id=track_id,
+    )
+
+
+class Tracked:
+    """Times a request, then counts it in the metrics and appends it to the request log (also on errors).
+
+    The log row is committed before the response is sent, so a logged response is never lost on a crash.
+    """
+
+    def __init__(self, ctx: AppContext, endpoint: str) -> None:
+        self.ctx, self.endpoint = ctx, endpoint
+        self.request_id = uuid.uuid4().hex
+        self.record = RequestRecord(request_id=self.request_id, endpoint=endpoint, status=200, latency_ms=0.0)
+        self.sampled = ctx.log.sampled()
+
+    def use_state(self, state: ServingState) -> ServingState:
+        self.record.model_version = state.model.version
+        self.record.model_id = state.model.pipeline.model_id
+        self.record.threshold = state.model.threshold
+        return state
+
+    async def __aenter__(self) -> Tracked:
+        self._t0 = time.perf_counter()
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:  # type: ignore[no-untyped-def]
+        seconds = time.perf_counter() - self._t0
+        record = self.record
+        if exc is not None:
+            if isinstance(exc, HTTPException):
+                record.status, record.error = exc.status_code, str(exc.detail)[:500]
+            else:
+                status, code = status_for(exc)
+                record.status, record.error = status, f"{code}: {exc}"[:500]
+        record.latency_ms = round(seconds * 1000.0, 3)
+        self.ctx.metrics.observe(self.endpoint, record.status, seconds)
+        self.ctx.metrics.faces.labels(self.endpoint).inc(len(record.faces))
+        if self.sampled:
+            await anyio.to_thread.run_sync(self.ctx.log.append, record)
+        return False

@@ -1,0 +1,82 @@
+"""Gallery management: enroll, add images, list, show and delete identities."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Path, Request
+
+from faceops.errors import UnknownIdentity
+from serving.deps import Client, Ctx, check_images, image_body_openapi, read_upload, run_inference
+from serving.enrolled import IDENTITY_PATTERN
+from serving.errors import status_for
+from serving.schemas import (
+    DeleteResponse,
+    EnrollJSON,
+    EnrollResponse,
+    ErrorResponse,
+    IdentitiesResponse,
+    IdentityOut,
+    ImagesJSON,
+    Rejected,
+)
+
+router = APIRouter(prefix="/v1/identities", tags=["identities"])
+
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 415, 422, 429, 503)}
+IdentityId = Path(description="The identity's name.", max_length=128)
+
+
+async def _enroll(request: Request, ctx: Ctx, identity: str | None) -> EnrollResponse:
+    model = EnrollJSON if identity is None else ImagesJSON
+    images, other = await read_upload(request, model, {"images": True})
+    name = identity if identity is not None else other.get("identity")
+    if not name:
+        raise HTTPException(422, "missing field 'identity' (the identity's name)")
+    photos = images["images"]
+    check_images(photos, ctx.settings.max_images_per_request)
+    identity, added, errors = await run_inference(
+        ctx, lambda: ctx.service.enroll(name, photos, new=identity is None)
+    )
+    total = ctx.service.state.gallery.identities.get(identity, 0)
+    ctx.metrics.gallery_size.set(len(ctx.service.state.gallery.identities))
+    return EnrollResponse(identity=identity, embeddings=total, added=added, rejected=[
+        Rejected(image=n, error=status_for(e)[1], detail=str(e)) for n, e in errors.items()
+    ])
+
+
+@router.post("", status_code=201, response_model=EnrollResponse, responses=_ERRORS,
+             openapi_extra=image_body_openapi({"images": True}, {"identity": {"type": "string",
+                                                                              "pattern": IDENTITY_PATTERN}}))
+async def enroll(request: Request, ctx: Ctx, client: Client) -> EnrollResponse:
+    """Enroll a new identity with one or more photos (the subject face of each is used)."""
+    return await _enroll(request, ctx, None)
+
+
+@router.post("/{identity}/images", response_model=EnrollResponse, responses=_ERRORS,
+             openapi_extra=image_body_openapi({"images": True}))
+async def add_images(request: Request, ctx: Ctx, client: Client, identity: str = IdentityId) -> EnrollResponse:
+    """Add photos to an enrolled identity."""
+    return await _enroll(request, ctx, identity)
+
+
+@router.get("", response_model=IdentitiesResponse, responses=_ERRORS)
+async def list_identities(ctx: Ctx, client: Client) -> IdentitiesResponse:
+    """Every enrolled identity with its number of embeddings."""
+    return IdentitiesResponse(identities=[IdentityOut(identity=n, embeddings=c)
+                                          for n, c in ctx.service.state.gallery.identities.items()])
+
+
+@router.get("/{identity}", response_model=IdentityOut, responses=_ERRORS)
+async def get_identity(ctx: Ctx, client: Client, identity: str = IdentityId) -> IdentityOut:
+    """One identity."""
+    count = ctx.service.state.gallery.identities.get(identity)
+    if count is None:
+        raise UnknownIdentity(f"identity {identity!r} is not enrolled")
+    return IdentityOut(identity=identity, embeddings=count)
+
+
+@router.delete("/{identity}", response_model=DeleteResponse, responses=_ERRORS)
+async def delete_identity(ctx: Ctx, client: Client, identity: str = IdentityId) -> DeleteResponse:
+    """Delete an identity: every embedding and every stored photo of it."""
+    removed = await run_inference(ctx, ctx.service.delete, identity)
+    ctx.metrics.gallery_size.set(len(ctx.service.state.gallery.identities))
+    return DeleteResponse(identity=identity, removed_embeddings=removed)

@@ -1,0 +1,59 @@
+"""Operations: /health (no key), /ready, /metrics (Prometheus) and /v1/feedback (ground truth for monitoring)."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from serving.deps import Client, Ctx
+from serving.schemas import ErrorResponse, FeedbackIn, FeedbackOut
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """Liveness: the process answers (no API key needed)."""
+    return {"status": "ok"}
+
+
+@router.get("/ready", responses={503: {"description": "no model loaded yet"}})
+async def ready(ctx: Ctx, client: Client) -> JSONResponse:
+    """Readiness: 200 once a model is loaded; says which, and whether the model source (MLflow) is reachable.
+
+    When the source is unreachable the service keeps serving the loaded model: still 200, with
+    ``source.reachable = false`` and the error.
+    """
+    service = ctx.service
+    body: dict[str, object] = {
+        "ready": service.ready,
+        "source": {"description": service.source.description, "reachable": service.source_error is None,
+                   "error": service.source_error,
+                   "last_check_age_s": None if service.last_check is None else round(time.time() - service.last_check, 1)},
+        "model_swaps": service.swaps,
+    }
+    if service.ready:
+        state = service.state
+        body["model"] = {"version": state.model.version, "model_id": state.model.pipeline.model_id,
+                         "threshold": state.model.threshold, "target_far": state.model.bundle.target_far,
+                         "loaded_at": state.model.loaded_at, "preprocess": state.model.bundle.preprocess.to_dict()}
+        body["gallery"] = {"identities": len(state.gallery.identities), "embeddings": len(state.gallery)}
+    return JSONResponse(body, status_code=200 if service.ready else 503)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(ctx: Ctx, client: Client) -> Response:
+    """Prometheus metrics: requests, latency histograms, faces, unknown rate, model version."""
+    return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.post("/v1/feedback", response_model=FeedbackOut, tags=["monitoring"],
+             responses={code: {"model": ErrorResponse} for code in (401, 404, 422)})
+async def feedback(body: FeedbackIn, ctx: Ctx, client: Client) -> FeedbackOut:
+    """The ground truth of a logged request's face: the right identity, 'impostor' or 'genuine'."""
+    await anyio.to_thread.run_sync(ctx.log.add_feedback, body.request_id, body.truth.strip(), body.face_index)
+    return FeedbackOut(request_id=body.request_id, face_index=body.face_index, truth=body.truth.strip())

@@ -1,0 +1,238 @@
+"""The face service: the loaded model and gallery, and the operations the routes call (no HTTP here).
+
+Model and gallery are held together in one immutable :class:`ServingState` that is replaced as a whole (one
+reference assignment) when a new champion is loaded or the gallery changes. A request takes the state once at its
+start and uses it to the end, so a swap never fails or mixes an in-flight request; mutations copy the gallery,
+change the copy, save it atomically and then publish it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from faceops.alignment import align_faces
+from faceops.detection import Face, select_subject
+from faceops.errors import FaceOpsError, GalleryError, NoFaceDetected, UnknownIdentity
+from faceops.gallery import UNKNOWN, Gallery, Match
+from faceops.images import load_image
+from faceops.model import ModelBundle
+from faceops.pipeline import FacePipeline
+from serving.config import ServingSettings
+from serving.enrolled import EnrolledPhotos, check_identity, copied, rebuild_gallery
+from serving.model_source import ModelSource, SourceUnavailable
+from serving.quality import blur_score, brightness
+
+__all__ = ["AnalyzedFace", "LoadedModel", "ModelNotReady", "FaceService", "ServingState"]
+
+log = logging.getLogger(__name__)
+
+
+class ModelNotReady(FaceOpsError):
+    """No model is loaded yet (the source was unreachable at start)."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: str
+    bundle: ModelBundle
+    pipeline: FacePipeline
+    loaded_at: float
+
+    @property
+    def threshold(self) -> float:
+        return self.bundle.threshold
+
+
+@dataclass(frozen=True)
+class ServingState:
+    model: LoadedModel
+    gallery: Gallery
+
+
+@dataclass(frozen=True)
+class AnalyzedFace:
+    """One face of a request with what monitoring needs."""
+
+    face: Face
+    embedding: np.ndarray
+    brightness: float
+    blur: float
+    match: Match | None = None
+
+    @property
+    def margin(self) -> float | None:
+        if self.match is None or len(self.match.candidates) < 2:
+            return None
+        return self.match.candidates[0][1] - self.match.candidates[1][1]
+
+
+class FaceService:
+    """Wraps a model source, the current model + gallery, and the enrollment photo store."""
+
+    def __init__(self, settings: ServingSettings, source: ModelSource) -> None:
+        self.settings = settings
+        self.source = source
+        self.photos = EnrolledPhotos(settings.enrolled_dir)
+        self._state: ServingState | None = None
+        self._write_lock = threading.RLock()
+        self.source_error: str | None = None
+        self.last_check: float | None = None
+        self.swaps = 0
+
+    # -- model life cycle --------------------------------------------------------------------------------------
+    @property
+    def state(self) -> ServingState:
+        state = self._state
+        if state is None:
+            raise ModelNotReady(f"no model loaded yet from {self.source.description}: {self.source_error}")
+        return state
+
+    @property
+    def ready(self) -> bool:
+        return self._state is not None
+
+    def refresh(self) -> bool:
+        """Load the source's current version if it differs from the served one; True if the model changed.
+
+        Failures are recorded in :attr:`source_error` and never disturb the model being served.
+        """
+        self.last_check = time.time()
+        try:
+            version = self.source.current_version()
+            current = self._state
+            if current is not None and current.model.version == version:
+                self.source_error = None
+                return False
+            model = self._load(version)
+        except (SourceUnavailable, FaceOpsError, OSError) as exc:
+            self.source_error = f"{type(exc).__name__}: {exc}"
+            log.warning("model source problem (serving %s): %s", self.version or "nothing", self.source_error)
+            return False
+        with self._write_lock:
+            gallery = self._gallery_for(model)
+            self._state = ServingState(model, gallery)
+            self.source_error = None
+            self.swaps += current is not None
+        log.info("serving model version %s (%s), threshold %.4f", version, model.bundle.model_id, model.threshold)
+        return True
+
+    @property
+    def version(self) -> str | None:
+        return self._state.model.version if self._state else None
+
+    def _load(self, version: str) -> LoadedModel:
+        bundle = self.source.load(version)
+        pipeline = bundle.pipeline(device=self.settings.device)
+        # Warm up (first calls allocate and compile kernels) before the model meets real requests.
+        pipeline.detector.detect(np.zeros((160, 160, 3), dtype=np.uint8))
+        pipeline.embedder.embed(np.zeros((1, bundle.preprocess.align.image_size,
+                                           bundle.preprocess.align.image_size, 3), dtype=np.uint8))
+        return LoadedModel(version, bundle, pipeline, time.time())
+
+    def _gallery_for(self, model: LoadedModel) -> Gallery:
+        model_id = model.pipeline.model_id
+        current = self._state
+        if current is not None and current.gallery.model_id == model_id:
+            return current.gallery
+        path = self.settings.gallery_path
+        if path.exists():
+            gallery = Gallery.load(path)
+            if gallery.model_id == model_id:
+                return gallery
+        if not self.settings.keep_enrollment_images:
+            if path.exists():
+                log.warning("gallery %s was made by another model and no photos are kept: starting empty", path)
+            return Gallery(model_id)
+        gallery, lost = rebuild_gallery(self.photos, model.pipeline)
+        if lost:
+            log.warning("%d enrollment photo(s) gave no face with the new model", lost)
+        gallery.save(path)
+        return gallery
+
+    # -- inference ---------------------------------------------------------------------------------------------
+    def decode(self, data: bytes, name: str) -> np.ndarray:
+        return load_image(data, name=name, max_pixels=self.settings.max_image_pixels,
+                          max_bytes=self.settings.max_body_bytes)
+
+    def analyze(self, pixels: np.ndarray, state: ServingState, recognize: bool) -> list[AnalyzedFace]:
+        """Every face of an image with quality features, and its gallery match when ``recognize``."""
+        pipeline = state.model.pipeline
+        faces = pipeline.detector.detect(pixels)
+        if not faces:
+            return []
+        crops = align_faces(pixels, faces, pipeline.config.align)
+        embeddings = pipeline.embedder.embed(crops)
+        matches: list[Match | None] = [None] * len(faces)
+        if recognize:
+            matches = list(self.identify(embeddings, state))
+        return [
+            AnalyzedFace(f, e, brightness(c), blur_score(c), m)
+            for f, e, c, m in zip(faces, embeddings, crops, matches, strict=True)
+        ]
+
+    def identify(self, embeddings: np.ndarray, state: ServingState) -> list[Match]:
+        if len(state.gallery) == 0:
+            return [Match(UNKNOWN, float("nan"), ()) for _ in range(len(embeddings))]
+        return state.gallery.identify(embeddings, state.model.threshold, self.settings.top_k)
+
+    def subject(self, pixels: np.ndarray, state: ServingState, name: str) -> AnalyzedFace:
+        """The subject face of a photo (the model's subject policy); raises :class:`NoFaceDetected`."""
+        faces = self.analyze(pixels, state, recognize=False)
+        face = select_subject([f.face for f in faces], pixels.shape, state.model.bundle.preprocess.detector.subject)
+        if face is None:
+            raise NoFaceDetected(name)
+        return next(f for f in faces if f.face is face)
+
+    # -- gallery -----------------------------------------------------------------------------------------------
+    def enroll(self, identity: str, images: list[tuple[str, bytes]], *, new: bool) -> tuple[str, int, dict]:
+        """Add photos of an identity; ``new`` refuses an existing identity, otherwise it must exist.
+
+        Returns the identity, the number of photos added, and ``{photo name: error}`` for photos not used.
+        Raises :class:`NoFaceDetected` / :class:`InvalidImage` when no photo could be used.
+        """
+        identity = check_identity(identity)
+        state = self.state
+        exists = identity in state.gallery.identities
+        if new and exists:
+            raise IdentityExists(f"identity {identity!r} is already enrolled: add images to it instead")
+        if not new and not exists:
+            raise UnknownIdentity(f"identity {identity!r} is not enrolled")
+        vectors, kept, errors = [], [], {}
+        for name, data in images:
+            try:
+                vectors.append(self.subject(self.decode(data, name), state, name).embedding)
+                kept.append(data)
+            except FaceOpsError as exc:
+                errors[name] = exc
+        if not vectors:
+            raise next(iter(errors.values())) if errors else GalleryError("no images given")
+        with self._write_lock:
+            current = self.state
+            if current.model.version != state.model.version:
+                raise ModelNotReady("the model changed during enrollment: please retry")
+            gallery = copied(current.gallery)
+            sources = [self.photos.save(identity, d) if self.settings.keep_enrollment_images else "" for d in kept]
+            gallery.add(identity, np.stack(vectors), sources)
+            gallery.save(self.settings.gallery_path)
+            self._state = replace(current, gallery=gallery)
+        return identity, len(vectors), errors
+
+    def delete(self, identity: str) -> int:
+        """Remove every embedding (and stored photo) of an identity; returns how many embeddings."""
+        with self._write_lock:
+            current = self.state
+            gallery = copied(current.gallery)
+            removed = gallery.remove(identity)
+            gallery.save(self.settings.gallery_path)
+            self.photos.remove(identity)
+            self._state = replace(current, gallery=gallery)
+        return removed
+
+
+class IdentityExists(GalleryError):
+    """Enrolling an identity that is already enrolled."""

@@ -1,0 +1,39 @@
+"""Helpers of the serving tests (imported by name: pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import io
+import socket
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def make_settings(bundle_dir: Path, state_dir: Path, api_key: str, **overrides):  # type: ignore[no-untyped-def]
+    from serving.config import ServingSettings
+    from serving.security import hash_key
+
+    return ServingSettings(bundle_dir=bundle_dir, state_dir=state_dir, api_key_hashes=[f"tests:{hash_key(api_key)}"],
+                           **overrides)
+
+
+def bmp_header_only(width: int, height: int) -> bytes:
+    """A 54-byte BMP whose header claims ``width`` x ``height`` 24-bit pixels (a decompression bomb if decoded)."""
+    row = (width * 3 + 3) // 4 * 4
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, row * height, 2835, 2835, 0, 0)
+    return b"BM" + struct.pack("<IHHI", 54 + row * height, 0, 0, 54) + info
+
+
+def png_16bit(path: Path) -> bytes:
+    grey = np.asarray(Image.open(path).convert("L"), dtype=np.uint16) * 257
+    out = io.BytesIO()
+    Image.fromarray(grey).save(out, "PNG")
+    return out.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
