@@ -19,7 +19,6 @@ from faceops.cli._common import EXIT_CODES_HELP, FaceOpsGroup
 from faceops.cli.data import data
 from faceops.cli.face import detect, enroll, recognize, verify
 from faceops.cli.serve import serve, watch
-from faceops.cli.serve import serve, watch
 
 __all__ = ["cli", "main"]
 
@@ -35,8 +34,6 @@ def cli(verbose: bool) -> None:
 
 for _command in (detect, enroll, recognize, verify):
     cli.add_command(_command)
-cli.add_command(serve)
-cli.add_command(watch)
 cli.add_command(data)
 cli.add_command(serve)
 cli.add_command(watch)
