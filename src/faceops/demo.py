@@ -21,7 +21,7 @@ from faceops.pipeline import FacePipeline
 from faceops.render import save_annotated
 
 # Well-photographed LFW people (>= 10 photos each) and strangers who are never enrolled.
-KNOWN = ["Colin_Powell", "Serena_Williams", "Gerhard_Schroeder", "Hugo_Chavez", "Junichiro_Koizumi"]
+KNOWN = ["Colin_Powell", "Serena_Williams", "Gerhard_Schroeder", "Hugo_Chavez", "Angelina_Jolie"]
 STRANGERS = ["Jennifer_Aniston", "Tiger_Woods", "Vladimir_Putin", "Lleyton_Hewitt", "Jean_Chretien"]
 ENROL_PER_PERSON, PROBES_PER_PERSON = 5, 2
 
@@ -36,6 +36,9 @@ def run_demo(shared: Path, out: Path, threshold: float = DEFAULT_THRESHOLD) -> d
     gallery = Gallery(pipeline.model_id)
     out.mkdir(parents=True, exist_ok=True)
     enrol, probes = [], []
+    missing = [n for n in KNOWN + STRANGERS if not (lfw / n).is_dir()]
+    if missing:
+        raise SystemExit(f"the demo's people are missing from {lfw}: {', '.join(missing)}")
     for name in KNOWN:
         photos = list(iter_image_paths([lfw / name]))
         enrol += [(name, p) for p in photos[:ENROL_PER_PERSON]]
