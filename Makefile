@@ -35,6 +35,9 @@ $(STAMP): pyproject.toml
 run: venv ## The main job on the embedded default (see README)
 	$(PY) -m faceops.demo --shared $(SHARED)
 
+demo: venv ## Face-core demo: enrol LFW people, recognise new photos and strangers (outputs/demo)
+	$(PY) -m faceops.demo --shared $(SHARED)
+
 test: venv ## The tests (fast tier: unit + integration, no slow markers)
 	@test -d $(SHARED)/datasets || { echo "$(SHARED)/datasets not found: the tests read real images from ../shared"; exit 1; }
 	$(PY) -m pytest -m "not slow and not benchmark" $(PYTEST_ARGS)
