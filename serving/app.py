@@ -58,12 +58,22 @@ def create_app(settings: ServingSettings | None = None, source: ModelSource | No
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = FaceService(settings, source or source_for(settings))
-        request_log = RequestLog(settings.log_path, settings.log_sample_rate, settings.log_retention_days,
-                                 settings.log_store_images)
+        request_log = RequestLog(
+            settings.log_path,
+            settings.log_sample_rate,
+            settings.log_retention_days,
+            settings.log_store_images,
+        )
         metrics = ServiceMetrics()
-        ctx = AppContext(settings, service, request_log, metrics, keys,
-                         RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
-                         anyio.CapacityLimiter(settings.inference_threads))
+        ctx = AppContext(
+            settings,
+            service,
+            request_log,
+            metrics,
+            keys,
+            RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+            anyio.CapacityLimiter(settings.inference_threads),
+        )
         app.state.ctx = ctx
         await anyio.to_thread.run_sync(request_log.prune)
         await _refresh(ctx)
@@ -76,9 +86,13 @@ def create_app(settings: ServingSettings | None = None, source: ModelSource | No
                 await watcher
             request_log.close()
 
-    app = FastAPI(title="FaceOps", version="1", lifespan=lifespan,
-                  description="Face detection, recognition, verification and enrollment; live video over "
-                              "WebSocket. Every endpoint but /health needs an API key (X-API-Key header).")
+    app = FastAPI(
+        title="FaceOps",
+        version="1",
+        lifespan=lifespan,
+        description="Face detection, recognition, verification and enrollment; live video over "
+        "WebSocket. Every endpoint but /health needs an API key (X-API-Key header).",
+    )
     install_error_handlers(app)
     for module in (faces, identities, ops, stream):
         app.include_router(module.router)
@@ -93,8 +107,12 @@ def create_app(settings: ServingSettings | None = None, source: ModelSource | No
         return FileResponse(STATIC / "index.html")
 
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["X-API-Key", "Authorization", "Content-Type"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type"],
+        )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app
 

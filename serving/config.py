@@ -28,7 +28,9 @@ class ServingSettings(BaseSettings):
         default=None, description="MLflow tracking URI of the registry; default: FACEOPS_MLFLOW_TRACKING_URI."
     )
     model_alias: str = Field(default="champion", description="The alias the service follows.")
-    poll_seconds: float = Field(default=30.0, gt=0, description="How often the alias is checked for a new model.")
+    poll_seconds: float = Field(
+        default=30.0, gt=0, description="How often the alias is checked for a new model."
+    )
     device: str | None = Field(default=None, description="Torch device; default: the core settings' device.")
 
     # -- state -------------------------------------------------------------------------------------------------
@@ -46,16 +48,25 @@ class ServingSettings(BaseSettings):
 
     # -- security and limits -----------------------------------------------------------------------------------
     api_key_hashes: list[str] = Field(
-        default_factory=list, description="SHA-256 hex digests of the accepted API keys ('name:digest' allowed)."
+        default_factory=list,
+        description="SHA-256 hex digests of the accepted API keys ('name:digest' allowed).",
     )
     api_keys_file: Path | None = Field(default=None, description="A file of digests, one per line.")
-    allow_anonymous: bool = Field(default=False, description="Serve without API keys (local development only).")
-    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
+    allow_anonymous: bool = Field(
+        default=False, description="Serve without API keys (local development only)."
+    )
+    max_body_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
+    )
     max_image_pixels: int = Field(default=25_000_000, ge=64 * 64, description="Larger images get 413.")
     max_images_per_request: int = Field(default=20, ge=1, description="Enrollment uploads per request.")
-    rate_limit_per_minute: int = Field(default=600, ge=0, description="Requests per key per minute; 0: no limit.")
+    rate_limit_per_minute: int = Field(
+        default=600, ge=0, description="Requests per key per minute; 0: no limit."
+    )
     rate_limit_burst: int = Field(default=60, ge=1, description="Requests a key may make at once.")
-    cors_origins: list[str] = Field(default_factory=list, description="CORS is off unless origins are listed.")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="CORS is off unless origins are listed."
+    )
     inference_threads: int = Field(default=2, ge=1, description="Concurrent inference jobs (thread pool).")
     top_k: int = Field(default=3, ge=1, le=20, description="Candidates returned per recognised face.")
 

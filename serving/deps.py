@@ -25,7 +25,17 @@ from serving.requestlog import RequestLog
 from serving.security import ApiKeys, RateLimiter, sniff_image
 from serving.service import FaceService
 
-__all__ = ["AppContext", "Client", "Ctx", "authenticate", "check_images", "decode_base64", "image_body_openapi", "read_upload", "run_inference"]
+__all__ = [
+    "AppContext",
+    "Client",
+    "Ctx",
+    "authenticate",
+    "check_images",
+    "decode_base64",
+    "image_body_openapi",
+    "read_upload",
+    "run_inference",
+]
 
 
 @dataclass
@@ -52,12 +62,16 @@ def authenticate(ctx: AppContext, key: str | None, client_host: str) -> str:
     """The client's name, or 401 / 429."""
     name = ctx.keys.check(key)
     if name is None:
-        raise HTTPException(401, "missing or invalid API key: send it in the X-API-Key header",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "missing or invalid API key: send it in the X-API-Key header",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     wait = ctx.limiter.take(name if name != "anonymous" else f"ip:{client_host}")
     if wait > 0:
-        raise HTTPException(429, f"rate limit exceeded: retry in {wait:.1f} s",
-                            headers={"Retry-After": str(math.ceil(wait))})
+        raise HTTPException(
+            429, f"rate limit exceeded: retry in {wait:.1f} s", headers={"Retry-After": str(math.ceil(wait))}
+        )
     return name
 
 
@@ -77,8 +91,9 @@ async def run_inference(ctx: AppContext, fn, *args):  # type: ignore[no-untyped-
     return await anyio.to_thread.run_sync(fn, *args, limiter=ctx.inference)
 
 
-async def read_upload(request: Request, model: type[BaseModel], file_fields: dict[str, bool]) -> tuple[
-        dict[str, list[tuple[str, bytes]]], dict[str, Any]]:
+async def read_upload(
+    request: Request, model: type[BaseModel], file_fields: dict[str, bool]
+) -> tuple[dict[str, list[tuple[str, bytes]]], dict[str, Any]]:
     """Images and other fields of a request, JSON (base64) or multipart.
 
     Args:
@@ -95,13 +110,16 @@ async def read_upload(request: Request, model: type[BaseModel], file_fields: dic
         except json.JSONDecodeError as exc:
             raise HTTPException(400, f"body is not valid JSON: {exc}") from exc
         except ValidationError as exc:
-            raise HTTPException(422, [{"field": ".".join(map(str, e["loc"])), "problem": e["msg"]}
-                                      for e in exc.errors()]) from exc
+            raise HTTPException(
+                422, [{"field": ".".join(map(str, e["loc"])), "problem": e["msg"]} for e in exc.errors()]
+            ) from exc
         data = payload.model_dump()
         images: dict[str, list[tuple[str, bytes]]] = {}
         for field, many in file_fields.items():
             values = data.pop(field) if many else [data.pop(field)]
-            images[field] = [(f"{field}[{i}]" if many else field, decode_base64(v, field)) for i, v in enumerate(values)]
+            images[field] = [
+                (f"{field}[{i}]" if many else field, decode_base64(v, field)) for i, v in enumerate(values)
+            ]
         return images, data
     if ctype == "multipart/form-data":
         form = await request.form(max_files=ctx_max_files(request), max_fields=50)
@@ -117,8 +135,11 @@ async def read_upload(request: Request, model: type[BaseModel], file_fields: dic
             if key not in file_fields and isinstance(value, str):
                 other[key] = value
         return images, other
-    raise HTTPException(415, f"unsupported content type {ctype or '(none)'!r}: send multipart/form-data with "
-                             "image files, or application/json with base64 images")
+    raise HTTPException(
+        415,
+        f"unsupported content type {ctype or '(none)'!r}: send multipart/form-data with "
+        "image files, or application/json with base64 images",
+    )
 
 
 def ctx_max_files(request: Request) -> int:
@@ -157,7 +178,16 @@ def image_body_openapi(fields: dict[str, bool], extra: dict[str, dict] | None = 
         return {**out, **extra}
 
     required = list(fields) + list(extra)
-    return {"requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": {"type": "object", "properties": props(binary), "required": required}},
-        "application/json": {"schema": {"type": "object", "properties": props(b64), "required": required}},
-    }}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": props(binary), "required": required}
+                },
+                "application/json": {
+                    "schema": {"type": "object", "properties": props(b64), "required": required}
+                },
+            },
+        }
+    }

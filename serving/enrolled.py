@@ -78,8 +78,12 @@ def rebuild_gallery(photos: EnrolledPhotos, pipeline: FacePipeline) -> tuple[Gal
         ok = [i for i in range(len(paths)) if i not in result.errors]
         if ok:
             gallery.add(identity, result.embeddings[ok], [f"{identity}/{paths[i].name}" for i in ok])
-    log.info("gallery rebuilt for %s: %d identities, %d embeddings", pipeline.model_id, len(gallery.identities),
-             len(gallery))
+    log.info(
+        "gallery rebuilt for %s: %d identities, %d embeddings",
+        pipeline.model_id,
+        len(gallery.identities),
+        len(gallery),
+    )
     return gallery, lost
 
 

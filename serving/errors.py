@@ -59,9 +59,17 @@ _MAP: tuple[tuple[type[Exception], int, str], ...] = (
     (ModelNotReady, 503, "model_not_ready"),
     (FaceOpsError, 400, "bad_request"),
 )
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-               413: "body_too_large", 415: "unsupported_media_type", 422: "invalid_request",
-               429: "rate_limited", 503: "unavailable"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "rate_limited",
+    503: "unavailable",
+}
 
 
 def status_for(exc: Exception) -> tuple[int, str]:
@@ -80,8 +88,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": _HTTP_CODES.get(exc.status_code, "error"), "detail": exc.detail},
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"error": _HTTP_CODES.get(exc.status_code, "error"), "detail": exc.detail},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -91,5 +102,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": "internal_error", "detail": f"{type(exc).__name__}: the error is logged"},
-                            status_code=500)
+        return JSONResponse(
+            {"error": "internal_error", "detail": f"{type(exc).__name__}: the error is logged"},
+            status_code=500,
+        )

@@ -17,21 +17,36 @@ class ServiceMetrics:
     def __init__(self, unknown_window: int = 500) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("faceops_requests", "HTTP requests by endpoint and status.", ["endpoint", "status"],
-                                registry=r)
-        self.latency = Histogram("faceops_request_latency_seconds", "Request latency by endpoint.", ["endpoint"],
-                                 buckets=_LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "faceops_requests", "HTTP requests by endpoint and status.", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "faceops_request_latency_seconds",
+            "Request latency by endpoint.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.faces = Counter("faceops_faces", "Faces detected, by endpoint.", ["endpoint"], registry=r)
-        self.decisions = Counter("faceops_recognitions", "Recognised faces by decision (known / unknown).",
-                                 ["decision"], registry=r)
-        self.unknown_rate = Gauge("faceops_unknown_rate", "Share of 'unknown' among the last recognised faces.",
-                                  registry=r)
-        self.model_info = Gauge("faceops_model_info", "The served model (value 1).", ["version", "model_id"],
-                                registry=r)
-        self.threshold = Gauge("faceops_model_threshold", "Decision threshold of the served model.", registry=r)
+        self.decisions = Counter(
+            "faceops_recognitions",
+            "Recognised faces by decision (known / unknown).",
+            ["decision"],
+            registry=r,
+        )
+        self.unknown_rate = Gauge(
+            "faceops_unknown_rate", "Share of 'unknown' among the last recognised faces.", registry=r
+        )
+        self.model_info = Gauge(
+            "faceops_model_info", "The served model (value 1).", ["version", "model_id"], registry=r
+        )
+        self.threshold = Gauge(
+            "faceops_model_threshold", "Decision threshold of the served model.", registry=r
+        )
         self.swaps = Counter("faceops_model_swaps", "Times a new model version was swapped in.", registry=r)
-        self.source_up = Gauge("faceops_model_source_up", "1 if the model source (MLflow) answered last time.",
-                               registry=r)
+        self.source_up = Gauge(
+            "faceops_model_source_up", "1 if the model source (MLflow) answered last time.", registry=r
+        )
         self.gallery_size = Gauge("faceops_gallery_identities", "Enrolled identities.", registry=r)
         self._recent: deque[bool] = deque(maxlen=unknown_window)
 

@@ -87,8 +87,9 @@ class RequestRecord:
 class RequestLog:
     """Append-only SQLite log shared by the service's threads (one connection, serialised by a lock)."""
 
-    def __init__(self, path: Path, sample_rate: float = 1.0, retention_days: float = 30.0,
-                 store_images: bool = False) -> None:
+    def __init__(
+        self, path: Path, sample_rate: float = 1.0, retention_days: float = 30.0, store_images: bool = False
+    ) -> None:
         self.path = path
         self.sample_rate, self.retention_days, self.store_images = sample_rate, retention_days, store_images
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,15 +113,41 @@ class RequestLog:
             try:
                 self._db.execute(
                     "INSERT INTO requests VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (record.request_id, record.ts, record.endpoint, record.model_version, record.model_id,
-                     record.threshold, record.status, record.error, record.latency_ms, len(record.faces),
-                     record.image_width, record.image_height, image),
+                    (
+                        record.request_id,
+                        record.ts,
+                        record.endpoint,
+                        record.model_version,
+                        record.model_id,
+                        record.threshold,
+                        record.status,
+                        record.error,
+                        record.latency_ms,
+                        len(record.faces),
+                        record.image_width,
+                        record.image_height,
+                        image,
+                    ),
                 )
                 self._db.executemany(
                     "INSERT INTO faces VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [(record.request_id, f.face_index, f.det_probability, f.face_size, f.brightness, f.blur,
-                      f.top1_identity, f.top1_similarity, f.margin, f.decision, f.predicted, f.track_id)
-                     for f in record.faces],
+                    [
+                        (
+                            record.request_id,
+                            f.face_index,
+                            f.det_probability,
+                            f.face_size,
+                            f.brightness,
+                            f.blur,
+                            f.top1_identity,
+                            f.top1_similarity,
+                            f.margin,
+                            f.decision,
+                            f.predicted,
+                            f.track_id,
+                        )
+                        for f in record.faces
+                    ],
                 )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -130,15 +157,22 @@ class RequestLog:
     def add_feedback(self, request_id: str, truth: str, face_index: int = 0) -> None:
         """Record the ground truth of a logged request's face; raises :class:`UnknownRequest`."""
         with self._lock:
-            row = self._db.execute("SELECT n_faces, endpoint FROM requests WHERE request_id=?", (request_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT n_faces, endpoint FROM requests WHERE request_id=?", (request_id,)
+            ).fetchone()
             if row is None:
-                raise UnknownRequest(f"request {request_id!r} is not in the request log (never logged, sampled out "
-                                     "or older than the retention)")
+                raise UnknownRequest(
+                    f"request {request_id!r} is not in the request log (never logged, sampled out "
+                    "or older than the retention)"
+                )
             n_faces, endpoint = row
             if endpoint != "verify" and not 0 <= face_index < max(n_faces, 1):
-                raise UnknownRequest(f"request {request_id!r} has {n_faces} face(s): face_index {face_index} "
-                                     "is out of range")
-            self._db.execute("INSERT INTO feedback VALUES (?,?,?,?)", (request_id, face_index, truth, time.time()))
+                raise UnknownRequest(
+                    f"request {request_id!r} has {n_faces} face(s): face_index {face_index} is out of range"
+                )
+            self._db.execute(
+                "INSERT INTO feedback VALUES (?,?,?,?)", (request_id, face_index, truth, time.time())
+            )
 
     def prune(self, now: float | None = None) -> int:
         """Delete requests (with their faces and feedback) older than the retention; returns how many."""

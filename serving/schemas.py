@@ -9,9 +9,23 @@ from pydantic import BaseModel, ConfigDict, Field
 from serving.enrolled import IDENTITY_PATTERN
 
 __all__ = [
-    "Candidate", "DeleteResponse", "DetectResponse", "EnrollJSON", "EnrollResponse", "ErrorResponse", "FaceOut", "FeedbackIn", "FeedbackOut",
-    "IdentitiesResponse", "IdentityOut", "ImageJSON", "ImagesJSON", "RecognizeResponse", "Rejected",
-    "VerifyJSON", "VerifyResponse",
+    "Candidate",
+    "DeleteResponse",
+    "DetectResponse",
+    "EnrollJSON",
+    "EnrollResponse",
+    "ErrorResponse",
+    "FaceOut",
+    "FeedbackIn",
+    "FeedbackOut",
+    "IdentitiesResponse",
+    "IdentityOut",
+    "ImageJSON",
+    "ImagesJSON",
+    "RecognizeResponse",
+    "Rejected",
+    "VerifyJSON",
+    "VerifyResponse",
 ]
 
 
@@ -40,7 +54,8 @@ class FeedbackIn(_In):
     request_id: str = Field(min_length=1, max_length=64, description="The request_id a response returned.")
     face_index: int = Field(default=0, ge=0, description="Which face of the request (recognize).")
     truth: str = Field(
-        min_length=1, max_length=128,
+        min_length=1,
+        max_length=128,
         description="The right identity of the face, or 'impostor' (not an enrolled person / not the same person), "
         "or 'genuine' (verify: the same person).",
     )
@@ -56,7 +71,9 @@ class FaceOut(BaseModel):
     probability: float
     landmarks: list[list[float]]
     identity: str | None = Field(default=None, description="recognize: the match, or 'unknown'.")
-    score: float | None = Field(default=None, description="recognize: cosine similarity of the best identity.")
+    score: float | None = Field(
+        default=None, description="recognize: cosine similarity of the best identity."
+    )
     candidates: list[Candidate] | None = None
     track_id: int | None = Field(default=None, description="stream: id kept across frames.")
 

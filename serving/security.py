@@ -40,15 +40,23 @@ def sniff_image(data: bytes, name: str) -> str:
             return fmt
     head = data[:64].lstrip().lower()
     guess = (
-        "a PDF" if head.startswith(b"%pdf")
-        else "HTML" if head.startswith((b"<!doctype html", b"<html"))
-        else "SVG/XML (not accepted: scripts can hide in it)" if head.startswith((b"<?xml", b"<svg"))
-        else "JSON" if head.startswith((b"{", b"["))
-        else "a ZIP archive" if head.startswith(b"pk\x03\x04")
-        else "text" if _is_text(data[:512])
+        "a PDF"
+        if head.startswith(b"%pdf")
+        else "HTML"
+        if head.startswith((b"<!doctype html", b"<html"))
+        else "SVG/XML (not accepted: scripts can hide in it)"
+        if head.startswith((b"<?xml", b"<svg"))
+        else "JSON"
+        if head.startswith((b"{", b"["))
+        else "a ZIP archive"
+        if head.startswith(b"pk\x03\x04")
+        else "text"
+        if _is_text(data[:512])
         else "unknown binary data"
     )
-    raise UnsupportedImage(f"content is {guess}, not an image (accepted: JPEG, PNG, WebP, BMP, GIF, TIFF)", name)
+    raise UnsupportedImage(
+        f"content is {guess}, not an image (accepted: JPEG, PNG, WebP, BMP, GIF, TIFF)", name
+    )
 
 
 def _is_text(sample: bytes) -> bool:
@@ -80,7 +88,9 @@ class ApiKeys:
             name, _, digest = entry.rpartition(":")
             digest = digest.lower()
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise ConfigError(f"API key entry {i + 1} is not a SHA-256 hex digest ('name:digest' or 'digest')")
+                raise ConfigError(
+                    f"API key entry {i + 1} is not a SHA-256 hex digest ('name:digest' or 'digest')"
+                )
             self._digests[digest] = name or f"key{i + 1}"
         if not self._digests and not allow_anonymous:
             raise ConfigError(
@@ -164,10 +174,22 @@ class BodyLimitMiddleware:
     async def _refuse(self, send, size: int) -> None:  # type: ignore[no-untyped-def]
         import json
 
-        body = json.dumps({"error": "body_too_large", "detail": f"request body of {size}+ bytes is over the "
-                           f"limit of {self.max_bytes} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            {
+                "error": "body_too_large",
+                "detail": f"request body of {size}+ bytes is over the limit of {self.max_bytes} bytes",
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

@@ -118,7 +118,9 @@ class FaceService:
             self._state = ServingState(model, gallery)
             self.source_error = None
             self.swaps += current is not None
-        log.info("serving model version %s (%s), threshold %.4f", version, model.bundle.model_id, model.threshold)
+        log.info(
+            "serving model version %s (%s), threshold %.4f", version, model.bundle.model_id, model.threshold
+        )
         return True
 
     @property
@@ -130,8 +132,11 @@ class FaceService:
         pipeline = bundle.pipeline(device=self.settings.device)
         # Warm up (first calls allocate and compile kernels) before the model meets real requests.
         pipeline.detector.detect(np.zeros((160, 160, 3), dtype=np.uint8))
-        pipeline.embedder.embed(np.zeros((1, bundle.preprocess.align.image_size,
-                                           bundle.preprocess.align.image_size, 3), dtype=np.uint8))
+        pipeline.embedder.embed(
+            np.zeros(
+                (1, bundle.preprocess.align.image_size, bundle.preprocess.align.image_size, 3), dtype=np.uint8
+            )
+        )
         return LoadedModel(version, bundle, pipeline, time.time())
 
     def _gallery_for(self, model: LoadedModel) -> Gallery:
@@ -146,7 +151,9 @@ class FaceService:
                 return gallery
         if not self.settings.keep_enrollment_images:
             if path.exists():
-                log.warning("gallery %s was made by another model and no photos are kept: starting empty", path)
+                log.warning(
+                    "gallery %s was made by another model and no photos are kept: starting empty", path
+                )
             return Gallery(model_id)
         gallery, lost = rebuild_gallery(self.photos, model.pipeline)
         if lost:
@@ -156,8 +163,9 @@ class FaceService:
 
     # -- inference ---------------------------------------------------------------------------------------------
     def decode(self, data: bytes, name: str) -> np.ndarray:
-        return load_image(data, name=name, max_pixels=self.settings.max_image_pixels,
-                          max_bytes=self.settings.max_body_bytes)
+        return load_image(
+            data, name=name, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_body_bytes
+        )
 
     def analyze(self, pixels: np.ndarray, state: ServingState, recognize: bool) -> list[AnalyzedFace]:
         """Every face of an image with quality features, and its gallery match when ``recognize``."""
@@ -183,7 +191,9 @@ class FaceService:
     def subject(self, pixels: np.ndarray, state: ServingState, name: str) -> AnalyzedFace:
         """The subject face of a photo (the model's subject policy); raises :class:`NoFaceDetected`."""
         faces = self.analyze(pixels, state, recognize=False)
-        face = select_subject([f.face for f in faces], pixels.shape, state.model.bundle.preprocess.detector.subject)
+        face = select_subject(
+            [f.face for f in faces], pixels.shape, state.model.bundle.preprocess.detector.subject
+        )
         if face is None:
             raise NoFaceDetected(name)
         return next(f for f in faces if f.face is face)
@@ -216,7 +226,9 @@ class FaceService:
             if current.model.version != state.model.version:
                 raise ModelNotReady("the model changed during enrollment: please retry")
             gallery = copied(current.gallery)
-            sources = [self.photos.save(identity, d) if self.settings.keep_enrollment_images else "" for d in kept]
+            sources = [
+                self.photos.save(identity, d) if self.settings.keep_enrollment_images else "" for d in kept
+            ]
             gallery.add(identity, np.stack(vectors), sources)
             gallery.save(self.settings.gallery_path)
             self._state = replace(current, gallery=gallery)

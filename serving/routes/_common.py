@@ -33,16 +33,28 @@ def face_out(face: AnalyzedFace, track_id: int | None = None) -> FaceOut:
     return out
 
 
-def face_record(index: int, face: AnalyzedFace, decision: str | None = None, track_id: int | None = None,
-                similarity: float | None = None) -> FaceRecord:
+def face_record(
+    index: int,
+    face: AnalyzedFace,
+    decision: str | None = None,
+    track_id: int | None = None,
+    similarity: float | None = None,
+) -> FaceRecord:
     match = face.match
     if decision is None:
         decision = "detected" if match is None else ("unknown" if match.identity == UNKNOWN else "known")
     top1 = match.candidates[0] if match is not None and match.candidates else (None, similarity)
     return FaceRecord(
-        face_index=index, det_probability=face.face.probability, face_size=face.face.size,
-        brightness=face.brightness, blur=face.blur, top1_identity=top1[0], top1_similarity=_finite(top1[1]),
-        margin=_finite(face.margin), decision=decision, predicted=match.identity if match else None,
+        face_index=index,
+        det_probability=face.face.probability,
+        face_size=face.face.size,
+        brightness=face.brightness,
+        blur=face.blur,
+        top1_identity=top1[0],
+        top1_similarity=_finite(top1[1]),
+        margin=_finite(face.margin),
+        decision=decision,
+        predicted=match.identity if match else None,
         track_id=track_id,
     )
 

@@ -8,7 +8,14 @@ from fastapi import APIRouter, Request
 from faceops.gallery import UNKNOWN
 from serving.deps import Client, Ctx, check_images, image_body_openapi, read_upload, run_inference
 from serving.routes._common import Tracked, face_out, face_record
-from serving.schemas import DetectResponse, ErrorResponse, ImageJSON, RecognizeResponse, VerifyJSON, VerifyResponse
+from serving.schemas import (
+    DetectResponse,
+    ErrorResponse,
+    ImageJSON,
+    RecognizeResponse,
+    VerifyJSON,
+    VerifyResponse,
+)
 from serving.service import AnalyzedFace, ServingState
 
 router = APIRouter(prefix="/v1", tags=["faces"])
@@ -16,8 +23,9 @@ router = APIRouter(prefix="/v1", tags=["faces"])
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 429, 503)}
 
 
-async def _one_image(request: Request, ctx: Ctx, track: Tracked, recognize: bool) -> tuple[
-        ServingState, tuple[int, int], list[AnalyzedFace]]:
+async def _one_image(
+    request: Request, ctx: Ctx, track: Tracked, recognize: bool
+) -> tuple[ServingState, tuple[int, int], list[AnalyzedFace]]:
     images, _ = await read_upload(request, ImageJSON, {"image": False})
     check_images(images["image"], 1)
     name, data = images["image"][0]
@@ -39,30 +47,47 @@ async def _faces(request: Request, ctx: Ctx, endpoint: str) -> DetectResponse | 
     async with Tracked(ctx, endpoint) as track:
         state, (w, h), faces = await _one_image(request, ctx, track, recognize)
         track.record.faces = [face_record(i, f) for i, f in enumerate(faces)]
-        common = {"request_id": track.request_id, "model_version": state.model.version, "width": w, "height": h,
-                  "faces": [face_out(f) for f in faces]}
+        common = {
+            "request_id": track.request_id,
+            "model_version": state.model.version,
+            "width": w,
+            "height": h,
+            "faces": [face_out(f) for f in faces],
+        }
         if not recognize:
             return DetectResponse(**common)
         ctx.metrics.observe_decisions([f.match is not None and f.match.identity == UNKNOWN for f in faces])
         return RecognizeResponse(**common, threshold=state.model.threshold)
 
 
-@router.post("/detect", response_model=DetectResponse, responses=_ERRORS,
-             openapi_extra=image_body_openapi({"image": False}))
+@router.post(
+    "/detect",
+    response_model=DetectResponse,
+    responses=_ERRORS,
+    openapi_extra=image_body_openapi({"image": False}),
+)
 async def detect(request: Request, ctx: Ctx, client: Client) -> DetectResponse | RecognizeResponse:
     """Every face in the image: box, landmarks and detection probability."""
     return await _faces(request, ctx, "detect")
 
 
-@router.post("/recognize", response_model=RecognizeResponse, responses=_ERRORS,
-             openapi_extra=image_body_openapi({"image": False}))
+@router.post(
+    "/recognize",
+    response_model=RecognizeResponse,
+    responses=_ERRORS,
+    openapi_extra=image_body_openapi({"image": False}),
+)
 async def recognize(request: Request, ctx: Ctx, client: Client) -> DetectResponse | RecognizeResponse:
     """Every face in the image identified against the gallery ('unknown' below the model's threshold)."""
     return await _faces(request, ctx, "recognize")
 
 
-@router.post("/verify", response_model=VerifyResponse, responses=_ERRORS,
-             openapi_extra=image_body_openapi({"a": False, "b": False}))
+@router.post(
+    "/verify",
+    response_model=VerifyResponse,
+    responses=_ERRORS,
+    openapi_extra=image_body_openapi({"a": False, "b": False}),
+)
 async def verify(request: Request, ctx: Ctx, client: Client) -> VerifyResponse:
     """Whether the subjects of two photos are the same person (cosine similarity against the threshold)."""
     async with Tracked(ctx, "verify") as track:
@@ -80,7 +105,15 @@ async def verify(request: Request, ctx: Ctx, client: Client) -> VerifyResponse:
         similarity = float(np.dot(a.embedding, b.embedding))
         same = similarity >= state.model.threshold
         decision = "same" if same else "different"
-        track.record.faces = [face_record(i, f, decision, similarity=similarity) for i, f in enumerate((a, b))]
-        return VerifyResponse(request_id=track.request_id, model_version=state.model.version,
-                              similarity=round(similarity, 6), threshold=state.model.threshold, same=same,
-                              a=face_out(a), b=face_out(b))
+        track.record.faces = [
+            face_record(i, f, decision, similarity=similarity) for i, f in enumerate((a, b))
+        ]
+        return VerifyResponse(
+            request_id=track.request_id,
+            model_version=state.model.version,
+            similarity=round(similarity, 6),
+            threshold=state.model.threshold,
+            same=same,
+            a=face_out(a),
+            b=face_out(b),
+        )

@@ -38,22 +38,37 @@ async def _enroll(request: Request, ctx: Ctx, identity: str | None) -> EnrollRes
     )
     total = ctx.service.state.gallery.identities.get(identity, 0)
     ctx.metrics.gallery_size.set(len(ctx.service.state.gallery.identities))
-    return EnrollResponse(identity=identity, embeddings=total, added=added, rejected=[
-        Rejected(image=n, error=status_for(e)[1], detail=str(e)) for n, e in errors.items()
-    ])
+    return EnrollResponse(
+        identity=identity,
+        embeddings=total,
+        added=added,
+        rejected=[Rejected(image=n, error=status_for(e)[1], detail=str(e)) for n, e in errors.items()],
+    )
 
 
-@router.post("", status_code=201, response_model=EnrollResponse, responses=_ERRORS,
-             openapi_extra=image_body_openapi({"images": True}, {"identity": {"type": "string",
-                                                                              "pattern": IDENTITY_PATTERN}}))
+@router.post(
+    "",
+    status_code=201,
+    response_model=EnrollResponse,
+    responses=_ERRORS,
+    openapi_extra=image_body_openapi(
+        {"images": True}, {"identity": {"type": "string", "pattern": IDENTITY_PATTERN}}
+    ),
+)
 async def enroll(request: Request, ctx: Ctx, client: Client) -> EnrollResponse:
     """Enroll a new identity with one or more photos (the subject face of each is used)."""
     return await _enroll(request, ctx, None)
 
 
-@router.post("/{identity}/images", response_model=EnrollResponse, responses=_ERRORS,
-             openapi_extra=image_body_openapi({"images": True}))
-async def add_images(request: Request, ctx: Ctx, client: Client, identity: str = IdentityId) -> EnrollResponse:
+@router.post(
+    "/{identity}/images",
+    response_model=EnrollResponse,
+    responses=_ERRORS,
+    openapi_extra=image_body_openapi({"images": True}),
+)
+async def add_images(
+    request: Request, ctx: Ctx, client: Client, identity: str = IdentityId
+) -> EnrollResponse:
     """Add photos to an enrolled identity."""
     return await _enroll(request, ctx, identity)
 
@@ -61,8 +76,11 @@ async def add_images(request: Request, ctx: Ctx, client: Client, identity: str =
 @router.get("", response_model=IdentitiesResponse, responses=_ERRORS)
 async def list_identities(ctx: Ctx, client: Client) -> IdentitiesResponse:
     """Every enrolled identity with its number of embeddings."""
-    return IdentitiesResponse(identities=[IdentityOut(identity=n, embeddings=c)
-                                          for n, c in ctx.service.state.gallery.identities.items()])
+    return IdentitiesResponse(
+        identities=[
+            IdentityOut(identity=n, embeddings=c) for n, c in ctx.service.state.gallery.identities.items()
+        ]
+    )
 
 
 @router.get("/{identity}", response_model=IdentityOut, responses=_ERRORS)

@@ -31,16 +31,26 @@ async def ready(ctx: Ctx, client: Client) -> JSONResponse:
     service = ctx.service
     body: dict[str, object] = {
         "ready": service.ready,
-        "source": {"description": service.source.description, "reachable": service.source_error is None,
-                   "error": service.source_error,
-                   "last_check_age_s": None if service.last_check is None else round(time.time() - service.last_check, 1)},
+        "source": {
+            "description": service.source.description,
+            "reachable": service.source_error is None,
+            "error": service.source_error,
+            "last_check_age_s": None
+            if service.last_check is None
+            else round(time.time() - service.last_check, 1),
+        },
         "model_swaps": service.swaps,
     }
     if service.ready:
         state = service.state
-        body["model"] = {"version": state.model.version, "model_id": state.model.pipeline.model_id,
-                         "threshold": state.model.threshold, "target_far": state.model.bundle.target_far,
-                         "loaded_at": state.model.loaded_at, "preprocess": state.model.bundle.preprocess.to_dict()}
+        body["model"] = {
+            "version": state.model.version,
+            "model_id": state.model.pipeline.model_id,
+            "threshold": state.model.threshold,
+            "target_far": state.model.bundle.target_far,
+            "loaded_at": state.model.loaded_at,
+            "preprocess": state.model.bundle.preprocess.to_dict(),
+        }
         body["gallery"] = {"identities": len(state.gallery.identities), "embeddings": len(state.gallery)}
     return JSONResponse(body, status_code=200 if service.ready else 503)
 
@@ -51,8 +61,12 @@ async def metrics(ctx: Ctx, client: Client) -> Response:
     return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.post("/v1/feedback", response_model=FeedbackOut, tags=["monitoring"],
-             responses={code: {"model": ErrorResponse} for code in (401, 404, 422)})
+@router.post(
+    "/v1/feedback",
+    response_model=FeedbackOut,
+    tags=["monitoring"],
+    responses={code: {"model": ErrorResponse} for code in (401, 404, 422)},
+)
 async def feedback(body: FeedbackIn, ctx: Ctx, client: Client) -> FeedbackOut:
     """The ground truth of a logged request's face: the right identity, 'impostor' or 'genuine'."""
     await anyio.to_thread.run_sync(ctx.log.add_feedback, body.request_id, body.truth.strip(), body.face_index)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
 from faceops.errors import FaceOpsError
 from faceops.gallery import UNKNOWN
 from faceops.tracking import FaceTracker
-from serving.deps import AppContext, decode_base64, authenticate, check_images, run_inference
+from serving.deps import AppContext, authenticate, check_images, decode_base64, run_inference
 from serving.errors import status_for
 from serving.routes._common import Tracked, face_out, face_record
 
@@ -53,10 +53,11 @@ async def _one_frame(ctx: AppContext, tracker: FaceTracker, frame: int, message:
                 try:
                     data = decode_base64(json.loads(message.get("text") or "")["image"], "image")
                 except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise HTTPException(422, "text frames must be JSON {\"image\": <base64>}") from exc
+                    raise HTTPException(422, 'text frames must be JSON {"image": <base64>}') from exc
             if len(data) > ctx.settings.max_body_bytes:
-                raise HTTPException(413, f"frame of {len(data)} bytes is over the limit of "
-                                         f"{ctx.settings.max_body_bytes}")
+                raise HTTPException(
+                    413, f"frame of {len(data)} bytes is over the limit of {ctx.settings.max_body_bytes}"
+                )
             check_images([("frame", data)], 1)
             state = track.use_state(ctx.service.state)
 
@@ -73,10 +74,19 @@ async def _one_frame(ctx: AppContext, tracker: FaceTracker, frame: int, message:
                 item["identity"] = smoothed
                 out.append(item)
                 track.record.faces.append(face_record(i, face, track_id=tid))
-            ctx.metrics.observe_decisions([f.match is not None and f.match.identity == UNKNOWN for f in faces])
+            ctx.metrics.observe_decisions(
+                [f.match is not None and f.match.identity == UNKNOWN for f in faces]
+            )
             track.record.image_width, track.record.image_height = shape[1], shape[0]
-            return {"frame": frame, "request_id": track.request_id, "model_version": state.model.version,
-                    "width": shape[1], "height": shape[0], "threshold": state.model.threshold, "faces": out}
+            return {
+                "frame": frame,
+                "request_id": track.request_id,
+                "model_version": state.model.version,
+                "width": shape[1],
+                "height": shape[0],
+                "threshold": state.model.threshold,
+                "faces": out,
+            }
     except HTTPException as exc:
         return {"frame": frame, "error": "bad_frame", "status": exc.status_code, "detail": exc.detail}
     except FaceOpsError as exc:
@@ -86,4 +96,3 @@ async def _one_frame(ctx: AppContext, tracker: FaceTracker, frame: int, message:
 
 def _stack(vectors: list[np.ndarray]) -> np.ndarray | None:
     return np.stack(vectors) if vectors else None
-

@@ -66,8 +66,13 @@ class FaceTracker:
         min_similarity: embeddings below this never continue a track, whatever the overlap.
     """
 
-    def __init__(self, iou_threshold: float = 0.3, similarity_threshold: float = 0.6, max_missed: int = 15,
-                 min_similarity: float = 0.2) -> None:
+    def __init__(
+        self,
+        iou_threshold: float = 0.3,
+        similarity_threshold: float = 0.6,
+        max_missed: int = 15,
+        min_similarity: float = 0.2,
+    ) -> None:
         self.iou_threshold, self.similarity_threshold = iou_threshold, similarity_threshold
         self.max_missed, self.min_similarity = max_missed, min_similarity
         self.tracks: dict[int, Track] = {}
@@ -86,7 +91,9 @@ class FaceTracker:
                     s = sim[ti, di]
                     if not np.isnan(s) and s < self.min_similarity:
                         continue
-                    if iou[ti, di] >= self.iou_threshold or (not np.isnan(s) and s >= self.similarity_threshold):
+                    if iou[ti, di] >= self.iou_threshold or (
+                        not np.isnan(s) and s >= self.similarity_threshold
+                    ):
                         pairs.append((iou[ti, di] + (0.0 if np.isnan(s) else max(s, 0.0)), ti, di))
         used_t, used_d = set(), set()
         for _, ti, di in sorted(pairs, reverse=True):
@@ -106,8 +113,11 @@ class FaceTracker:
                     del self.tracks[track.track_id]
         for di in range(len(boxes)):
             if di not in used_d:
-                track = Track(self._next_id, tuple(boxes[di]),  # type: ignore[arg-type]
-                              None if embeddings is None else np.asarray(embeddings[di], dtype=np.float32))
+                track = Track(
+                    self._next_id,
+                    tuple(boxes[di]),  # type: ignore[arg-type]
+                    None if embeddings is None else np.asarray(embeddings[di], dtype=np.float32),
+                )
                 self.tracks[track.track_id] = track
                 ids[di] = track.track_id
                 self._next_id += 1
@@ -173,4 +183,3 @@ def recognize_frames(
             identity = tracker.label(tid, matches[i].identity)
             out.append(TrackedFace(tid, face, identity, matches[i].score))
         yield out
-

@@ -41,7 +41,9 @@ def client(bundle_dir: Path, api_key: str, tmp_path_factory: pytest.TempPathFact
 
     from serving.app import create_app
 
-    settings = make_settings(bundle_dir, tmp_path_factory.mktemp("state"), api_key, max_body_bytes=2 * 1024 * 1024)
+    settings = make_settings(
+        bundle_dir, tmp_path_factory.mktemp("state"), api_key, max_body_bytes=2 * 1024 * 1024
+    )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 

@@ -15,8 +15,9 @@ def make_settings(bundle_dir: Path, state_dir: Path, api_key: str, **overrides):
     from serving.config import ServingSettings
     from serving.security import hash_key
 
-    return ServingSettings(bundle_dir=bundle_dir, state_dir=state_dir, api_key_hashes=[f"tests:{hash_key(api_key)}"],
-                           **overrides)
+    return ServingSettings(
+        bundle_dir=bundle_dir, state_dir=state_dir, api_key_hashes=[f"tests:{hash_key(api_key)}"], **overrides
+    )
 
 
 def bmp_header_only(width: int, height: int) -> bytes:
@@ -37,3 +38,41 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.3):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it returns something truthy (returned); fail naming ``what`` after ``timeout``."""
+    import time
+
+    deadline = time.time() + timeout
+    while not (value := predicate()):
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+    return value
+
+
+class Hammer:
+    """Sends one request after another from a thread until stopped; ``seen`` collects ``record(response)``."""
+
+    def __init__(self, send, record) -> None:  # type: ignore[no-untyped-def]
+        import threading
+
+        self.send, self.record, self.seen = send, record, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.seen.append(self.record(self.send()))
+
+    def __enter__(self) -> Hammer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+    def at_least(self, n: int, timeout: float = 120) -> None:
+        wait_until(lambda: len(self.seen) >= n, timeout, f"{n} requests", interval=0.1)

@@ -7,8 +7,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from conftest import BUNDLE_THRESHOLD
+from PIL import Image
 
 from faceops.gallery import Gallery
 
@@ -24,7 +24,10 @@ def test_health_is_open_everything_else_needs_a_key(client, key_header) -> None:
         assert response.status_code == 401, path
         assert response.json()["error"] == "unauthorized"
     assert client.get("/ready", headers={"X-API-Key": "fo_wrong"}).status_code == 401
-    assert client.get("/ready", headers={"Authorization": f"Bearer {key_header['X-API-Key']}"}).status_code == 200
+    assert (
+        client.get("/ready", headers={"Authorization": f"Bearer {key_header['X-API-Key']}"}).status_code
+        == 200
+    )
 
 
 def test_ready_reports_the_model_with_its_own_threshold(client, key_header, bundle_dir) -> None:
@@ -46,8 +49,9 @@ def test_detect_multipart_and_base64_agree(client, key_header, people) -> None:
     assert len(body["faces"]) >= 1
     x1, y1, x2, y2 = body["faces"][0]["box"]
     assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height and body["faces"][0]["probability"] > 0.9
-    as_json = client.post("/v1/detect", json={"image": base64.b64encode(photo.read_bytes()).decode()},
-                          headers=key_header)
+    as_json = client.post(
+        "/v1/detect", json={"image": base64.b64encode(photo.read_bytes()).decode()}, headers=key_header
+    )
     assert as_json.status_code == 200
     assert as_json.json()["faces"] == body["faces"]
     assert multipart.json()["request_id"] != as_json.json()["request_id"]
@@ -59,9 +63,12 @@ def test_enroll_recognize_verify_delete(client, key_header, people, stranger) ->
         response = client.post("/v1/identities", data={"identity": name}, files=files, headers=key_header)
         assert response.status_code == 201, response.text
         assert response.json()["added"] == 2 and response.json()["embeddings"] == 2
-    again = client.post("/v1/identities", data={"identity": "Colin_Powell"},
-                        files=[("images", ("x.jpg", people["Colin_Powell"][2].read_bytes(), "image/jpeg"))],
-                        headers=key_header)
+    again = client.post(
+        "/v1/identities",
+        data={"identity": "Colin_Powell"},
+        files=[("images", ("x.jpg", people["Colin_Powell"][2].read_bytes(), "image/jpeg"))],
+        headers=key_header,
+    )
     assert again.status_code == 409 and again.json()["error"] == "identity_exists"
     listing = client.get("/v1/identities", headers=key_header).json()["identities"]
     assert {i["identity"]: i["embeddings"] for i in listing} == {n: 2 for n in people}
@@ -69,22 +76,36 @@ def test_enroll_recognize_verify_delete(client, key_header, people, stranger) ->
     for name, photos in people.items():
         body = client.post("/v1/recognize", files=_upload(photos[3]), headers=key_header).json()
         assert body["threshold"] == pytest.approx(BUNDLE_THRESHOLD)
-        subject = max(body["faces"], key=lambda f: (f["box"][2] - f["box"][0]))
+        subject = max(body["faces"], key=lambda f: f["box"][2] - f["box"][0])
         assert subject["identity"] == name, body
         assert subject["score"] >= BUNDLE_THRESHOLD and subject["candidates"][0]["identity"] == name
     unknown = client.post("/v1/recognize", files=_upload(stranger), headers=key_header).json()
     assert [f["identity"] for f in unknown["faces"]] == ["unknown"]
 
-    added = client.post("/v1/identities/Tony_Blair/images", headers=key_header, json={
-        "images": [base64.b64encode(people["Tony_Blair"][2].read_bytes()).decode()]})
+    added = client.post(
+        "/v1/identities/Tony_Blair/images",
+        headers=key_header,
+        json={"images": [base64.b64encode(people["Tony_Blair"][2].read_bytes()).decode()]},
+    )
     assert added.status_code == 200 and added.json()["embeddings"] == 3
 
-    same = client.post("/v1/verify", headers=key_header, files={
-        "a": ("a.jpg", people["Tony_Blair"][0].read_bytes()), "b": ("b.jpg", people["Tony_Blair"][3].read_bytes())})
+    same = client.post(
+        "/v1/verify",
+        headers=key_header,
+        files={
+            "a": ("a.jpg", people["Tony_Blair"][0].read_bytes()),
+            "b": ("b.jpg", people["Tony_Blair"][3].read_bytes()),
+        },
+    )
     assert same.status_code == 200 and same.json()["same"] is True
-    different = client.post("/v1/verify", headers=key_header, json={
-        "a": base64.b64encode(people["Tony_Blair"][0].read_bytes()).decode(),
-        "b": base64.b64encode(stranger.read_bytes()).decode()})
+    different = client.post(
+        "/v1/verify",
+        headers=key_header,
+        json={
+            "a": base64.b64encode(people["Tony_Blair"][0].read_bytes()).decode(),
+            "b": base64.b64encode(stranger.read_bytes()).decode(),
+        },
+    )
     assert different.json()["same"] is False and different.json()["similarity"] < same.json()["similarity"]
 
     gone = client.delete("/v1/identities/Tony_Blair", headers=key_header)
@@ -103,22 +124,36 @@ def test_enroll_recognize_verify_delete(client, key_header, people, stranger) ->
 def test_request_log_rows_and_feedback(client, key_header, people) -> None:
     body = client.post("/v1/recognize", files=_upload(people["Colin_Powell"][3]), headers=key_header).json()
     request_id = body["request_id"]
-    ok = client.post("/v1/feedback", headers=key_header,
-                     json={"request_id": request_id, "face_index": 0, "truth": "Colin_Powell"})
+    ok = client.post(
+        "/v1/feedback",
+        headers=key_header,
+        json={"request_id": request_id, "face_index": 0, "truth": "Colin_Powell"},
+    )
     assert ok.status_code == 200 and ok.json()["status"] == "recorded"
-    missing = client.post("/v1/feedback", headers=key_header, json={"request_id": "nope", "truth": "impostor"})
+    missing = client.post(
+        "/v1/feedback", headers=key_header, json={"request_id": "nope", "truth": "impostor"}
+    )
     assert missing.status_code == 404 and missing.json()["error"] == "unknown_request"
-    bad_face = client.post("/v1/feedback", headers=key_header,
-                           json={"request_id": request_id, "face_index": 9, "truth": "impostor"})
+    bad_face = client.post(
+        "/v1/feedback",
+        headers=key_header,
+        json={"request_id": request_id, "face_index": 9, "truth": "impostor"},
+    )
     assert bad_face.status_code == 404
 
     path = client.app.state.ctx.settings.log_path
     with sqlite3.connect(path) as db:  # monitoring reads the file directly
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        request = db.execute("SELECT endpoint, model_version, status, latency_ms, n_faces, threshold, image "
-                             "FROM requests WHERE request_id=?", (request_id,)).fetchone()
-        face = db.execute("SELECT det_probability, face_size, brightness, blur, top1_identity, top1_similarity, "
-                          "margin, decision FROM faces WHERE request_id=? AND face_index=0", (request_id,)).fetchone()
+        request = db.execute(
+            "SELECT endpoint, model_version, status, latency_ms, n_faces, threshold, image "
+            "FROM requests WHERE request_id=?",
+            (request_id,),
+        ).fetchone()
+        face = db.execute(
+            "SELECT det_probability, face_size, brightness, blur, top1_identity, top1_similarity, "
+            "margin, decision FROM faces WHERE request_id=? AND face_index=0",
+            (request_id,),
+        ).fetchone()
         truth = db.execute("SELECT truth FROM feedback WHERE request_id=?", (request_id,)).fetchall()
     endpoint, version, status, latency, n_faces, threshold, image = request
     assert (endpoint, status, n_faces) == ("recognize", 200, len(body["faces"]))
@@ -138,7 +173,7 @@ def test_metrics_expose_requests_latency_faces_unknown_rate_and_model(client, ke
     assert 'faceops_request_latency_seconds_bucket{endpoint="detect",le="0.5"}' in text
     assert 'faceops_faces_total{endpoint="recognize"}' in text
     assert "faceops_unknown_rate " in text
-    assert f'faceops_model_info{{model_id="' in text and f'version="{version}"' in text
+    assert 'faceops_model_info{model_id="' in text and f'version="{version}"' in text
     assert "faceops_model_source_up 1.0" in text
 
 
@@ -146,5 +181,12 @@ def test_openapi_documents_both_upload_forms(client) -> None:
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/v1/recognize"]["post"]["requestBody"]["content"]
     assert set(body) == {"multipart/form-data", "application/json"}
-    assert {"/v1/detect", "/v1/verify", "/v1/identities", "/v1/identities/{identity}", "/v1/feedback",
-            "/ready", "/metrics"} <= set(spec["paths"])
+    assert {
+        "/v1/detect",
+        "/v1/verify",
+        "/v1/identities",
+        "/v1/identities/{identity}",
+        "/v1/feedback",
+        "/ready",
+        "/metrics",
+    } <= set(spec["paths"])

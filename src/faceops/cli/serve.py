@@ -23,21 +23,47 @@ __all__ = ["serve", "watch"]
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Serve a local model bundle folder (dev); default: the MLflow champion.")
+@click.option(
+    "--bundle",
+    "bundle_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Serve a local model bundle folder (dev); default: the MLflow champion.",
+)
 @click.option("--mlflow-uri", help="MLflow tracking URI (or FACEOPS_SERVE_MLFLOW_URI).")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Gallery and request log folder (or FACEOPS_SERVE_STATE_DIR).")
-@click.option("--api-keys-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="File of accepted API key digests (or FACEOPS_SERVE_API_KEYS_FILE).")
-@click.option("--new-key", metavar="NAME",
-              help="Create an API key named NAME, append its digest to --api-keys-file, print the key, and exit.")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Gallery and request log folder (or FACEOPS_SERVE_STATE_DIR).",
+)
+@click.option(
+    "--api-keys-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File of accepted API key digests (or FACEOPS_SERVE_API_KEYS_FILE).",
+)
+@click.option(
+    "--new-key",
+    metavar="NAME",
+    help="Create an API key named NAME, append its digest to --api-keys-file, print the key, and exit.",
+)
 @click.option("--allow-anonymous", is_flag=True, help="No API keys (local development only).")
-@click.option("--poll-seconds", type=click.FloatRange(min=0.1), help="How often to check the alias for a new model.")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="uvicorn processes.")
-def serve(host: str, port: int, bundle_dir: Path | None, mlflow_uri: str | None, state_dir: Path | None,
-          api_keys_file: Path | None, new_key: str | None, allow_anonymous: bool, poll_seconds: float | None,
-          workers: int) -> None:
+@click.option(
+    "--poll-seconds", type=click.FloatRange(min=0.1), help="How often to check the alias for a new model."
+)
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="uvicorn processes."
+)
+def serve(
+    host: str,
+    port: int,
+    bundle_dir: Path | None,
+    mlflow_uri: str | None,
+    state_dir: Path | None,
+    api_keys_file: Path | None,
+    new_key: str | None,
+    allow_anonymous: bool,
+    poll_seconds: float | None,
+    workers: int,
+) -> None:
     """Run the FaceOps HTTP service (OpenAPI docs at /docs, web page at /ui)."""
     from serving.security import hash_key, new_api_key
 
@@ -51,8 +77,10 @@ def serve(host: str, port: int, bundle_dir: Path | None, mlflow_uri: str | None,
         with api_keys_file.open("a") as handle:
             handle.write(f"{new_key}:{hash_key(key)}\n")
         click.echo(key)
-        click.echo(f"digest of key {new_key!r} appended to {api_keys_file}; the key itself is not stored: keep it",
-                   err=True)
+        click.echo(
+            f"digest of key {new_key!r} appended to {api_keys_file}; the key itself is not stored: keep it",
+            err=True,
+        )
         return
     import os
 
@@ -61,9 +89,17 @@ def serve(host: str, port: int, bundle_dir: Path | None, mlflow_uri: str | None,
 
     from serving.config import ServingSettings
 
-    overrides = {k: v for k, v in {
-        "bundle_dir": bundle_dir, "mlflow_uri": mlflow_uri, "state_dir": state_dir, "api_keys_file": api_keys_file,
-        "poll_seconds": poll_seconds}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "bundle_dir": bundle_dir,
+            "mlflow_uri": mlflow_uri,
+            "state_dir": state_dir,
+            "api_keys_file": api_keys_file,
+            "poll_seconds": poll_seconds,
+        }.items()
+        if v is not None
+    }
     if allow_anonymous:
         overrides["allow_anonymous"] = True
     try:
@@ -75,27 +111,64 @@ def serve(host: str, port: int, bundle_dir: Path | None, mlflow_uri: str | None,
     create_app(settings)  # fail here, with a clear message, on bad settings (e.g. no API keys)
     # uvicorn's worker processes rebuild the app from the environment through the factory.
     for name, value in settings.model_dump(exclude_unset=True).items():
-        os.environ[f"FACEOPS_SERVE_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
-    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="info", ws_max_size=settings.max_body_bytes)
+        os.environ[f"FACEOPS_SERVE_{name.upper()}"] = (
+            json.dumps(value) if isinstance(value, list) else str(value)
+        )
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        ws_max_size=settings.max_body_bytes,
+    )
 
 
 @click.command()
 @click.option("--source", required=True, help="A webcam index (0) or a video file.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Annotated video to write (.mp4).")
-@click.option("--bundle", "bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Model bundle folder; default: the pretrained model (FACEOPS_WEIGHTS).")
-@click.option("--gallery", "gallery_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Gallery made by 'faceops enroll' with the same model.")
-@click.option("--known", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Or: a folder with one sub-folder of photos per identity, enrolled on the fly.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Annotated video to write (.mp4).",
+)
+@click.option(
+    "--bundle",
+    "bundle_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Model bundle folder; default: the pretrained model (FACEOPS_WEIGHTS).",
+)
+@click.option(
+    "--gallery",
+    "gallery_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Gallery made by 'faceops enroll' with the same model.",
+)
+@click.option(
+    "--known",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Or: a folder with one sub-folder of photos per identity, enrolled on the fly.",
+)
 @click.option("--max-frames", type=click.IntRange(1, None), help="Stop after this many frames.")
-@click.option("--every", type=click.IntRange(1, None), default=1, show_default=True,
-              help="Process every N-th frame (the video keeps its frame rate).")
+@click.option(
+    "--every",
+    type=click.IntRange(1, None),
+    default=1,
+    show_default=True,
+    help="Process every N-th frame (the video keeps its frame rate).",
+)
 @json_option
-def watch(source: str, out: Path, bundle_dir: Path | None, gallery_path: Path | None, known: Path | None,
-          max_frames: int | None, every: int, as_json: bool) -> None:
+def watch(
+    source: str,
+    out: Path,
+    bundle_dir: Path | None,
+    gallery_path: Path | None,
+    known: Path | None,
+    max_frames: int | None,
+    every: int,
+    as_json: bool,
+) -> None:
     """Recognise and track faces in a webcam or video file; write an annotated video."""
     import cv2
 
@@ -153,8 +226,9 @@ def watch(source: str, out: Path, bundle_dir: Path | None, gallery_path: Path | 
         for found in recognize_frames(frames(), pipeline, gallery, bundle.threshold, tracker):
             frame = current[0]
             if writer is None:
-                writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps / every,
-                                         (frame.shape[1], frame.shape[0]))
+                writer = cv2.VideoWriter(
+                    str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps / every, (frame.shape[1], frame.shape[0])
+                )
             labels = [f"#{t.track_id} {t.identity}" if t.identity else f"#{t.track_id}" for t in found]
             canvas = np.asarray(draw_faces(frame, [t.face for t in found], labels))
             writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
@@ -171,12 +245,19 @@ def watch(source: str, out: Path, bundle_dir: Path | None, gallery_path: Path | 
     if n_frames == 0:
         raise ConfigError(f"no frames could be read from {source!r}")
     seconds = time.perf_counter() - started
-    summary = {"source": source, "out": str(out), "frames": n_frames, "faces": n_faces,
-               "fps_processed": round(n_frames / seconds, 2), "threshold": bundle.threshold,
-               "tracks": {str(tid): dict(names) for tid, names in sorted(tracks.items())}}
+    summary = {
+        "source": source,
+        "out": str(out),
+        "frames": n_frames,
+        "faces": n_faces,
+        "fps_processed": round(n_frames / seconds, 2),
+        "threshold": bundle.threshold,
+        "tracks": {str(tid): dict(names) for tid, names in sorted(tracks.items())},
+    }
     if as_json:
         echo_json(summary)
     else:
-        click.echo(f"{n_frames} frames, {n_faces} faces in {len(tracks)} tracks at {summary['fps_processed']} "
-                   f"frames/s; annotated video: {out}")
-
+        click.echo(
+            f"{n_frames} frames, {n_faces} faces in {len(tracks)} tracks at {summary['fps_processed']} "
+            f"frames/s; annotated video: {out}"
+        )

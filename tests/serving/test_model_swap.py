@@ -1,0 +1,181 @@
+"""The service follows its model source: it swaps to a new version while requests run (none fails), and when
+the source dies it keeps serving and says so in /ready. The MLflow ``champion`` of a real ``mlflow server`` is
+the slow test; a local bundle folder whose bundle.json changes covers the same swap in the fast tier."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from fastapi.testclient import TestClient
+from serving_helpers import Hammer, free_port, make_settings, wait_until
+
+from faceops import registry
+from faceops.model import ModelBundle
+from serving.app import create_app
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def mlflow_uri(tmp_path: Path):  # type: ignore[no-untyped-def]
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
+    uri = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited: {(tmp_path / 'server.log').read_text()[-2000:]}")
+        try:
+            return requests.get(uri + "/health", timeout=2).ok
+        except requests.RequestException:
+            return False
+
+    wait_until(up, 120, "mlflow server to start", interval=0.5)
+    yield uri, proc
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=20)
+    log.close()
+
+
+def _register(bundle_dir: Path, threshold: float, uri: str) -> str:
+    bundle = ModelBundle.load(bundle_dir)
+    bundle.threshold = threshold
+    version = registry.log_bundle(bundle, uri=uri, run_name=f"threshold-{threshold}")
+    registry.set_alias(registry.CHAMPION, version, f"test: threshold {threshold}", uri=uri)
+    return version
+
+
+@pytest.mark.slow  # a real MLflow server and two 90 MB model uploads: minutes on a shared CPU
+def test_swap_to_new_champion_without_failing_requests(
+    mlflow_uri, bundle_dir, api_key, tmp_path, people
+) -> None:
+    uri, server = mlflow_uri
+    v1 = _register(bundle_dir, 0.31, uri)
+    settings = make_settings(
+        None, tmp_path / "state", api_key, mlflow_uri=uri, poll_seconds=0.5, rate_limit_per_minute=0
+    )
+    headers = {"X-API-Key": api_key}
+    photo = people["Colin_Powell"][3].read_bytes()
+    with TestClient(create_app(settings)) as client:
+        ready = client.get("/ready", headers=headers).json()
+        assert ready["model"]["version"] == v1 and ready["model"]["threshold"] == pytest.approx(0.31)
+        enrolled = client.post(
+            "/v1/identities",
+            data={"identity": "Colin_Powell"},
+            headers=headers,
+            files=[("images", (p.name, p.read_bytes())) for p in people["Colin_Powell"][:2]],
+        )
+        assert enrolled.status_code == 201
+
+        def record(r):  # type: ignore[no-untyped-def]
+            body = r.json()
+            face = body["faces"][0]["identity"] if r.status_code == 200 and body["faces"] else None
+            return r.status_code, body.get("model_version"), body.get("threshold"), face
+
+        send = lambda: client.post("/v1/recognize", files={"image": ("q.jpg", photo)}, headers=headers)  # noqa: E731
+        with Hammer(send, record) as hammer:
+            v2 = _register(bundle_dir, 0.55, uri)
+            wait_until(
+                lambda: client.get("/ready", headers=headers).json()["model"]["version"] == v2,
+                120,
+                "the swap to the new champion",
+            )
+            hammer.at_least(len(hammer.seen) + 2)
+        seen = hammer.seen
+        assert all(status == 200 for status, *_ in seen), seen
+        versions = [v for _, v, _, _ in seen]
+        assert versions[0] == v1 and versions[-1] == v2 and versions == sorted(versions, key=[v1, v2].index)
+        assert all(t == pytest.approx(0.31 if v == v1 else 0.55) for _, v, t, _ in seen)
+        assert all(name == "Colin_Powell" for *_, name in seen)  # same weights: the gallery carried over
+        metrics = client.get("/metrics", headers=headers).text
+        assert "faceops_model_swaps_total 1.0" in metrics and f'version="{v2}"' in metrics
+
+        server.terminate()  # MLflow goes away: keep serving the loaded model, and say so
+        server.wait(timeout=20)
+        ready = wait_until(
+            lambda: (r := client.get("/ready", headers=headers)).json()["source"]["reachable"] is False and r,
+            60,
+            "the service to notice that MLflow is down",
+        )
+        body = ready.json()
+        assert ready.status_code == 200 and body["ready"] is True and body["model"]["version"] == v2
+        assert "127.0.0.1" in body["source"]["error"]
+        still = client.post("/v1/recognize", files={"image": ("q.jpg", photo)}, headers=headers)
+        assert still.status_code == 200 and still.json()["model_version"] == v2
+        assert "faceops_model_source_up 0.0" in client.get("/metrics", headers=headers).text
+
+
+def test_service_starts_without_mlflow_and_says_not_ready(api_key, tmp_path) -> None:
+    settings = make_settings(
+        None, tmp_path, api_key, mlflow_uri=f"http://127.0.0.1:{free_port()}", poll_seconds=60
+    )
+    with TestClient(create_app(settings)) as client:
+        ready = client.get("/ready", headers={"X-API-Key": api_key})
+        assert ready.status_code == 503 and ready.json()["source"]["reachable"] is False
+        detect = client.post(
+            "/v1/detect",
+            files={"image": ("x.jpg", b"\xff\xd8\xff" + bytes(100))},
+            headers={"X-API-Key": api_key},
+        )
+        assert detect.status_code == 503 and detect.json()["error"] == "model_not_ready"
+        assert client.get("/health").status_code == 200
+
+
+def test_local_bundle_swap_without_failing_requests(bundle_dir, api_key, tmp_path, people) -> None:
+    local = Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
+    settings = make_settings(local, tmp_path / "state", api_key, poll_seconds=0.3, rate_limit_per_minute=0)
+    headers = {"X-API-Key": api_key}
+    photo = people["Tony_Blair"][0].read_bytes()
+    with TestClient(create_app(settings)) as client:
+        first = client.get("/ready", headers=headers).json()["model"]
+        send = lambda: client.post("/v1/detect", files={"image": ("q.jpg", photo)}, headers=headers)  # noqa: E731
+        with Hammer(
+            send, lambda r: (r.status_code, r.json().get("model_version"), r.json().get("detail"))
+        ) as hammer:
+            hammer.at_least(2)
+            meta = json.loads((local / "bundle.json").read_text())
+            meta["threshold"] = 0.61
+            (local / "bundle.json").write_text(json.dumps(meta))  # a new bundle is published
+            now = wait_until(
+                lambda: (
+                    (m := client.get("/ready", headers=headers).json()["model"])["version"]
+                    != first["version"]
+                    and m
+                ),
+                90,
+                "the swap",
+            )
+            hammer.at_least(len(hammer.seen) + 2)
+        seen = hammer.seen
+        assert now["threshold"] == pytest.approx(0.61)
+        assert all(status == 200 for status, _, _ in seen), seen
+        versions = [v for _, v, _ in seen]
+        assert versions[0] == first["version"] and versions[-1] == now["version"]
+        assert client.get("/ready", headers=headers).json()["model_swaps"] == 1

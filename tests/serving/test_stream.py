@@ -1,0 +1,63 @@
+"""WebSocket /v1/stream on frames of the Hamilton clip: faces per frame with ids that persist."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import cv2
+import pytest
+from starlette.websockets import WebSocketDisconnect
+
+
+def _frames(video: Path, count: int, every: int) -> list[bytes]:
+    capture = cv2.VideoCapture(str(video))
+    out, index = [], 0
+    while len(out) < count:
+        ok, frame = capture.read()
+        assert ok, "the clip ended early"
+        if index % every == 0:
+            out.append(cv2.imencode(".jpg", frame)[1].tobytes())
+        index += 1
+    capture.release()
+    return out
+
+
+def test_stream_tracks_faces_across_frames(client, api_key, datasets: Path) -> None:
+    frames = _frames(datasets / "video" / "short_hamilton_clip.mp4", 4, 4)
+    replies = []
+    with client.websocket_connect(f"/v1/stream?api_key={api_key}") as ws:
+        for i, frame in enumerate(frames):
+            if i == 2:  # a bad frame in the middle: an error reply, and the stream goes on
+                ws.send_bytes(b"not a frame")
+                bad = ws.receive_json()
+                assert (
+                    bad["error"] == "unsupported_image"
+                    and bad["status"] == 415
+                    and "not an image" in bad["detail"]
+                )
+            if i == 3:
+                ws.send_text('{"image": "' + base64.b64encode(frame).decode() + '"}')
+            else:
+                ws.send_bytes(frame)
+            replies.append(ws.receive_json())
+    assert [r["frame"] for r in replies] == [1, 2, 4, 5]
+    assert all((r["width"], r["height"]) == (640, 360) for r in replies)
+    # the most prominent face (the singer) keeps one track id in every frame
+    ids = [max(r["faces"], key=lambda f: f["box"][2] - f["box"][0])["track_id"] for r in replies]
+    assert len(set(ids)) == 1, replies
+    assert all(f["identity"] is not None for r in replies for f in r["faces"])  # recognised (maybe 'unknown')
+
+    log = client.app.state.ctx.log
+    rows = log.query(
+        "SELECT COUNT(*), COUNT(DISTINCT r.request_id) FROM faces f JOIN requests r USING (request_id) "
+        "WHERE r.endpoint='stream' AND f.track_id=?",
+        (ids[0],),
+    )
+    assert rows[0][1] == 4
+
+
+def test_stream_needs_a_key(client) -> None:
+    with pytest.raises(WebSocketDisconnect) as info, client.websocket_connect("/v1/stream") as ws:
+        ws.receive_json()
+    assert info.value.code == 1008
