@@ -76,3 +76,28 @@ class Hammer:
 
     def at_least(self, n: int, timeout: float = 120) -> None:
         wait_until(lambda: len(self.seen) >= n, timeout, f"{n} requests", interval=0.1)
+
+
+class LiveServer:
+    """The app under a real uvicorn server on 127.0.0.1 (in a thread), for browsers and benchmarks."""
+
+    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+
+    def __enter__(self) -> LiveServer:
+        import threading
+
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        wait_until(lambda: self._server.started, 180, "uvicorn to start", interval=0.2)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=60)
