@@ -3,6 +3,7 @@ nothing."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -106,3 +107,37 @@ def test_local_remote_round_trip(source: Path, repo: Path, tmp_path: Path) -> No
         push(repo, "local", blocked)
     assert {p for p in (tmp_path / "storage").rglob("*") if p.is_file()} >= stored
     dvc(repo, "status")  # the repository is still usable
+
+
+def test_cli_import_versions_restore_push(
+    bad_source: Path, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from faceops.cli import cli
+
+    monkeypatch.setenv("FACEOPS_DVC_LOCAL_REMOTE", str(tmp_path / "storage"))
+    from faceops.settings import get_settings
+
+    get_settings.cache_clear()
+    runner = CliRunner()
+    root = ["--root", str(repo)]
+    result = runner.invoke(cli, ["data", "import", str(bad_source), *root, "-m", "small"])
+    assert result.exit_code == 0, result.output
+    assert "broken.jpg" in result.output and "Empty_Person" in result.output and "README.md" in result.output
+    result = runner.invoke(cli, ["data", "import", str(bad_source), *root, "--min-images", "4", "--strict"])
+    assert result.exit_code == 1 and "strict import refused" in result.output
+    result = runner.invoke(cli, ["data", "import", str(bad_source), *root, "--min-images", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["data", "versions", *root, "--json"])
+    listed = json.loads(result.output)
+    assert [v["message"] for v in listed][1] == "small" and listed[0]["identities"] == 5
+    result = runner.invoke(cli, ["data", "restore", listed[1]["rev"][:8], *root])
+    assert result.exit_code == 0, result.output
+    assert {r.identity for r in read_manifest(repo / "data")} >= {"Jane_Doe", "Jose_Perez"}
+    assert runner.invoke(cli, ["data", "push", *root]).exit_code == 0
+    result = runner.invoke(cli, ["data", "status", *root, "--json"])
+    assert result.exit_code == 0 and json.loads(result.output) == {}
+    result = runner.invoke(cli, ["data", "import", *root])
+    assert result.exit_code == 2 and "SRC or --sklearn-lfw" in result.output
+    get_settings.cache_clear()

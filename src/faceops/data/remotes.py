@@ -41,6 +41,21 @@ def remote_env(settings: Settings | None = None) -> dict[str, str]:
     return env
 
 
+def _edit_config(root: Path, level: str, name: str, options: dict[str, str], default: bool = False) -> None:
+    """Write remote ``name`` into ``.dvc/config`` (level ``repo``) or ``.dvc/config.local`` (``local``)."""
+    from dvc.config import Config
+    from dvc.config import ConfigError as DvcConfigError
+
+    try:
+        with Config(dvc_dir=str(root / ".dvc")).edit(level) as conf:
+            section = {} if level == "repo" else dict(conf["remote"].get(name, {}))
+            conf["remote"][name] = {**section, **options}
+            if default:
+                conf["core"]["remote"] = name
+    except DvcConfigError as exc:
+        raise ConfigError(f"cannot write DVC remote {name!r}: {exc}") from exc
+
+
 def configure_remote(root: Path, name: str = "local", settings: Settings | None = None) -> str:
     """(Re)write remote ``name`` from the settings; other names must already be in ``.dvc/config``.
 
@@ -48,17 +63,28 @@ def configure_remote(root: Path, name: str = "local", settings: Settings | None 
         The remote's URL.
     """
     settings = settings or get_settings()
+    if not (root / ".dvc").is_dir():
+        raise VersioningError(
+            f"{root} is not a DVC repository: import a dataset first ('faceops data import')"
+        )
     if name == "local":
-        folder = settings.dvc_local_remote
-        url = str(folder if folder.is_absolute() else Path(folder))
+        folder = (
+            settings.dvc_local_remote
+            if settings.dvc_local_remote.is_absolute()
+            else root / settings.dvc_local_remote
+        )
         try:
-            (root / folder).mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise RemoteUnavailable(
-                f"local DVC remote {root / folder} cannot be used as a folder ({exc})"
-            ) from exc
-        dvc(root, "remote", "add", "--force", "--default", name, url)
-        return url
+            raise RemoteUnavailable(f"local DVC remote {folder} cannot be used as a folder ({exc})") from exc
+        # DVC stores a path inside the repository relative to .dvc/, so the config works in any clone.
+        url: str = str(folder)
+        if folder.resolve().is_relative_to(root):
+            from dvc.config_schema import RelPath
+
+            url = RelPath(url)  # written as "../.dvc-storage"
+        _edit_config(root, "repo", name, {"url": url}, default=True)
+        return str(folder)
     if name == "s3":
         if not settings.s3_bucket:
             raise ConfigError(
@@ -66,14 +92,13 @@ def configure_remote(root: Path, name: str = "local", settings: Settings | None 
                 "for a non-AWS endpoint)"
             )
         url = f"s3://{settings.s3_bucket}/{settings.s3_prefix.strip('/')}".rstrip("/")
-        dvc(root, "remote", "add", "--force", name, url)
+        _edit_config(root, "repo", name, {"url": url})
         local = {"connect_timeout": str(settings.s3_timeout_s), "read_timeout": str(settings.s3_timeout_s)}
         if settings.s3_endpoint_url:
             local["endpointurl"] = settings.s3_endpoint_url
         if settings.s3_region:
             local["region"] = settings.s3_region
-        for key, value in local.items():
-            dvc(root, "remote", "modify", "--local", name, key, value)
+        _edit_config(root, "local", name, local)
         return url
     known = _remote_names(root)
     if name not in known:
@@ -84,12 +109,10 @@ def configure_remote(root: Path, name: str = "local", settings: Settings | None 
 
 
 def _remote_names(root: Path) -> dict[str, str]:
-    names = {}
-    for line in dvc(root, "remote", "list").splitlines():
-        parts = line.split()
-        if len(parts) >= 2:
-            names[parts[0]] = parts[1]
-    return names
+    from dvc.config import Config
+
+    remotes = Config(dvc_dir=str(root / ".dvc")).get("remote", {})
+    return {name: str(section.get("url")) for name, section in remotes.items()}
 
 
 def _transfer(
