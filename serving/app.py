@@ -1,10 +1,10 @@
 """The app factory and its lifespan: load the champion, open the gallery and request log, follow the alias.
 
-At start the lifespan loads the model the source names (the MLflow ``champion``, or a local bundle) with its own
-preprocessing and threshold. If the source is unreachable the app still starts, answers 503 on model routes and
-``/ready``, and keeps trying. A background task checks the source every ``poll_seconds``; a new version is loaded
-beside the running one and swapped in at once (see :mod:`serving.service`); in-flight requests finish on the
-model they started with.
+At start the lifespan loads the model the source names (the MLflow ``champion``, or a local bundle) with its
+own preprocessing and threshold. If the source is unreachable the app still starts, answers 503 on model
+routes and ``/ready``, and keeps trying. A background task checks the source every ``poll_seconds``; a new
+version is loaded beside the running one and swapped in at once (see :mod:`serving.service`); in-flight
+requests finish on the model they started with.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def create_app(settings: ServingSettings | None = None, source: ModelSource | No
         source: where the model comes from; default: from the settings (bundle folder or MLflow alias).
     """
     settings = settings or ServingSettings()
-    # Checked here, not in the lifespan, so a service without keys refuses to start instead of refusing everyone.
+    # Checked here, not in the lifespan: a service without keys refuses to start instead of refusing everyone.
     keys = ApiKeys.from_settings(settings.api_key_hashes, settings.api_keys_file, settings.allow_anonymous)
 
     @contextlib.asynccontextmanager

@@ -20,7 +20,7 @@ class ServingSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FACEOPS_SERVE_", extra="forbid")
 
-    # -- the model ---------------------------------------------------------------------------------------------
+    # -- the model -------------------------------------------------------------------------------------------
     bundle_dir: Path | None = Field(
         default=None, description="Serve this local model bundle folder (dev, tests) instead of MLflow."
     )
@@ -33,20 +33,20 @@ class ServingSettings(BaseSettings):
     )
     device: str | None = Field(default=None, description="Torch device; default: the core settings' device.")
 
-    # -- state -------------------------------------------------------------------------------------------------
+    # -- state -----------------------------------------------------------------------------------------------
     state_dir: Path = Field(default=Path("outputs/serving"), description="Gallery and request log live here.")
     keep_enrollment_images: bool = Field(
         default=True,
-        description="Keep enrolled photos (consented, in state_dir/enrolled) so the gallery can be re-embedded "
-        "when a new model with other weights becomes champion.",
+        description="Keep enrolled photos (consented, in state_dir/enrolled) so the gallery can be "
+        "re-embedded when a new model with other weights becomes champion.",
     )
 
-    # -- request log -------------------------------------------------------------------------------------------
+    # -- request log -----------------------------------------------------------------------------------------
     log_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0, description="Share of requests logged.")
     log_retention_days: float = Field(default=30.0, gt=0, description="Older log rows are deleted.")
     log_store_images: bool = Field(default=False, description="Also keep the raw images of logged requests.")
 
-    # -- security and limits -----------------------------------------------------------------------------------
+    # -- security and limits ---------------------------------------------------------------------------------
     api_key_hashes: list[str] = Field(
         default_factory=list,
         description="SHA-256 hex digests of the accepted API keys ('name:digest' allowed).",

@@ -30,8 +30,8 @@ def check_identity(identity: str) -> str:
     name = identity.strip()
     if not _IDENTITY_RE.match(name) or name.lower() == UNKNOWN:
         raise GalleryError(
-            f"invalid identity name {identity!r}: use 1-128 letters, digits, spaces, '_', '.' or '-', starting "
-            f"with a letter or digit, and not {UNKNOWN!r}"
+            f"invalid identity name {identity!r}: use 1-128 letters, digits, spaces, '_', '.' or '-', "
+            f"starting with a letter or digit, and not {UNKNOWN!r}"
         )
     return name
 
@@ -68,7 +68,7 @@ class EnrolledPhotos:
 
 
 def rebuild_gallery(photos: EnrolledPhotos, pipeline: FacePipeline) -> tuple[Gallery, int]:
-    """A new gallery for ``pipeline``'s model from the stored photos; returns it and the number of photos lost."""
+    """A gallery for ``pipeline``'s model from the stored photos; returns it and the photos without a face."""
     gallery, lost = Gallery(pipeline.model_id), 0
     for identity, paths in photos.all().items():
         if not paths:

@@ -10,9 +10,10 @@ The columns are a contract with monitoring (``SCHEMA_VERSION``; add columns, nev
     requests(request_id TEXT PK, ts REAL (unix s), endpoint TEXT, model_version TEXT, model_id TEXT,
              threshold REAL, status INTEGER (HTTP), error TEXT, latency_ms REAL, n_faces INTEGER,
              image_width INTEGER, image_height INTEGER, image BLOB (only with log_store_images))
-    faces(request_id TEXT, face_index INTEGER, det_probability REAL, face_size REAL (px), brightness REAL (0-255),
-          blur REAL (Laplacian variance), top1_identity TEXT, top1_similarity REAL, margin REAL (top1 - top2),
-          decision TEXT ('known', 'unknown', 'detected', 'same', 'different'), predicted TEXT, track_id INTEGER)
+    faces(request_id TEXT, face_index INTEGER, det_probability REAL, face_size REAL (px),
+          brightness REAL (0-255), blur REAL (Laplacian variance), top1_identity TEXT, top1_similarity REAL,
+          margin REAL (top1 - top2), decision TEXT ('known', 'unknown', 'detected', 'same', 'different'),
+          predicted TEXT, track_id INTEGER)
     feedback(request_id TEXT, face_index INTEGER, truth TEXT (an identity, 'impostor' or 'genuine'), ts REAL)
 """
 
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts);
 CREATE TABLE IF NOT EXISTS faces (
     request_id TEXT NOT NULL REFERENCES requests(request_id) ON DELETE CASCADE, face_index INTEGER NOT NULL,
-    det_probability REAL, face_size REAL, brightness REAL, blur REAL, top1_identity TEXT, top1_similarity REAL,
+    det_probability REAL, face_size REAL, brightness REAL, blur REAL, top1_identity TEXT,
+    top1_similarity REAL,
     margin REAL, decision TEXT, predicted TEXT, track_id INTEGER, PRIMARY KEY (request_id, face_index));
 CREATE TABLE IF NOT EXISTS feedback (
     request_id TEXT NOT NULL REFERENCES requests(request_id) ON DELETE CASCADE, face_index INTEGER NOT NULL,
@@ -102,7 +104,7 @@ class RequestLog:
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def sampled(self) -> bool:
-        """Whether to log the next request (decided before the work, so a sampled-out request costs nothing)."""
+        """Whether to log the next request (decided up front, so a sampled-out request costs nothing)."""
         return self.sample_rate >= 1.0 or random.random() < self.sample_rate
 
     def append(self, record: RequestRecord) -> None:

@@ -56,8 +56,8 @@ class FeedbackIn(_In):
     truth: str = Field(
         min_length=1,
         max_length=128,
-        description="The right identity of the face, or 'impostor' (not an enrolled person / not the same person), "
-        "or 'genuine' (verify: the same person).",
+        description="The right identity of the face, or 'impostor' (not an enrolled person / not the same "
+        "person), or 'genuine' (verify: the same person).",
     )
 
 

@@ -1,9 +1,9 @@
 """API keys, rate limiting, body-size limits and content sniffing.
 
-API keys are random tokens (:func:`new_api_key`); the service stores only their SHA-256 digests (a fast hash is
-enough for 256-bit random secrets, unlike passwords) and compares digests in constant time. Keys arrive in the
-``X-API-Key`` header, ``Authorization: Bearer``, or (WebSocket only, browsers cannot set headers there) the
-``api_key`` query parameter.
+API keys are random tokens (:func:`new_api_key`); the service stores only their SHA-256 digests (a fast hash
+is enough for 256-bit random secrets, unlike passwords) and compares digests in constant time. Keys arrive in
+the ``X-API-Key`` header, ``Authorization: Bearer``, or (WebSocket only, browsers cannot set headers there)
+the ``api_key`` query parameter.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
 
 
 def sniff_image(data: bytes, name: str) -> str:
-    """The image format from the first bytes, or :class:`UnsupportedImage` naming what it looks like instead."""
+    """The image format from the first bytes, or :class:`UnsupportedImage` naming what it looks like."""
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "webp"
     for magic, offset, fmt in _SIGNATURES:

@@ -1,9 +1,9 @@
 """The face service: the loaded model and gallery, and the operations the routes call (no HTTP here).
 
 Model and gallery are held together in one immutable :class:`ServingState` that is replaced as a whole (one
-reference assignment) when a new champion is loaded or the gallery changes. A request takes the state once at its
-start and uses it to the end, so a swap never fails or mixes an in-flight request; mutations copy the gallery,
-change the copy, save it atomically and then publish it.
+reference assignment) when a new champion is loaded or the gallery changes. A request takes the state once at
+its start and uses it to the end, so a swap never fails or mixes an in-flight request; mutations copy the
+gallery, change the copy, save it atomically and then publish it.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class FaceService:
         self.last_check: float | None = None
         self.swaps = 0
 
-    # -- model life cycle --------------------------------------------------------------------------------------
+    # -- model life cycle ------------------------------------------------------------------------------------
     @property
     def state(self) -> ServingState:
         state = self._state
@@ -161,7 +161,7 @@ class FaceService:
         gallery.save(path)
         return gallery
 
-    # -- inference ---------------------------------------------------------------------------------------------
+    # -- inference -------------------------------------------------------------------------------------------
     def decode(self, data: bytes, name: str) -> np.ndarray:
         return load_image(
             data, name=name, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_body_bytes
@@ -198,7 +198,7 @@ class FaceService:
             raise NoFaceDetected(name)
         return next(f for f in faces if f.face is face)
 
-    # -- gallery -----------------------------------------------------------------------------------------------
+    # -- gallery ---------------------------------------------------------------------------------------------
     def enroll(self, identity: str, images: list[tuple[str, bytes]], *, new: bool) -> tuple[str, int, dict]:
         """Add photos of an identity; ``new`` refuses an existing identity, otherwise it must exist.
 

@@ -1,4 +1,4 @@
-"""Operations: /health (no key), /ready, /metrics (Prometheus) and /v1/feedback (ground truth for monitoring)."""
+"""Operations: /health (no key), /ready, /metrics (Prometheus), /v1/feedback (ground truth for monitoring)."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def client(bundle_dir: Path, api_key: str, tmp_path_factory: pytest.TempPathFact
         yield test_client
 
 
-# -- real photos -------------------------------------------------------------------------------------------------
+# -- real photos ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def people(lfw: Path) -> dict[str, list[Path]]:
     """Four LFW people with many photos each: the first two of each enrol, the others query."""

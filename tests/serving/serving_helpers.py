@@ -21,7 +21,7 @@ def make_settings(bundle_dir: Path, state_dir: Path, api_key: str, **overrides):
 
 
 def bmp_header_only(width: int, height: int) -> bytes:
-    """A 54-byte BMP whose header claims ``width`` x ``height`` 24-bit pixels (a decompression bomb if decoded)."""
+    """A 54-byte BMP whose header claims ``width`` x ``height`` 24-bit pixels (a bomb if decoded)."""
     row = (width * 3 + 3) // 4 * 4
     info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, row * height, 2835, 2835, 0, 0)
     return b"BM" + struct.pack("<IHHI", 54 + row * height, 0, 0, 54) + info
@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.3):  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` until it returns something truthy (returned); fail naming ``what`` after ``timeout``."""
+    """Poll ``predicate`` until it returns something truthy (returned); fail naming ``what``."""
     import time
 
     deadline = time.time() + timeout

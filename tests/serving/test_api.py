@@ -1,4 +1,4 @@
-"""The API end to end on real LFW photos: detect, enroll, recognize, verify, delete, feedback, metrics, ready."""
+"""The API end to end on real LFW photos: detect, enroll, recognize, verify, delete, feedback, metrics."""
 
 from __future__ import annotations
 

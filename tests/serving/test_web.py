@@ -1,5 +1,5 @@
-"""The web page in headless Chromium against a real uvicorn server: upload a photo and see the boxes and names;
-start the (fake, file-fed) webcam and see tracked faces stream back over the WebSocket."""
+"""The web page in headless Chromium against a real uvicorn server: upload a photo and see the boxes and
+names; start the (fake, file-fed) webcam and see tracked faces stream back over the WebSocket."""
 
 from __future__ import annotations
 
@@ -84,7 +84,8 @@ def test_upload_a_photo_and_see_names(server, api_key, people, tmp_path) -> None
         green = browser.eval(
             "(() => { const c = document.getElementById('canvas'); const d = c.getContext('2d')"
             ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
-            "for (let i = 0; i < d.length; i += 4) if (d[i] < 80 && d[i+1] > 100 && d[i+2] < 80) n++; return n; })()"
+            "for (let i = 0; i < d.length; i += 4) if (d[i] < 80 && d[i+1] > 100 && d[i+2] < 80) n++;"
+            "return n; })()"
         )
         assert green > 100
         shot = base64.b64decode(browser.send("Page.captureScreenshot", format="png")["data"])
