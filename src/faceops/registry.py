@@ -55,7 +55,13 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "faceops.champion_history"
 _HISTORY_KEEP = 30  # MLflow tag values are limited to a few kB: keep the most recent entries
-_PIP_REQUIREMENTS = ["faceops", "torch==2.14.1", "torchvision==0.29.1", "facenet-pytorch==2.6.0", "mlflow==3.17.2"]
+_PIP_REQUIREMENTS = [
+    "faceops",
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "facenet-pytorch==2.6.0",
+    "mlflow==3.17.2",
+]
 
 
 class FaceOpsBundleModel(mlflow.pyfunc.PythonModel):
@@ -211,7 +217,7 @@ def _log_and_register(
             "target_far": str(bundle.target_far),
             "model_id": bundle.model_id,
             "run_id": run_id,
-            "data_version": str(bundle.metadata.get("data_version", "")),
+            "data_version": json.dumps(bundle.metadata.get("data_version", ""), sort_keys=True),
             **(tags or {}),
         }
         for key, value in facts.items():
@@ -320,8 +326,13 @@ def set_alias(alias: str, version: str, reason: str, uri: str | None = None, act
             return
         history = _history(client)
         history.append(
-            {"version": str(version), "previous": previous, "action": action, "reason": reason[:300],
-             "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            {
+                "version": str(version),
+                "previous": previous,
+                "action": action,
+                "reason": reason[:300],
+                "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
         )
         client.set_registered_model_tag(MODEL_NAME, HISTORY_TAG, json.dumps(history[-_HISTORY_KEEP:]))
         try:
@@ -344,7 +355,8 @@ def rollback(version: str | None = None, reason: str = "rollback by hand", uri: 
         raise ModelNotFound(f"registered model '{MODEL_NAME}' has no champion: nothing to roll back")
     if version is None:
         earlier = [
-            h["previous"] for h in champion_history(uri)
+            h["previous"]
+            for h in champion_history(uri)
             if h["version"] == current and h["action"] == "promote" and h["previous"]
         ]
         if not earlier:

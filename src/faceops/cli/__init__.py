@@ -18,6 +18,8 @@ import click
 from faceops.cli._common import EXIT_CODES_HELP, FaceOpsGroup
 from faceops.cli.data import data
 from faceops.cli.face import detect, enroll, recognize, verify
+from faceops.cli.model import evaluate, model, preprocess, train
+from faceops.cli.monitor import monitor
 from faceops.cli.serve import serve, watch
 
 __all__ = ["cli", "main"]
@@ -37,6 +39,9 @@ for _command in (detect, enroll, recognize, verify):
 cli.add_command(data)
 cli.add_command(serve)
 cli.add_command(watch)
+cli.add_command(monitor)
+for _command in (preprocess, train, evaluate, model):
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,118 @@
+"""The promotion gate: the challenger replaces the champion only if it is not worse on the same evaluation data.
+
+Both models are evaluated on the same data version at their own stored thresholds (the threshold each would run
+with in production): closed-set accuracy may not drop by more than ``max_accuracy_drop`` and the FAR measured at
+the threshold on held-out identities may not rise by more than ``max_far_increase``; the challenger's TAR at the
+target FAR must also reach ``min_tar_at_far``. The decision and its reason are stored on the challenger's model
+version (tag ``faceops.gate``); a promotion moves ``champion`` and is appended to the champion history.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from faceops.errors import ModelNotFound
+from faceops.training_config import EvalConfig, GateConfig
+
+__all__ = ["GateDecision", "decide", "run_gate"]
+
+
+@dataclass
+class GateDecision:
+    """The gate's verdict."""
+
+    promoted: bool
+    reason: str
+    challenger: str | None = None
+    champion: str | None = None
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _key(result: dict[str, Any]) -> dict[str, float]:
+    closed, opened = result["closed_set"], result["open_set"]
+    target = f"{opened['target_far']:g}"
+    tar = opened["tar_at_far"].get(target)
+    if tar is None:  # the target FAR is not among the reported ones: measure at the calibrated threshold
+        tar = 1.0 - opened["frr_at_threshold"]
+    return {
+        "accuracy": float(closed["accuracy"]),
+        "far_at_threshold": float(opened.get("far_at_stored_threshold", opened["far_at_threshold"])),
+        "tar_at_target_far": float(tar),
+        "auc": float(opened["auc"]),
+    }
+
+
+def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, config: GateConfig) -> tuple[bool, str]:
+    """Compare two evaluation results (``closed_set`` / ``open_set`` dicts); returns (promote, reason)."""
+    new = _key(challenger)
+    problems = []
+    if new["tar_at_target_far"] < config.min_tar_at_far:
+        problems.append(f"TAR at the target FAR {new['tar_at_target_far']:.4f} < floor {config.min_tar_at_far}")
+    if champion is None:
+        if not config.allow_first:
+            return False, "the registry has no champion and the gate does not allow a first promotion"
+        return (not problems, "; ".join(problems) or "first champion (no champion to compare with)")
+    old = _key(champion)
+    drop = old["accuracy"] - new["accuracy"]
+    if drop > config.max_accuracy_drop + 1e-12:
+        problems.append(
+            f"closed-set accuracy dropped {old['accuracy']:.4f} -> {new['accuracy']:.4f} "
+            f"(by {drop:.4f} > tolerance {config.max_accuracy_drop})"
+        )
+    rise = new["far_at_threshold"] - old["far_at_threshold"]
+    if rise > config.max_far_increase + 1e-12:
+        problems.append(
+            f"FAR at the threshold rose {old['far_at_threshold']:.5f} -> {new['far_at_threshold']:.5f} "
+            f"(by {rise:.5f} > tolerance {config.max_far_increase})"
+        )
+    if problems:
+        return False, "refused: " + "; ".join(problems)
+    return True, (
+        f"accuracy {old['accuracy']:.4f} -> {new['accuracy']:.4f}, FAR at threshold "
+        f"{old['far_at_threshold']:.5f} -> {new['far_at_threshold']:.5f}: within tolerances"
+    )
+
+
+def run_gate(
+    data_root: Path,
+    gate: GateConfig,
+    evaluation: EvalConfig,
+    version: str | None = None,
+    uri: str | None = None,
+    force: bool = False,
+) -> GateDecision:
+    """Evaluate challenger (or ``version``) and champion on ``data_root`` and promote or refuse.
+
+    Raises:
+        ModelNotFound: no such version, or no challenger.
+    """
+    from faceops import registry
+    from faceops.training_run import evaluate_bundles
+
+    challenger = version or registry.alias_version(registry.CHALLENGER, uri)
+    if challenger is None:
+        raise ModelNotFound(f"registered model '{registry.MODEL_NAME}' has no challenger: train one first")
+    champion = registry.alias_version(registry.CHAMPION, uri)
+    if champion == challenger:
+        return GateDecision(False, f"version {challenger} is already the champion", challenger, champion)
+    if force:
+        reason = "forced by hand (gate skipped)"
+        registry.set_alias(registry.CHAMPION, challenger, reason, uri)
+        return GateDecision(True, reason, challenger, champion)
+    bundles = {"challenger": registry.load_bundle(f"models:/{registry.MODEL_NAME}/{challenger}", uri)}
+    if champion is not None:
+        bundles["champion"] = registry.load_bundle(f"models:/{registry.MODEL_NAME}/{champion}", uri)
+    results = evaluate_bundles(bundles, data_root, evaluation).report["models"]
+    promoted, reason = decide(results["challenger"], results.get("champion"), gate)
+    decision = GateDecision(promoted, reason, challenger, champion, {k: _key(v) for k, v in results.items()})
+    registry.tag_version(challenger, {"faceops.gate": json.dumps({"promoted": promoted, "reason": reason,
+                                                                  "champion": champion})}, uri)
+    if promoted:
+        registry.set_alias(registry.CHAMPION, challenger, reason, uri)
+    return decision
