@@ -23,9 +23,11 @@ service, pipeline components) can map a whole family to one exit code or HTTP st
     │                               revision, uncommitted data that an operation would overwrite)
     │   └── RemoteUnavailable       a DVC remote that cannot be reached or is not configured
     ├── TrainingError               training cannot run on this data or config (too few identities, ...)
-    └── RegistryError               the experiment tracker / model registry failed or lacks what was asked
-        ├── TrackingUnavailable     the MLflow tracking server cannot be reached
-        └── ModelNotFound           no such model, version or alias (e.g. no champion yet)
+    ├── RegistryError               the experiment tracker / model registry failed or lacks what was asked
+    │   ├── TrackingUnavailable     the MLflow tracking server cannot be reached
+    │   └── ModelNotFound           no such model, version or alias (e.g. no champion yet)
+    └── PipelineError               a Kubeflow pipeline cannot be compiled or started, or a run of it failed
+        └── PipelineUnavailable     the pipeline backend (a Kubeflow Pipelines host, kfp.local) is unreachable
 
 Third-party failures are wrapped with ``raise ... from exc`` so the original traceback is kept.
 """
@@ -46,6 +48,8 @@ __all__ = [
     "ModelNotFound",
     "NoFaceDetected",
     "PairsFormatError",
+    "PipelineError",
+    "PipelineUnavailable",
     "RegistryError",
     "RemoteUnavailable",
     "TrackingUnavailable",
@@ -152,3 +156,11 @@ class TrackingUnavailable(RegistryError):
 
 class ModelNotFound(RegistryError):
     """No registered model, version or alias matches (for example: no champion has been promoted yet)."""
+
+
+class PipelineError(FaceOpsError):
+    """A Kubeflow pipeline cannot be compiled or started, or a run of it failed (the failed step is named)."""
+
+
+class PipelineUnavailable(PipelineError):
+    """The pipeline backend cannot be reached: no Kubeflow Pipelines API at the host, or no kfp installed."""

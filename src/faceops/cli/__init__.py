@@ -20,6 +20,7 @@ from faceops.cli.data import data
 from faceops.cli.face import detect, enroll, recognize, verify
 from faceops.cli.model import evaluate, model, preprocess, train
 from faceops.cli.monitor import monitor
+from faceops.cli.pipeline import pipeline
 from faceops.cli.serve import serve, watch
 
 __all__ = ["cli", "main"]
@@ -40,6 +41,7 @@ cli.add_command(data)
 cli.add_command(serve)
 cli.add_command(watch)
 cli.add_command(monitor)
+cli.add_command(pipeline)
 for _command in (preprocess, train, evaluate, model):
     cli.add_command(_command)
 

@@ -1,0 +1,37 @@
+"""Component ``data-version``: import a source or restore a data version, push it, and name it."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def data_version(
+    repo: str,
+    source: str,
+    version: str,
+    identities_file: str,
+    min_images: int,
+    remote: str,
+    dataset: Output[Dataset],
+) -> NamedTuple("DataVersion", [("data_dir", str), ("md5", str), ("rev", str), ("info", dict)]):
+    """Make the wanted data version current in ``repo``; outputs its folder, DVC md5 (cache key) and rev."""
+    import json
+    import shutil
+    from collections import namedtuple
+    from pathlib import Path
+
+    from components._io import folder
+    from faceops.lifecycle import prepare_data
+
+    info = prepare_data(repo, source, version, identities_file, min_images, remote=remote)
+    out = folder(dataset)
+    shutil.copyfile(Path(repo) / "data.dvc", out / "data.dvc")
+    shutil.copyfile(Path(info["data_dir"]) / "manifest.csv", out / "manifest.csv")
+    (out / "version.json").write_text(json.dumps(info, indent=2))
+    dataset.metadata.update({k: info[k] for k in ("rev", "md5", "images", "identities")})
+    result = namedtuple("DataVersion", ["data_dir", "md5", "rev", "info"])
+    return result(info["data_dir"], info["md5"], info["rev"], info)

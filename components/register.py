@@ -1,0 +1,57 @@
+"""Components ``register-and-gate`` (register the challenger, decide) and ``promote`` (move champion)."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Model, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def register_and_gate(
+    data_dir: str,
+    run_config: dict,
+    max_accuracy_drop: float,
+    max_far_increase: float,
+    min_tar_at_far: float,
+    trigger: str,
+    tracking_uri: str,
+    cache_dir: str,
+    data_info: dict,
+    model: Input[Model],
+    evaluation: Input[Artifact],
+    registered: Output[Artifact],
+) -> str:
+    """Register ``model`` as challenger in MLflow and compare it with the champion.
+
+    Returns the decision, 'promote' or 'reject', on which the pipeline branches (``dsl.If``); ``registered``
+    carries the model version, the reason and the key metrics as metadata (its file holds the same as JSON).
+    """
+    import json
+    from pathlib import Path
+
+    from faceops.lifecycle_model import register_and_gate as run
+
+    gate = {
+        "max_accuracy_drop": max_accuracy_drop,
+        "max_far_increase": max_far_increase,
+        "min_tar_at_far": min_tar_at_far,
+    }
+    out = run(
+        model.path, evaluation.path, data_dir, run_config, gate, tracking_uri, cache_dir, data_info, trigger
+    )
+    registered.metadata.update(out)
+    Path(registered.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(registered.path).write_text(json.dumps(out, indent=2))
+    print(f"model version {out['version']}: {out['decision']} ({out['reason']})")
+    return out["decision"]
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def promote(registered: Input[Artifact], tracking_uri: str) -> str:
+    """Make the registered version the champion (the alias serving loads), with the gate's reason."""
+    from faceops.lifecycle_model import promote as run
+
+    version, reason = str(registered.metadata["version"]), str(registered.metadata["reason"])
+    run(version, reason, tracking_uri)
+    print(f"model version {version} is now the champion: {reason}")
+    return version

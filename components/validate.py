@@ -1,0 +1,31 @@
+"""Component ``validate``: Great Expectations checks of the data version; fails the run when one fails."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Metrics, Output
+
+from components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def validate(
+    data_dir: str,
+    md5: str,
+    config: dict,
+    report: Output[HTML],
+    results: Output[Artifact],
+    metrics: Output[Metrics],
+):
+    """Validate ``data_dir`` (``md5`` names the version and keys the cache); raises DataValidationFailed."""
+    import shutil
+
+    from components._io import folder, log_metrics
+    from faceops.lifecycle import validate_step
+
+    out = folder(results)
+    try:
+        values = validate_step(data_dir, out, config)
+    finally:  # the report of a failed validation is the most useful one
+        if (out / "report.html").is_file():
+            shutil.copyfile(out / "report.html", report.path)
+    log_metrics(metrics, values)
+    print(f"data version {md5}: {int(values['checks_passed'])} checks passed")

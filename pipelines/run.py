@@ -1,0 +1,307 @@
+"""Compile, run locally (``kfp.local``) and submit (``kfp.Client``) the pipelines; the retraining trigger.
+
+Importing this module has no side effect and imports no kfp: each function imports it when called. Local runs
+use ``kfp.local.SubprocessRunner(use_venv=False)``: every step is a process of this Python environment,
+outputs go under ``pipeline_root`` and kfp.local's cache (``<pipeline_root>/.kfp_cache``) lets a second run
+reuse every step whose inputs did not change (the data version's DVC md5 is one of them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+from faceops.errors import ConfigError, PipelineError, PipelineUnavailable
+
+__all__ = [
+    "compile_pipelines",
+    "local_arguments",
+    "pipeline_func",
+    "run_local",
+    "submit",
+    "trigger_retraining",
+]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def pipeline_func(name: str, image: str | None = None) -> Any:
+    """The ``@dsl.pipeline`` function of pipeline ``name`` ('training' or 'retraining')."""
+    from components.image import IMAGE
+    from pipelines import PIPELINES
+
+    if name not in PIPELINES:
+        raise ConfigError(f"unknown pipeline {name!r}: use one of {sorted(PIPELINES)}")
+    try:
+        module, factory = PIPELINES[name].split(":")
+        return getattr(import_module(module), factory)(image or IMAGE)
+    except ImportError as exc:
+        raise PipelineUnavailable(f"cannot build pipeline {name!r}: {exc} (install faceops[mlops])") from exc
+
+
+def compile_pipelines(
+    out_dir: str | Path, names: list[str] | None = None, image: str | None = None
+) -> dict[str, Path]:
+    """Compile pipelines to ``<out_dir>/<name>.yaml`` (the file the Kubeflow UI uploads)."""
+    from kfp import compiler
+
+    from pipelines import PIPELINES
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name in names or list(PIPELINES):
+        path = out / f"{name}.yaml"
+        compiler.Compiler().compile(pipeline_func(name, image), package_path=str(path))
+        written[name] = path
+    return written
+
+
+def _sqlite_absolute(uri: str) -> str:
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
+
+
+def local_arguments(repo: str | Path = ".", **overrides: Any) -> dict[str, Any]:
+    """The embedded defaults of a local run, as absolute paths: the repository, the settings' MLflow store and
+    caches, the local DVC remote; ``overrides`` replace any of them (unknown names are refused by the run)."""
+    from faceops.settings import get_settings
+
+    settings = get_settings()
+    root = Path(repo).resolve()
+    defaults = {
+        "repo": str(root),
+        "remote": "local",
+        "tracking_uri": _sqlite_absolute(settings.mlflow_tracking_uri),
+        "cache_dir": str(settings.cache_dir.resolve()),
+        "status_dir": str((settings.output_dir / "pipeline").resolve()),
+    }
+    return {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
+
+
+class _Tee(io.TextIOBase):
+    """Writes to the real stream and keeps the text, so a failed step's error can be quoted."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.parts = stream, []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def text(self) -> str:
+        return _ANSI.sub("", "".join(self.parts))
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the steps (child processes inherit them), restored afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _step_error(log: str) -> str | None:
+    """The last exception line a step printed (``faceops.errors.X: message`` and what follows it)."""
+    lines = [line.strip() for line in log.splitlines()]
+    for i in range(len(lines) - 1, -1, -1):
+        match = re.match(
+            r"^(?:[\w.]+\.)?([A-Z]\w*(?:Error|Failed|Exception|NotFound|Unavailable)): (.*)$", lines[i]
+        )
+        if match:
+            tail = [x for x in lines[i + 1 : i + 12] if x and not x.startswith(("[KFP", "--", "Traceback"))]
+            tail = [x for x in tail if not re.match(r"^\d\d:\d\d:\d\d", x)]
+            return f"{match.group(1)}: {match.group(2)}" + ("\n" + "\n".join(tail) if tail else "")
+    return None
+
+
+def _run_dirs(pipeline_root: Path, prefix: str, since: float) -> list[Path]:
+    return sorted(
+        p for p in pipeline_root.glob(f"{prefix}-*") if p.is_dir() and p.stat().st_mtime >= since - 1
+    )
+
+
+def run_local(
+    name: str,
+    arguments: dict[str, Any] | None = None,
+    *,
+    pipeline_root: str | Path | None = None,
+    caching: bool = True,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run pipeline ``name`` with ``kfp.local`` (SubprocessRunner, this environment) and wait for it.
+
+    Returns:
+        ``run_id`` (the run's folder under ``pipeline_root``), ``status``, ``backend``, ``executed`` (the
+        steps that ran)
+        and ``pipeline_root``.
+
+    Raises:
+        PipelineError: a step failed; the message names it and quotes its error.
+    """
+    try:
+        from kfp import local
+    except ImportError as exc:
+        raise PipelineUnavailable(f"kfp is not installed ({exc}): pip install 'faceops[mlops]'") from exc
+    from faceops.settings import get_settings
+
+    root = Path(pipeline_root or get_settings().output_dir / "pipeline" / "runs").resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    func = pipeline_func(name)
+    known = set(func.component_spec.inputs or {})
+    unknown = sorted(set(arguments or {}) - known)
+    if unknown:
+        raise ConfigError(f"pipeline {name!r} has no parameter(s) {unknown}; it takes {sorted(known)}")
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(root),
+        raise_on_error=True,
+        enable_caching=caching,
+    )
+    started = time.time()
+    tee = _Tee(sys.stdout)
+    settings = get_settings()
+    step_env = {"FACEOPS_MLFLOW_ARTIFACTS": str(settings.mlflow_artifacts.resolve()), **(env or {})}
+    try:
+        with _environment(step_env), contextlib.redirect_stdout(tee):
+            func(**(arguments or {}))
+    except RuntimeError as exc:
+        message = _ANSI.sub("", str(exc))
+        failed = re.findall(r"Inner task failed: '([\w-]+)'", message) or re.findall(r"'([\w-]+)'", message)
+        step = failed[0] if failed else "?"
+        cause = _step_error(tee.text()) or "see the step's log above"
+        raise PipelineError(f"pipeline {func.name} failed at step {step!r}: {cause}") from exc
+    runs = _run_dirs(root, func.name, started)
+    run_dir = runs[-1] if runs else root
+    # kfp.local writes a folder with an executor output for each step it ran (not for those it reused).
+    executed = sorted({p.parent.name for p in run_dir.rglob("executor_output.json")}) if runs else []
+    return {
+        "run_id": run_dir.name,
+        "status": "SUCCEEDED",
+        "backend": "local",
+        "pipeline": func.name,
+        "pipeline_root": str(root),
+        "executed": executed,
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def submit(
+    name: str,
+    arguments: dict[str, Any] | None,
+    host: str,
+    *,
+    image: str | None = None,
+    experiment: str = "faceops",
+    run_name: str | None = None,
+) -> dict[str, Any]:
+    """Upload pipeline ``name`` to the Kubeflow Pipelines API at ``host`` and start a run.
+
+    Raises:
+        PipelineUnavailable: no Kubeflow Pipelines API answers at ``host``.
+    """
+    import kfp
+
+    func = pipeline_func(name, image)
+    try:
+        client = kfp.Client(host=host)
+        client.get_kfp_healthz()
+        run = client.create_run_from_pipeline_func(
+            func, arguments=arguments or {}, experiment_name=experiment, run_name=run_name
+        )
+    except Exception as exc:  # kfp and its HTTP clients raise many unrelated types for "cannot connect"
+        if _is_connection_problem(exc):
+            raise PipelineUnavailable(
+                f"cannot reach Kubeflow Pipelines at {host} ({type(exc).__name__}: {str(exc)[:200]}); "
+                "check the URL (e.g. kubectl port-forward svc/ml-pipeline-ui 8080:80 -n kubeflow)"
+            ) from exc
+        raise PipelineError(f"Kubeflow Pipelines at {host} refused the run: {exc}") from exc
+    return {
+        "run_id": run.run_id,
+        "status": "SUBMITTED",
+        "backend": "kfp",
+        "host": host,
+        "pipeline": func.name,
+    }
+
+
+def _is_connection_problem(exc: BaseException) -> bool:
+    names = {type(e).__name__ for e in _chain(exc)}
+    return bool(
+        names
+        & {
+            "MaxRetryError",
+            "NewConnectionError",
+            "ConnectionError",
+            "ConnectionRefusedError",
+            "ProtocolError",
+            "ReadTimeoutError",
+            "ConnectTimeoutError",
+            "ApiException",
+        }
+    )
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    seen = 0
+    while exc is not None and seen < 10:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+
+
+def trigger_retraining(
+    reason: str,
+    data_version: str | None = None,
+    *,
+    backend: str = "local",
+    host: str | None = None,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Start the retraining pipeline (the contract with monitoring).
+
+    Args:
+        reason: why (e.g. 'drift: share of drifted features 0.6 > 0.5'); recorded on the model version.
+        data_version: a git revision of ``data.dvc``; None: the current data version.
+        backend: 'local' (kfp.local, waits for the run) or 'kfp' (submits to ``host`` and returns at once).
+        host: the Kubeflow Pipelines API URL (backend 'kfp').
+        config: pipeline arguments replacing the defaults (``repo``, ``run_config``, ``tracking_uri``, ...).
+
+    Returns:
+        ``run_id``, ``status`` ('SUCCEEDED' or 'SUBMITTED'), ``backend`` and backend-specific details.
+
+    Raises:
+        PipelineUnavailable: the backend cannot be reached; PipelineError: the local run failed;
+        ConfigError: a bad backend or argument.
+    """
+    if not reason or not reason.strip():
+        raise ConfigError("a retraining needs a reason (it is recorded with the model)")
+    arguments = {**(config or {}), "reason": reason, "data_version": data_version or ""}
+    if backend == "local":
+        overrides = {k: v for k, v in arguments.items() if k != "repo"}
+        return run_local("retraining", local_arguments(arguments.get("repo", "."), **overrides))
+    if backend == "kfp":
+        if not host:
+            raise ConfigError("backend 'kfp' needs the host of the Kubeflow Pipelines API")
+        return submit("retraining", arguments, host, run_name=f"retraining: {reason[:60]}")
+    raise ConfigError(f"unknown backend {backend!r}: use 'local' or 'kfp'")

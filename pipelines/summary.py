@@ -1,0 +1,97 @@
+"""What a local pipeline run did, in words: the data version, the steps, the model versions, where to look."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["render", "summarize"]
+
+STEPS = (
+    "data-version",
+    "validate",
+    "plan-shards",
+    "preprocess-shard",
+    "preprocess-merge",
+    "train",
+    "evaluate",
+    "register-and-gate",
+    "promote",
+    "record-status",
+)
+
+
+def summarize(result: dict[str, Any], arguments: dict[str, Any]) -> dict[str, Any]:
+    """Add the data version, the newest and the champion model versions (with metrics) to a run result."""
+    from faceops import registry
+    from faceops.lifecycle import data_version_info
+
+    uri = arguments.get("tracking_uri") or None
+    summary = dict(result)
+    summary["data"] = data_version_info(arguments.get("repo", "."))
+    versions = registry.list_versions(uri)
+    champion = next((v for v in versions if "champion" in v["aliases"]), None)
+    summary["latest"] = _version(versions[0]) if versions else None
+    summary["champion"] = _version(champion) if champion else None
+    run_dir = Path(result["pipeline_root"]) / result["run_id"]
+    executed = set(result.get("executed", []))
+    summary["reused"] = [s for s in STEPS if s not in executed and s not in ("promote",)]
+    summary["reports"] = {
+        "run folder": str(run_dir),
+        "evaluation": (summary["latest"] or {}).get("reports"),
+        "status log": str(Path(arguments.get("status_dir") or ".") / "status.jsonl"),
+    }
+    summary["mlflow_ui"] = (
+        f"{Path(sys.executable).with_name('mlflow')} ui --backend-store-uri {registry.tracking_uri(uri)}"
+    )
+    return summary
+
+
+def _version(row: dict[str, Any]) -> dict[str, Any]:
+    tags = row.get("tags", {})
+    gate = json.loads(tags.get("faceops.gate", "{}") or "{}")
+    return {
+        "version": row["version"],
+        "aliases": row["aliases"],
+        "created": row["created"],
+        "threshold": tags.get("threshold"),
+        "metrics": json.loads(tags.get("faceops.metrics", "{}") or "{}"),
+        "gate": gate.get("reason"),
+        "promoted": gate.get("promoted"),
+        "trigger": tags.get("faceops.trigger"),
+        "reports": tags.get("faceops.reports"),
+    }
+
+
+def render(summary: dict[str, Any]) -> str:
+    """The summary as the lines ``make run`` prints."""
+    data = summary["data"]
+    lines = [
+        f"\n{summary['pipeline']}: {summary['status']} in {summary['seconds']} s (run {summary['run_id']})",
+        f"  data version {data['rev'][:10]} (DVC md5 {data['md5'][:10]}): {data['images']} images of "
+        f"{data['identities']} identities, splits {data['splits']}",
+        f"  steps run now: {', '.join(summary['executed']) or '-'}",
+        f"  reused from the cache: {', '.join(summary['reused']) or '-'}",
+    ]
+    for label in ("latest", "champion"):
+        v = summary.get(label)
+        if not v:
+            lines.append(f"  {label}: none")
+            continue
+        m = v["metrics"]
+        figures = ", ".join(
+            f"{k} {m[k]:.4f}" for k in ("accuracy", "auc", "tar_at_target_far", "far_at_threshold") if k in m
+        )
+        lines.append(
+            f"  {label} model: version {v['version']} {v['aliases'] or ''} threshold {v['threshold']}"
+        )
+        if figures:
+            lines.append(f"    {figures}")
+        if label == "latest" and v.get("gate"):
+            lines.append(f"    gate: {'promoted' if v['promoted'] else 'not promoted'} ({v['gate']})")
+    lines.append("  where to look:")
+    lines += [f"    {k}: {p}" for k, p in summary["reports"].items() if p]
+    lines.append(f"    MLflow runs and models: {summary['mlflow_ui']}  (then http://127.0.0.1:5000)")
+    return "\n".join(lines)
