@@ -133,6 +133,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40, help="Requests per endpoint and level.")
     parser.add_argument("--max-seconds", type=float, default=120, help="Time cap per level.")
     parser.add_argument("--people", type=int, default=8)
+    parser.add_argument("--inference-threads", type=int, default=2, help="Concurrent inference jobs.")
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads per job.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving.json")
     args = parser.parse_args()
@@ -171,7 +173,12 @@ def main() -> None:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "FACEOPS_SERVE_RATE_LIMIT_PER_MINUTE": "0"},
+            env={
+                **os.environ,
+                "FACEOPS_SERVE_RATE_LIMIT_PER_MINUTE": "0",
+                "FACEOPS_SERVE_INFERENCE_THREADS": str(args.inference_threads),
+                "FACEOPS_SERVE_TORCH_THREADS": str(args.torch_threads),
+            },
         )
         try:
             started = time.perf_counter()
@@ -226,7 +233,8 @@ def main() -> None:
             "startup_s": round(startup_s, 1),
             "idle_rss_mb": round(idle_mb, 1),
             "uvicorn_workers": 1,
-            "inference_threads": 2,
+            "inference_threads": args.inference_threads,
+            "torch_threads": args.torch_threads,
         },
         "data": {"query_photos": len(photos), "enrolled_identities": len(enrol), "source": "LFW (../shared)"},
         "results": results,

@@ -68,6 +68,12 @@ class ServingSettings(BaseSettings):
         default_factory=list, description="CORS is off unless origins are listed."
     )
     inference_threads: int = Field(default=2, ge=1, description="Concurrent inference jobs (thread pool).")
+    torch_threads: int | None = Field(
+        default=1,
+        ge=1,
+        description="torch intra-op threads per job; 1 by default because requests already run in parallel "
+        "(inference_threads) and intra-op threads contend with them (None: torch's default).",
+    )
     top_k: int = Field(default=3, ge=1, le=20, description="Candidates returned per recognised face.")
 
     @model_validator(mode="after")

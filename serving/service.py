@@ -130,6 +130,10 @@ class FaceService:
     def _load(self, version: str) -> LoadedModel:
         bundle = self.source.load(version)
         pipeline = bundle.pipeline(device=self.settings.device)
+        if self.settings.torch_threads:
+            import torch  # the one torch call of the service: a process setting, applied with the model
+
+            torch.set_num_threads(self.settings.torch_threads)
         # Warm up (first calls allocate and compile kernels) before the model meets real requests.
         pipeline.detector.detect(np.zeros((160, 160, 3), dtype=np.uint8))
         pipeline.embedder.embed(

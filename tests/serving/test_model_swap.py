@@ -4,7 +4,6 @@ the slow test; a local bundle folder whose bundle.json changes covers the same s
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -148,34 +147,64 @@ def test_service_starts_without_mlflow_and_says_not_ready(api_key, tmp_path) -> 
         assert client.get("/health").status_code == 200
 
 
-def test_local_bundle_swap_without_failing_requests(bundle_dir, api_key, tmp_path, people) -> None:
+def _publish_retrained(bundle_dir: Path, target: Path, threshold: float) -> str:
+    """Publish a bundle with slightly perturbed weights (a new model id) over ``target``; returns the id."""
+    import torch
+
+    bundle = ModelBundle.load(bundle_dir)
+    with torch.no_grad():
+        weight = bundle.backbone.conv2d_1a.conv.weight
+        weight.add_(
+            1e-4 * weight.std() * torch.randn_like(weight, generator=torch.Generator().manual_seed(0))
+        )
+    bundle.threshold, bundle.model_id = threshold, "custom"  # "custom": the id becomes the weights' hash
+    staged = bundle.save(target.parent / "staged")
+    os.replace(staged / "weights.pt", target / "weights.pt")
+    os.replace(staged / "bundle.json", target / "bundle.json")  # the version changes when bundle.json does
+    return bundle.model_id
+
+
+def test_local_bundle_swap_rebuilds_the_gallery_without_failing_requests(
+    bundle_dir, api_key, tmp_path, people
+):
     local = Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
     settings = make_settings(local, tmp_path / "state", api_key, poll_seconds=0.3, rate_limit_per_minute=0)
     headers = {"X-API-Key": api_key}
-    photo = people["Tony_Blair"][0].read_bytes()
+    photo = people["Tony_Blair"][3].read_bytes()
     with TestClient(create_app(settings)) as client:
         first = client.get("/ready", headers=headers).json()["model"]
-        send = lambda: client.post("/v1/detect", files={"image": ("q.jpg", photo)}, headers=headers)  # noqa: E731
-        with Hammer(
-            send, lambda r: (r.status_code, r.json().get("model_version"), r.json().get("detail"))
-        ) as hammer:
+        enrolled = client.post(
+            "/v1/identities",
+            data={"identity": "Tony_Blair"},
+            headers=headers,
+            files=[("images", (p.name, p.read_bytes())) for p in people["Tony_Blair"][:2]],
+        )
+        assert enrolled.status_code == 201
+
+        def record(r):  # type: ignore[no-untyped-def]
+            body = r.json()
+            names = [f["identity"] for f in body.get("faces", [])]
+            return r.status_code, body.get("model_version"), names
+
+        send = lambda: client.post("/v1/recognize", files={"image": ("q.jpg", photo)}, headers=headers)  # noqa: E731
+        with Hammer(send, record) as hammer:
             hammer.at_least(2)
-            meta = json.loads((local / "bundle.json").read_text())
-            meta["threshold"] = 0.61
-            (local / "bundle.json").write_text(json.dumps(meta))  # a new bundle is published
+            new_id = _publish_retrained(bundle_dir, local, 0.33)
             now = wait_until(
                 lambda: (
                     (m := client.get("/ready", headers=headers).json()["model"])["version"]
                     != first["version"]
                     and m
                 ),
-                90,
+                120,
                 "the swap",
             )
             hammer.at_least(len(hammer.seen) + 2)
         seen = hammer.seen
-        assert now["threshold"] == pytest.approx(0.61)
+        assert now["threshold"] == pytest.approx(0.33) and now["model_id"].startswith(new_id)
         assert all(status == 200 for status, _, _ in seen), seen
         versions = [v for _, v, _ in seen]
         assert versions[0] == first["version"] and versions[-1] == now["version"]
-        assert client.get("/ready", headers=headers).json()["model_swaps"] == 1
+        assert all("Tony_Blair" in names for _, _, names in seen), seen  # the gallery was re-embedded
+        ready = client.get("/ready", headers=headers).json()
+        assert ready["model_swaps"] == 1 and ready["gallery"] == {"identities": 1, "embeddings": 2}
