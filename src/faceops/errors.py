@@ -26,8 +26,9 @@ service, pipeline components) can map a whole family to one exit code or HTTP st
     ├── RegistryError               the experiment tracker / model registry failed or lacks what was asked
     │   ├── TrackingUnavailable     the MLflow tracking server cannot be reached
     │   └── ModelNotFound           no such model, version or alias (e.g. no champion yet)
-    └── PipelineError               a Kubeflow pipeline cannot be compiled or started, or a run of it failed
-        └── PipelineUnavailable     the pipeline backend (a Kubeflow Pipelines host, kfp.local) is unreachable
+    ├── PipelineError               a Kubeflow pipeline cannot be compiled or started, or a run of it failed
+    │   └── PipelineUnavailable     the pipeline backend (a Kubeflow Pipelines host, kfp.local) is unreachable
+    └── MonitoringError             the monitor cannot read its inputs (request log, reference) or send an alert
 
 Third-party failures are wrapped with ``raise ... from exc`` so the original traceback is kept.
 """
@@ -46,6 +47,7 @@ __all__ = [
     "ImageTooLarge",
     "InvalidImage",
     "ModelNotFound",
+    "MonitoringError",
     "NoFaceDetected",
     "PairsFormatError",
     "PipelineError",
@@ -164,3 +166,7 @@ class PipelineError(FaceOpsError):
 
 class PipelineUnavailable(PipelineError):
     """The pipeline backend cannot be reached: no Kubeflow Pipelines API at the host, or no kfp installed."""
+
+
+class MonitoringError(FaceOpsError):
+    """The monitor cannot read the request log or a reference, or an alert sink failed."""

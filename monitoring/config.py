@@ -1,0 +1,195 @@
+"""The monitor's run config (``configs/monitor.yaml``): where the logs are, the policy, the alert sinks, the
+trigger.
+
+Unknown keys and bad values are refused (:class:`~faceops.errors.ConfigError` through
+:func:`faceops.config.load_yaml_config`). Durations are strings like ``'10m'`` or ``'24h'``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from faceops.config import load_yaml_config
+from faceops.errors import ConfigError
+from faceops.monitoring_stats import parse_duration
+
+__all__ = [
+    "DriftConfig",
+    "FileSinkConfig",
+    "LogSinkConfig",
+    "MonitorConfig",
+    "PolicyConfig",
+    "SinkConfig",
+    "TriggerConfig",
+    "WebhookSinkConfig",
+    "load_monitor_config",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _duration(value: object) -> float:
+    try:
+        return parse_duration(value)  # type: ignore[arg-type]
+    except ConfigError as exc:  # pydantic reports ValueErrors with the field's location
+        raise ValueError(str(exc)) from exc
+
+
+class DriftConfig(_Strict):
+    """How drift is measured (Evidently)."""
+
+    method: str | None = Field(
+        default=None,
+        description="Evidently stat test for every feature; None: its default "
+        "(K-S for numbers, Z-test / chi-square for the unknown rate).",
+    )
+    threshold: float | None = Field(
+        default=None, gt=0, description="The stat test's threshold (p-value for K-S)."
+    )
+    embedding_method: Literal["mmd", "distance", "model", "ratio"] = Field(
+        default="model",
+        description="Evidently's embedding drift method, bootstrapped against the reference; "
+        "'model': ROC AUC of a classifier telling window from reference.",
+    )
+    embedding_pca: int | None = Field(
+        default=20, ge=2, description="PCA components before the embedding test."
+    )
+    embedding_sample: int = Field(default=200, ge=10, description="Most faces re-embedded per window.")
+    min_embeddings: int = Field(default=20, ge=5, description="Fewer embeddings in a window: not tested.")
+
+
+class PolicyConfig(_Strict):
+    """When a window raises an alarm, and when an alarm starts a retraining."""
+
+    min_faces: int = Field(default=50, ge=1, description="Fewer faces in a window: drift is not judged.")
+    min_feedback: int = Field(
+        default=30, ge=1, description="Fewer labelled faces: accuracy/FAR/FRR not judged."
+    )
+    max_drift_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Alarm when more than this share of the tested features (embeddings included) drifted.",
+    )
+    max_accuracy_drop: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Alarm when accuracy falls more than this below the reference's.",
+    )
+    max_far: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Alarm when FAR exceeds this; default: the champion's target FAR.",
+    )
+    use_confidence: bool = Field(
+        default=True,
+        description="Judge accuracy by the upper end and FAR by the lower "
+        "end of their 95 % intervals, so small windows do not raise false alarms.",
+    )
+    retrain_on: tuple[Literal["drift", "accuracy", "far"], ...] = Field(
+        default=("drift", "accuracy", "far"),
+        description="Alarms that start a retraining (others only alert).",
+    )
+    cooldown: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description="After a retraining starts, no other starts "
+        "for this long (a run of bad windows starts one retraining).",
+    )
+    retry_after: float = Field(default=1800.0, gt=0, description="After a failed start, wait this long.")
+
+    _durations = field_validator("cooldown", "retry_after", mode="before")(_duration)
+
+
+class LogSinkConfig(_Strict):
+    type: Literal["log"] = "log"
+    level: Literal["INFO", "WARNING", "ERROR"] = "WARNING"
+
+
+class WebhookSinkConfig(_Strict):
+    type: Literal["webhook"] = "webhook"
+    url: str = Field(pattern=r"^https?://", description="Receives the alert as a JSON POST.")
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    retries: int = Field(default=2, ge=0, le=5)
+    headers: dict[str, str] = Field(default_factory=dict, description="E.g. an Authorization header.")
+
+
+class FileSinkConfig(_Strict):
+    type: Literal["file"] = "file"
+    path: Path = Field(description="Alerts are appended here, one JSON object per line.")
+
+
+SinkConfig = Annotated[LogSinkConfig | WebhookSinkConfig | FileSinkConfig, Field(discriminator="type")]
+
+
+class TriggerConfig(_Strict):
+    """How a retraining starts."""
+
+    enabled: bool = Field(default=True, description="False: alarms only alert.")
+    backend: Literal["local", "kfp"] = Field(
+        default="local", description="kfp.local here; a KFP cluster: 'kfp'."
+    )
+    host: str | None = Field(default=None, description="KFP API host (backend 'kfp').")
+    arguments: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Pipeline arguments (run_config, "
+        "tracking_uri, gate tolerances, ...) handed to the retraining pipeline.",
+    )
+    repo_root: Path = Field(default=Path("."), description="The git + DVC repository of the data.")
+    add_feedback_images: bool = Field(
+        default=False,
+        description="First add the images users confirmed through "
+        "feedback (needs log_store_images) to the data as a new DVC version.",
+    )
+
+
+class MonitorConfig(_Strict):
+    """Everything one monitor run depends on."""
+
+    request_log: Path = Field(
+        default=Path("outputs/serving/requests.sqlite"), description="The service's log."
+    )
+    window: float = Field(default=3600.0, gt=0, description="How far back a run looks.")
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow; default: FACEOPS_MLFLOW_TRACKING_URI."
+    )
+    reference_dir: Path | None = Field(
+        default=None,
+        description="A saved reference to use instead of the "
+        "champion's MLflow artifact (no registry needed).",
+    )
+    bundle_dir: Path | None = Field(
+        default=None,
+        description="With reference_dir: the served model bundle, to "
+        "embed the log's stored images for embedding drift.",
+    )
+    data_root: Path | None = Field(
+        default=None,
+        description="Data version to compute the champion's reference from when its run has none.",
+    )
+    only_champion_rows: bool = Field(default=True, description="Judge only requests served by the champion.")
+    reports_dir: Path = Field(
+        default=Path("outputs/monitoring"), description="One folder of reports per run."
+    )
+    state_path: Path = Field(
+        default=Path("outputs/monitoring/state.sqlite"), description="Decisions and cooldown."
+    )
+    log_to_mlflow: bool = True
+    drift: DriftConfig = DriftConfig()
+    policy: PolicyConfig = PolicyConfig()
+    alerts: list[SinkConfig] = Field(default_factory=lambda: [LogSinkConfig()])
+    trigger: TriggerConfig = TriggerConfig()
+
+    _durations = field_validator("window", mode="before")(_duration)
+
+
+def load_monitor_config(path: str | Path | None) -> MonitorConfig:
+    """The config from YAML (``ConfigError`` on unknown keys or bad values), or the defaults."""
+    return load_yaml_config(path, MonitorConfig) if path else MonitorConfig()

@@ -1,0 +1,304 @@
+"""One monitor run, and the ``--every`` loop: window -> drift + feedback figures -> policy -> trigger ->
+alert.
+
+Each run ends in exactly one recorded decision (:class:`~monitoring.state.MonitorState`), whose ``action`` is:
+
+``error``            the monitor could not run (no request log, no champion, registry unreachable); alerted
+``empty``            no usable face in the window
+``insufficient_data`` too few faces and labels to judge anything
+``ok``               judged, no alarm
+``alert``            alarms that do not start a retraining (``retrain_on``, or the trigger is disabled)
+``retrain``          a retraining was started (run id in the figures)
+``cooldown``         alarms, but a retraining already started within the cooldown
+``retry_wait``       alarms, but the last start failed less than ``retry_after`` ago
+``trigger_failed``   the start failed (backend unreachable, ...); alerted, retried after ``retry_after``
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceops.errors import FaceOpsError
+from faceops.monitoring_reference import FEATURES, Reference
+from faceops.monitoring_stats import performance
+from monitoring.alerts import AlertSink, make_sinks, send_all
+from monitoring.config import MonitorConfig
+from monitoring.drift import measure_drift
+from monitoring.policy import judge
+from monitoring.report import plot_features, write_report
+from monitoring.state import MonitorState
+from monitoring.trigger import RetrainTrigger, make_trigger
+from monitoring.window import Window, read_images, read_window
+
+__all__ = ["MonitorRun", "run_every", "run_once"]
+
+log = logging.getLogger(__name__)
+_DEFAULT = object()
+
+
+@dataclass
+class MonitorRun:
+    action: str
+    reasons: list[str]
+    figures: dict[str, Any] = field(default_factory=dict)
+    model_version: str | None = None
+    report_dir: Path | None = None
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    trigger: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "report_dir": str(self.report_dir) if self.report_dir else None}
+
+
+def _champion(config: MonitorConfig, cache: Path) -> tuple[str | None, Reference, Callable[[], Any] | None]:
+    """(version, reference, a loader of its bundle) from the local reference folder or from MLflow."""
+    if config.reference_dir is not None:
+        reference = Reference.load(config.reference_dir)
+        bundle_dir = config.bundle_dir
+
+        def local_bundle() -> Any:
+            from faceops.model import ModelBundle
+
+            return ModelBundle.load(bundle_dir)
+
+        return reference.meta.get("model_version"), reference, local_bundle if bundle_dir else None
+    from monitoring import reference as store
+
+    version = store.champion_version(config.tracking_uri)
+    reference = store.ensure_reference(version, config.tracking_uri, config.data_root, cache)
+    return version, reference, lambda: store.load_model(version, config.tracking_uri, cache)
+
+
+def _embeddings(config: MonitorConfig, window: Window, loader: Callable[[], Any] | None) -> np.ndarray | None:
+    """The window's embeddings: logged ones, else the stored images of a sample of its requests, embedded."""
+    if window.embeddings is not None or loader is None or window.faces.empty:
+        return window.embeddings
+    ids = list(dict.fromkeys(window.faces["request_id"].astype(str)))
+    rng = np.random.default_rng(0)
+    ids = [
+        ids[i]
+        for i in sorted(rng.choice(len(ids), min(len(ids), config.drift.embedding_sample), replace=False))
+    ]
+    images = read_images(config.request_log, ids)
+    if not images:
+        return None
+    pipeline = loader().pipeline()
+    vectors = []
+    for request_id, data in images.items():
+        try:
+            _, found = pipeline.analyze(data)
+        except FaceOpsError as exc:
+            log.debug("stored image of %s not embedded: %s", request_id, exc)
+            continue
+        vectors += [f.embedding for f in found]
+    return np.stack(vectors).astype(np.float32) if vectors else None
+
+
+def _act(
+    alarms: list[Any],
+    config: MonitorConfig,
+    trigger: RetrainTrigger | None,
+    state: MonitorState,
+    now: float,
+    window: tuple[float, float],
+) -> tuple[str, list[str], dict[str, Any] | None]:
+    """Turn alarms into an action, starting a retraining when the policy and the cooldown allow."""
+    reasons = [f"{a.kind}: {a.message}" for a in alarms]
+    retrain = [a for a in alarms if a.kind in config.policy.retrain_on]
+    if not retrain or trigger is None:
+        why = "the trigger is disabled" if retrain else f"no alarm of {list(config.policy.retrain_on)}"
+        return "alert", [*reasons, f"no retraining: {why}"], None
+    reason = "; ".join(f"{a.kind}: {a.message}" for a in retrain)[:500]
+    claim, why_not = state.claim_trigger(reason, now, config.policy.cooldown, config.policy.retry_after)
+    if claim is None:
+        return ("cooldown" if why_not.startswith("cooldown") else "retry_wait"), [*reasons, why_not], None
+    info: dict[str, Any] = {"reason": reason}
+    try:
+        if config.trigger.add_feedback_images:
+            from monitoring.feedback_data import add_confirmed_images
+
+            info["data"] = add_confirmed_images(config.request_log, config.trigger.repo_root, *window)
+        started = trigger(reason, (info.get("data") or {}).get("rev"))
+    except FaceOpsError as exc:
+        info["error"] = f"{type(exc).__name__}: {exc}"
+        state.finish_trigger(claim, False, info)
+        return "trigger_failed", [*reasons, f"retraining could not start: {info['error']}"], info
+    info.update(started)
+    state.finish_trigger(claim, True, info, (info.get("data") or {}).get("rev"))
+    return (
+        "retrain",
+        [*reasons, f"retraining started: run {started.get('run_id')} ({started.get('status')})"],
+        info,
+    )
+
+
+def _to_mlflow(config: MonitorConfig, run: MonitorRun, files: list[Path]) -> str | None:
+    from faceops import registry
+
+    perf = run.figures.get("performance") or {}
+    metrics = {
+        "faces": run.figures["window"]["faces"],
+        "labelled": run.figures["window"]["labelled"],
+        "rejected_rows": run.figures["window"]["rejected_rows"],
+        "drift_share": (run.figures.get("drift") or {}).get("share"),
+    }
+    for key in ("accuracy", "far", "frr"):
+        metrics[key] = (perf.get(key) or {}).get("value")
+    tags = {
+        "faceops.kind": "monitor",
+        "faceops.monitor.action": run.action,
+        "model_version": run.model_version,
+    }
+    with registry.open_run(
+        "monitor", config.tracking_uri, tags={k: str(v) for k, v in tags.items()}
+    ) as mlrun:
+        mlrun.log_metrics({k: v for k, v in metrics.items() if v is not None})
+        for path in files:
+            mlrun.log_artifact(path, "monitoring")
+        return mlrun.run_id
+
+
+def run_once(
+    config: MonitorConfig,
+    *,
+    now: float | None = None,
+    since: float | None = None,
+    trigger: RetrainTrigger | None | object = _DEFAULT,
+    sinks: list[AlertSink] | None = None,
+) -> MonitorRun:
+    """Judge the window ``[since or now - window, now)`` and act on it; never raises for bad input."""
+    now = time.time() if now is None else now
+    span = (since if since is not None else now - config.window, now)
+    sinks = make_sinks(config.alerts) if sinks is None else sinks
+    out = config.reports_dir / time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+    out = out.with_name(f"{out.name}-{int(now * 1000) % 1000:03d}")
+    with MonitorState(config.state_path) as state:
+        run = _judge_window(config, span, out, state, now, trigger)
+        if run.action in ("alert", "retrain", "cooldown", "retry_wait", "trigger_failed", "error"):
+            severity = {"error": "error", "trigger_failed": "critical", "retrain": "critical"}.get(
+                run.action, "warning"
+            )
+            run.alerts = send_all(
+                sinks,
+                {
+                    "source": "faceops-monitor",
+                    "severity": severity,
+                    "action": run.action,
+                    "summary": f"FaceOps monitor: {run.action} (model version {run.model_version})",
+                    "reasons": run.reasons,
+                    "figures": {k: v for k, v in run.figures.items() if k != "drift"},
+                    "drift": run.figures.get("drift"),
+                    "window": {"start": span[0], "end": span[1]},
+                    "model_version": run.model_version,
+                    "report": str(out),
+                    "trigger": run.trigger,
+                    "ts": now,
+                },
+            )
+        report = {
+            "decision": {"action": run.action, "reasons": run.reasons},
+            **run.figures,
+            "alerts": run.alerts,
+            "trigger": run.trigger,
+            "model_version": run.model_version,
+        }
+        report.setdefault("window", {"start": span[0], "end": span[1]})
+        files = write_report(report, out)
+        run.report_dir = out
+        if config.log_to_mlflow and run.action != "error":
+            try:
+                run.figures["mlflow_run_id"] = _to_mlflow(config, run, files)
+            except FaceOpsError as exc:
+                run.reasons.append(f"report not logged to MLflow: {exc}")
+        state.record_decision(
+            run.action,
+            run.reasons,
+            {**run.figures, "alerts": run.alerts, "trigger": run.trigger},
+            window=span,
+            model_version=run.model_version,
+            report=str(out),
+            ts=now,
+        )
+    log.info("monitor: %s (%s)", run.action, "; ".join(run.reasons))
+    return run
+
+
+def _judge_window(
+    config: MonitorConfig,
+    span: tuple[float, float],
+    out: Path,
+    state: MonitorState,
+    now: float,
+    trigger: RetrainTrigger | None | object,
+) -> MonitorRun:
+    cache = config.reports_dir / ".cache"
+    try:
+        version, reference, loader = _champion(config, cache)
+        window = read_window(config.request_log, *span, version if config.only_champion_rows else None)
+        active = make_trigger(config.trigger) if trigger is _DEFAULT else trigger
+    except FaceOpsError as exc:
+        return MonitorRun("error", [f"monitor could not run: {type(exc).__name__}: {exc}"])
+    figures: dict[str, Any] = {"window": window.summary(), "reference": reference.meta}
+    if window.faces.empty:
+        why = f"empty window: no usable face logged between {time.ctime(span[0])} and {time.ctime(span[1])}"
+        if window.rejected:
+            why += f" ({len(window.rejected)} corrupt row(s) left out)"
+        return MonitorRun("empty", [why], figures, version)
+    drift = None
+    if len(window.faces) >= config.policy.min_faces:
+        out.mkdir(parents=True, exist_ok=True)
+        embeddings = _embeddings(config, window, loader)
+        drift = measure_drift(reference, window.faces, embeddings, config.drift, out / "drift.html")
+        plot_features(
+            reference.features, {c: window.faces[c].to_numpy(float) for c in FEATURES}, out / "features.png"
+        )
+        figures["drift"] = drift.to_dict()
+    perf = performance(window.labelled) if window.labelled else None
+    figures["performance"] = perf.to_dict() if perf else None
+    verdict = judge(
+        drift,
+        len(window.faces),
+        perf,
+        reference.meta.get("performance") or {},
+        reference.meta.get("target_far"),
+        config.policy,
+    )
+    figures["policy"] = verdict.to_dict()
+    if window.rejected:
+        verdict.notes.append(
+            f"{len(window.rejected)} corrupt log row(s) left out, e.g. {window.rejected[0]['problem']}"
+        )
+    if not verdict.alarms:
+        action = "ok" if verdict.judged else "insufficient_data"
+        return MonitorRun(action, verdict.notes or ["no alarm"], figures, version)
+    action, reasons, info = _act(verdict.alarms, config, active, state, now, span)  # type: ignore[arg-type]
+    return MonitorRun(action, reasons + verdict.notes, figures, version, trigger=info)
+
+
+def run_every(
+    config: MonitorConfig,
+    every_s: float,
+    *,
+    max_runs: int | None = None,
+    on_run: Callable[[MonitorRun], None] | None = None,
+    **kwargs: Any,
+) -> int:
+    """Run every ``every_s`` seconds (a long-running process) until ``max_runs``; returns the runs made."""
+    runs = 0
+    while max_runs is None or runs < max_runs:
+        started = time.time()
+        run = run_once(config, **kwargs)
+        runs += 1
+        if on_run:
+            on_run(run)
+        if max_runs is not None and runs >= max_runs:
+            break
+        time.sleep(max(0.0, every_s - (time.time() - started)))
+    return runs

@@ -1,0 +1,108 @@
+"""Fixtures of the monitoring tests: a real reference (pretrained model, LFW photos) and real request logs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # traffic.py, imported by name like serving's helpers
+
+import traffic  # noqa: E402
+
+THRESHOLD = 0.40
+
+
+@pytest.fixture(scope="session")
+def mon_data_root(lfw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return traffic.make_data_root(lfw, tmp_path_factory.mktemp("mon-data"))
+
+
+@pytest.fixture(scope="session")
+def mon_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pretrained model as a bundle folder with a threshold and target FAR of its own."""
+    from faceops.model import ModelBundle
+
+    bundle = ModelBundle.pretrained()
+    bundle.threshold, bundle.target_far = THRESHOLD, 0.01
+    return bundle.save(tmp_path_factory.mktemp("mon-bundle"))
+
+
+@pytest.fixture(scope="session")
+def mon_bundle(mon_bundle_dir: Path):
+    from faceops.model import ModelBundle
+
+    return ModelBundle.load(mon_bundle_dir)
+
+
+@pytest.fixture(scope="session")
+def reference_dir(mon_bundle, mon_data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from faceops.monitoring_reference import compute_reference
+
+    reference = compute_reference(mon_bundle, mon_data_root)
+    reference.meta["model_version"] = "1"
+    return reference.save(tmp_path_factory.mktemp("mon-ref") / "reference")
+
+
+@pytest.fixture(scope="session")
+def gallery(mon_bundle, mon_data_root: Path):
+    """The service's gallery: the KNOWN people's train photos (one embedding per photo)."""
+    from faceops.data.manifest import read_manifest
+    from faceops.gallery import Gallery
+
+    pipeline = mon_bundle.pipeline()
+    rows = [r for r in read_manifest(mon_data_root) if r.split == "train"]
+    result = pipeline.embed_subjects([mon_data_root / r.path for r in rows])
+    g = Gallery(pipeline.model_id)
+    for row, vector, ok in zip(rows, result.embeddings, result.ok, strict=True):
+        if ok:
+            g.add(row.identity, vector[None], [row.path])
+    return g
+
+
+@pytest.fixture(scope="session")
+def traffic_log(lfw: Path, mon_bundle, gallery, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One request log with two windows: normal traffic, then degraded traffic (dark + blurred photos of known
+    people, and strangers), both with feedback; returns the path and the windows' bounds."""
+    from serving.requestlog import RequestLog
+
+    path = tmp_path_factory.mktemp("mon-log") / "requests.sqlite"
+    log = RequestLog(path, store_images=True)
+    pipeline = mon_bundle.pipeline()
+    t0 = time.time() - 7200
+    normal = traffic.photos(lfw, traffic.KNOWN, 6, 4) + traffic.photos(
+        lfw, traffic.HELD_OUT, 6, 3, truth="impostor"
+    )
+    traffic.replay(log, pipeline, gallery, THRESHOLD, normal, t0)
+    t1 = t0 + 3600
+    bad = traffic.photos(lfw, traffic.KNOWN, 6, 4, degraded=True) + traffic.photos(
+        lfw, traffic.STRANGERS, 0, 4, degraded=True, truth="impostor"
+    )
+    traffic.replay(log, pipeline, gallery, THRESHOLD, bad, t1)
+    log.close()
+    return {"path": path, "normal": (t0, t0 + 1800), "degraded": (t1, t1 + 1800)}
+
+
+class RecordingTrigger:
+    """A trigger that records its calls (and can be told to fail like an unreachable backend)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+        self.fail = fail
+
+    def __call__(self, reason: str, data_version: str | None = None) -> dict:
+        from faceops.errors import PipelineUnavailable
+
+        self.calls.append((reason, data_version))
+        if self.fail:
+            raise PipelineUnavailable(
+                "cannot reach Kubeflow Pipelines at http://127.0.0.1:9 (connection refused)"
+            )
+        return {"run_id": f"run-{len(self.calls)}", "status": "SUBMITTED", "backend": "test"}
+
+
+@pytest.fixture()
+def recording_trigger() -> RecordingTrigger:
+    return RecordingTrigger()
