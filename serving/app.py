@@ -63,6 +63,7 @@ def create_app(settings: ServingSettings | None = None, source: ModelSource | No
             settings.log_sample_rate,
             settings.log_retention_days,
             settings.log_store_images,
+            settings.log_embeddings,
         )
         metrics = ServiceMetrics()
         ctx = AppContext(

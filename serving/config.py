@@ -45,6 +45,11 @@ class ServingSettings(BaseSettings):
     log_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0, description="Share of requests logged.")
     log_retention_days: float = Field(default=30.0, gt=0, description="Older log rows are deleted.")
     log_store_images: bool = Field(default=False, description="Also keep the raw images of logged requests.")
+    log_embeddings: bool = Field(
+        default=False,
+        description="Also keep each face's embedding (float16) for embedding-drift monitoring; off by "
+        "default because an embedding is a biometric template.",
+    )
 
     # -- security and limits ---------------------------------------------------------------------------------
     api_key_hashes: list[str] = Field(

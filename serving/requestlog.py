@@ -13,7 +13,7 @@ The columns are a contract with monitoring (``SCHEMA_VERSION``; add columns, nev
     faces(request_id TEXT, face_index INTEGER, det_probability REAL, face_size REAL (px),
           brightness REAL (0-255), blur REAL (Laplacian variance), top1_identity TEXT, top1_similarity REAL,
           margin REAL (top1 - top2), decision TEXT ('known', 'unknown', 'detected', 'same', 'different'),
-          predicted TEXT, track_id INTEGER)
+          predicted TEXT, track_id INTEGER, embedding BLOB (512 float16, only with log_embeddings))
     feedback(request_id TEXT, face_index INTEGER, truth TEXT (an identity, 'impostor' or 'genuine'), ts REAL)
 """
 
@@ -26,6 +26,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from faceops.errors import FaceOpsError
 
@@ -42,7 +44,8 @@ CREATE TABLE IF NOT EXISTS faces (
     request_id TEXT NOT NULL REFERENCES requests(request_id) ON DELETE CASCADE, face_index INTEGER NOT NULL,
     det_probability REAL, face_size REAL, brightness REAL, blur REAL, top1_identity TEXT,
     top1_similarity REAL,
-    margin REAL, decision TEXT, predicted TEXT, track_id INTEGER, PRIMARY KEY (request_id, face_index));
+    margin REAL, decision TEXT, predicted TEXT, track_id INTEGER, embedding BLOB,
+    PRIMARY KEY (request_id, face_index));
 CREATE TABLE IF NOT EXISTS feedback (
     request_id TEXT NOT NULL REFERENCES requests(request_id) ON DELETE CASCADE, face_index INTEGER NOT NULL,
     truth TEXT NOT NULL, ts REAL NOT NULL);
@@ -67,6 +70,7 @@ class FaceRecord:
     decision: str = "detected"
     predicted: str | None = None
     track_id: int | None = None
+    embedding: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -90,10 +94,16 @@ class RequestLog:
     """Append-only SQLite log shared by the service's threads (one connection, serialised by a lock)."""
 
     def __init__(
-        self, path: Path, sample_rate: float = 1.0, retention_days: float = 30.0, store_images: bool = False
+        self,
+        path: Path,
+        sample_rate: float = 1.0,
+        retention_days: float = 30.0,
+        store_images: bool = False,
+        store_embeddings: bool = False,
     ) -> None:
         self.path = path
         self.sample_rate, self.retention_days, self.store_images = sample_rate, retention_days, store_images
+        self.store_embeddings = store_embeddings
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -101,6 +111,9 @@ class RequestLog:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(faces)")}
+        if "embedding" not in columns:  # a log made before the column existed: add it, keep the rows
+            self._db.execute("ALTER TABLE faces ADD COLUMN embedding BLOB")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def sampled(self) -> bool:
@@ -132,7 +145,9 @@ class RequestLog:
                     ),
                 )
                 self._db.executemany(
-                    "INSERT INTO faces VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO faces (request_id, face_index, det_probability, face_size, brightness, "
+                    "blur, top1_identity, top1_similarity, margin, decision, predicted, track_id, embedding) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     [
                         (
                             record.request_id,
@@ -147,6 +162,7 @@ class RequestLog:
                             f.decision,
                             f.predicted,
                             f.track_id,
+                            self._embedding(f),
                         )
                         for f in record.faces
                     ],
@@ -155,6 +171,11 @@ class RequestLog:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def _embedding(self, face: FaceRecord) -> bytes | None:
+        if not self.store_embeddings or face.embedding is None:
+            return None
+        return np.asarray(face.embedding, dtype=np.float16).tobytes()
 
     def add_feedback(self, request_id: str, truth: str, face_index: int = 0) -> None:
         """Record the ground truth of a logged request's face; raises :class:`UnknownRequest`."""

@@ -56,6 +56,7 @@ def face_record(
         decision=decision,
         predicted=match.identity if match else None,
         track_id=track_id,
+        embedding=face.embedding,
     )
 
 

@@ -37,7 +37,7 @@ def test_rows_survive_a_hard_kill(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 25
         row = conn.execute("SELECT * FROM faces WHERE request_id='r7'").fetchone()
-    assert row == ("r7", 0, 0.99, 80.0, 120.0, 300.0, "ann", 0.8, 0.3, "known", "ann", None)
+    assert row == ("r7", 0, 0.99, 80.0, 120.0, 300.0, "ann", 0.8, 0.3, "known", "ann", None, None)
 
 
 def test_sampling_retention_feedback_and_images(tmp_path: Path) -> None:
@@ -63,3 +63,32 @@ def test_sampling_retention_feedback_and_images(tmp_path: Path) -> None:
     assert keep.query("SELECT image FROM requests") == [(b"\xff\xd8\xffjpeg",)]
     assert keep.query("PRAGMA journal_mode") == [("wal",)]
     assert keep.query("PRAGMA synchronous") == [(2,)]  # FULL
+
+
+def test_embeddings_only_when_asked_and_old_logs_gain_the_column(tmp_path: Path) -> None:
+    import numpy as np
+
+    vector = np.random.default_rng(0).standard_normal(512).astype(np.float32)
+    vector /= np.linalg.norm(vector)
+    face = FaceRecord(0, 0.99, 60.0, embedding=vector)
+    off = RequestLog(tmp_path / "off.sqlite")
+    off.append(RequestRecord("a", "recognize", 200, 3.0, faces=[face]))
+    assert off.query("SELECT embedding FROM faces") == [(None,)]
+    on = RequestLog(tmp_path / "on.sqlite", store_embeddings=True)
+    on.append(RequestRecord("a", "recognize", 200, 3.0, faces=[face]))
+    blob = on.query("SELECT embedding FROM faces")[0][0]
+    assert len(blob) == 1024
+    assert np.allclose(np.frombuffer(blob, np.float16), vector, atol=1e-3)
+
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:  # a log written before the embedding column existed
+        db.execute(
+            "CREATE TABLE faces (request_id TEXT, face_index INTEGER, det_probability REAL, face_size REAL, "
+            "brightness REAL, blur REAL, top1_identity TEXT, top1_similarity REAL, margin REAL, "
+            "decision TEXT, predicted TEXT, track_id INTEGER, PRIMARY KEY (request_id, face_index))"
+        )
+        db.execute(
+            "INSERT INTO faces VALUES ('x', 0, 0.9, 50, 100, 10, NULL, NULL, NULL, 'detected', NULL, NULL)"
+        )
+    migrated = RequestLog(old)
+    assert migrated.query("SELECT request_id, embedding FROM faces") == [("x", None)]
