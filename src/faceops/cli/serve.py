@@ -139,6 +139,7 @@ def serve(
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Model bundle folder; default: the pretrained model (FACEOPS_WEIGHTS).",
 )
+@click.option("--model-uri", help="Or a registered model, e.g. models:/faceops@champion (MLflow).")
 @click.option(
     "--gallery",
     "gallery_path",
@@ -163,6 +164,7 @@ def watch(
     source: str,
     out: Path,
     bundle_dir: Path | None,
+    model_uri: str | None,
     gallery_path: Path | None,
     known: Path | None,
     max_frames: int | None,
@@ -180,7 +182,17 @@ def watch(
 
     if gallery_path and known:
         raise click.UsageError("give --gallery or --known, not both")
-    bundle = ModelBundle.load(bundle_dir) if bundle_dir else ModelBundle.pretrained()
+    if bundle_dir and model_uri:
+        raise click.UsageError("give --bundle or --model-uri, not both")
+    if model_uri:
+        import tempfile
+
+        from faceops.registry import load_bundle
+
+        with tempfile.TemporaryDirectory(prefix="faceops-model-") as tmp:
+            bundle = load_bundle(model_uri, dst=tmp)  # weights are read into memory: the folder can go
+    else:
+        bundle = ModelBundle.load(bundle_dir) if bundle_dir else ModelBundle.pretrained()
     pipeline = bundle.pipeline()
     gallery = None
     if gallery_path:
