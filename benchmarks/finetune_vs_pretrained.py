@@ -1,8 +1,9 @@
 """Evidence: fine-tuned vs pretrained InceptionResnetV1 on the LFW people with >= 10 images, through the gate.
 
-Builds a data version of the 134 people of ``people_min10.txt`` (symlinks into ../shared, nothing copied), holds
-out identities for open-set verification, trains with ``configs/train.yaml`` (plus LFW pairs folds), registers the
-pretrained model as champion and the fine-tuned one as challenger in a local MLflow store, and runs the gate.
+Builds a data version of the 134 people of ``people_min10.txt`` (symlinks into ../shared, nothing copied),
+holds out identities for open-set verification, trains with ``configs/train.yaml`` (plus LFW pairs folds),
+registers the pretrained model as champion and the fine-tuned one as challenger in a local MLflow store, and
+runs the gate.
 
     .venv/bin/python benchmarks/finetune_vs_pretrained.py --folds 1 2   # ~40-60 min on 2 busy CPU cores
 
@@ -53,6 +54,19 @@ def build_data_root(
     return out
 
 
+def subset_pairs(pairs: Path, folds: list[int], per_kind: int, out: Path) -> Path:
+    """An LFW-format pairs file with the first ``per_kind`` matched and mismatched pairs of each fold."""
+    lines = pairs.read_text().splitlines()
+    n_folds, per_fold = (int(v) for v in lines[0].split())
+    body = []
+    for fold in folds:
+        start = 1 + (fold - 1) * 2 * per_fold
+        body += lines[start : start + per_kind] + lines[start + per_fold : start + per_fold + per_kind]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join([f"{len(folds)} {per_kind}", *body]) + "\n")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
@@ -61,6 +75,12 @@ def main() -> int:
     parser.add_argument("--folds", type=int, nargs="*", default=[1, 2], help="LFW pairs folds (1-8)")
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--people", type=int, default=None, help="Only the first N people (a dry run).")
+    parser.add_argument(
+        "--lfw-subset",
+        type=int,
+        default=None,
+        help="Only the first N matched + N mismatched pairs of each fold (a cheaper run).",
+    )
     parser.add_argument("--augment-copies", type=int, default=None, help="Override augment.copies.")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "finetune_vs_pretrained.json"
@@ -88,7 +108,11 @@ def main() -> int:
     base = load_train_config(args.config)
     updates = {"data_root": data, "output_dir": args.work / "train", "mlflow": True}
     if args.folds:
-        updates["lfw_pairs"] = LfwPairsConfig(pairs=lfw / "pairs.txt", root=lfw, folds=args.folds)
+        pairs, folds = lfw / "pairs.txt", args.folds
+        if args.lfw_subset:  # the subset file is renumbered: its folds are 1..len(args.folds)
+            pairs = subset_pairs(pairs, args.folds, args.lfw_subset, args.work / "pairs_subset.txt")
+            folds = list(range(1, len(args.folds) + 1))
+        updates["lfw_pairs"] = LfwPairsConfig(pairs=pairs, root=lfw, folds=folds)
     if args.augment_copies is not None:
         updates["augment"] = base.augment.model_copy(update={"copies": args.augment_copies})
     config = base.model_copy(update=updates)
@@ -125,6 +149,7 @@ def main() -> int:
             "preprocess_failed": result.report["preprocess_failed"],
         },
         "config": config.model_dump(mode="json"),
+        "command": " ".join(sys.argv),
         "timings_s": {**result.report["timings"], "total": round(time.time() - started, 1)},
         "history": result.report["history"],
         "closed_set": {

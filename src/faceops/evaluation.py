@@ -1,12 +1,15 @@
 """Evaluation of face models on a data version: closed-set identification, open-set verification, LFW pairs.
 
 * **Closed set** (identities seen in training): each identity's gallery is the mean embedding of its ``train``
-  images; every ``val`` image is identified as the nearest identity (cosine). This needs no classification head,
-  so a pretrained and a fine-tuned model are measured the same way.
-* **Open set** (``test`` identities, never trained on): all pairs of their images. The identities are split by a
-  hash of their name: the threshold is calibrated to the target FAR on one part, and ROC / AUC / EER / TAR@FAR and
-  FAR / FRR at that threshold are measured on the other, so the FAR reported is not the calibration's own.
-* **LFW pairs**: the pairs protocol on the folds available, with k-fold accuracy; pairs of people the model was
+  images; every ``val`` image is identified as the nearest identity (cosine). This needs no classification
+  head, so a pretrained and a fine-tuned model are measured the same way.
+* **Open set** (``test`` identities, never trained on): all pairs of their images. The identities are split
+by a
+  hash of their name: the threshold is calibrated to the target FAR on one part, and ROC / AUC / EER /
+  TAR@FAR and FAR / FRR at that threshold are measured on the other, so the FAR reported is not the
+  calibration's own.
+* **LFW pairs**: the pairs protocol on the folds available, with k-fold accuracy; pairs of people the model
+was
   trained on are also reported apart (``clean`` excludes them).
 
 Several models are embedded together: those that share the cached trunk cost only their tails.
@@ -64,7 +67,8 @@ def embed_models(
     device: str = "cpu",
     desc: str = "embed",
 ) -> dict[str, np.ndarray]:
-    """(N, 512) unit embeddings of the images for each model (cached trunk activations where the trunk matches)."""
+    """(N, 512) unit embeddings of the images for each model (cached trunk activations where the trunk
+    matches)."""
     out: dict[str, np.ndarray] = {}
     if not shas:
         return {name: np.zeros((0, 512), dtype=np.float32) for name in models}
@@ -99,7 +103,8 @@ def _tail_embed(model: nn.Module, cut: str, views: dict[str, torch.Tensor], devi
 def closed_set(
     gallery: np.ndarray, gallery_ids: Sequence[str], probes: np.ndarray, probe_ids: Sequence[str]
 ) -> dict[str, Any]:
-    """Nearest-identity-mean identification of the probes; accuracy, macro P/R/F1, confusion matrix, report."""
+    """Nearest-identity-mean identification of the probes; accuracy, macro P/R/F1, confusion matrix,
+    report."""
     from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
     labels = sorted(set(gallery_ids))

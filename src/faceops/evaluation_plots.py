@@ -1,4 +1,4 @@
-"""PNG plots of an evaluation: ROC of several models, confusion matrix, per-identity P/R/F1, training curves."""
+"""PNG plots of an evaluation: ROCs, confusion matrix, per-identity P/R/F1, training curves."""
 
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
-"""The promotion gate: the challenger replaces the champion only if it is not worse on the same evaluation data.
+"""The promotion gate: the challenger replaces the champion only if it is not worse on the same data.
 
-Both models are evaluated on the same data version at their own stored thresholds (the threshold each would run
-with in production): closed-set accuracy may not drop by more than ``max_accuracy_drop`` and the FAR measured at
-the threshold on held-out identities may not rise by more than ``max_far_increase``; the challenger's TAR at the
-target FAR must also reach ``min_tar_at_far``. The decision and its reason are stored on the challenger's model
-version (tag ``faceops.gate``); a promotion moves ``champion`` and is appended to the champion history.
+Both models are evaluated on the same data version at their own stored thresholds (the threshold each would
+run with in production): closed-set accuracy may not drop by more than ``max_accuracy_drop`` and the FAR
+measured at the threshold on held-out identities may not rise by more than ``max_far_increase``; the
+challenger's TAR at the target FAR must also reach ``min_tar_at_far``. The decision and its reason are stored
+on the challenger's model version (tag ``faceops.gate``); a promotion moves ``champion`` and is appended to
+the champion history.
 """
 
 from __future__ import annotations
@@ -48,12 +49,16 @@ def _key(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, config: GateConfig) -> tuple[bool, str]:
+def decide(
+    challenger: dict[str, Any], champion: dict[str, Any] | None, config: GateConfig
+) -> tuple[bool, str]:
     """Compare two evaluation results (``closed_set`` / ``open_set`` dicts); returns (promote, reason)."""
     new = _key(challenger)
     problems = []
     if new["tar_at_target_far"] < config.min_tar_at_far:
-        problems.append(f"TAR at the target FAR {new['tar_at_target_far']:.4f} < floor {config.min_tar_at_far}")
+        problems.append(
+            f"TAR at the target FAR {new['tar_at_target_far']:.4f} < floor {config.min_tar_at_far}"
+        )
     if champion is None:
         if not config.allow_first:
             return False, "the registry has no champion and the gate does not allow a first promotion"
@@ -108,11 +113,35 @@ def run_gate(
     bundles = {"challenger": registry.load_bundle(f"models:/{registry.MODEL_NAME}/{challenger}", uri)}
     if champion is not None:
         bundles["champion"] = registry.load_bundle(f"models:/{registry.MODEL_NAME}/{champion}", uri)
+        if _same_model(bundles["challenger"], bundles["champion"]):
+            reason = (
+                f"refused: version {challenger} has the same weights and threshold as champion {champion}"
+            )
+            registry.tag_version(
+                challenger,
+                {"faceops.gate": json.dumps({"promoted": False, "reason": reason, "champion": champion})},
+                uri,
+            )
+            return GateDecision(False, reason, challenger, champion)
     results = evaluate_bundles(bundles, data_root, evaluation).report["models"]
     promoted, reason = decide(results["challenger"], results.get("champion"), gate)
     decision = GateDecision(promoted, reason, challenger, champion, {k: _key(v) for k, v in results.items()})
-    registry.tag_version(challenger, {"faceops.gate": json.dumps({"promoted": promoted, "reason": reason,
-                                                                  "champion": champion})}, uri)
+    registry.tag_version(
+        challenger,
+        {"faceops.gate": json.dumps({"promoted": promoted, "reason": reason, "champion": champion})},
+        uri,
+    )
     if promoted:
         registry.set_alias(registry.CHAMPION, challenger, reason, uri)
     return decision
+
+
+def _same_model(a: Any, b: Any) -> bool:
+    """Equal weights, preprocessing and threshold: promoting would change nothing (e.g. training kept the
+    pretrained tail because fine-tuning never beat it)."""
+    import torch
+
+    if a.preprocess != b.preprocess or abs(a.threshold - b.threshold) > 1e-9:
+        return False
+    sa, sb = a.backbone.state_dict(), b.backbone.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -1,9 +1,10 @@
-"""Preprocessing of a data version: MTCNN + alignment once per image, cached, with per-image quality statistics.
+"""Preprocessing of a data version: MTCNN + alignment once per image, cached, with quality statistics.
 
-Crops are cached by (image sha256, :meth:`PreprocessConfig.fingerprint`): the cache of one config is a folder of
-``.npz`` shards (no pickle) under ``<cache_dir>/crops-<fingerprint>/``, each holding the crops of one batch of
-images with their statistics. A shard is written atomically when its batch is done, so an interrupted run resumes
-where it stopped, and an image shared by two data versions (same bytes) is processed once.
+Crops are cached by (image sha256, :meth:`PreprocessConfig.fingerprint`): the cache of one config is a folder
+of ``.npz`` shards (no pickle) under ``<cache_dir>/crops-<fingerprint>/``, each holding the crops of one
+batch of images with their statistics. A shard is written atomically when its batch is done, so an
+interrupted run resumes where it stopped, and an image shared by two data versions (same bytes) is processed
+once.
 
 ``stats.csv`` (one row per manifest image) is what data validation and monitoring read:
 
@@ -181,9 +182,9 @@ def _process_chunk(
     """Detect, align and measure one batch of images with distinct sha256.
 
     Returns:
-        the shard records of the images that could be read (``None`` if none), and sha256 -> error of the others.
-        Read errors (missing file, bytes that differ from the manifest) are not cached: they are not a property
-        of the image hash.
+        the shard records of the images that could be read (``None`` if none), and sha256 -> error of the
+        others. Read errors (missing file, bytes that differ from the manifest) are not cached: they are not
+        a property of the image hash.
     """
     sources: list[bytes] = []
     kept: list[ManifestRow] = []
@@ -256,7 +257,8 @@ def preprocess_rows(
     chunk: int = 64,
     show_progress: bool = True,
 ) -> PreprocessResult:
-    """:func:`preprocess_dataset` on given rows (paths relative to ``root``), e.g. the images of a pairs file."""
+    """:func:`preprocess_dataset` on given rows (paths relative to ``root``), e.g. the images of a pairs
+    file."""
     config = config or PreprocessConfig()
     cache = CropCache(config, cache_dir)
     unique: dict[str, ManifestRow] = {}

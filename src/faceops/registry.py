@@ -1,10 +1,11 @@
-"""The MLflow adapter: runs, the model registry, aliases and the champion history. The only module importing mlflow.
+"""The MLflow adapter (the only module importing mlflow): runs, registry, aliases, champion history.
 
 Every model version is a :class:`~faceops.model.ModelBundle` folder logged as an MLflow pyfunc model (artifact
-``bundle``), so whoever loads it gets the weights, the preprocessing config and the calibrated threshold together.
-Versions live under one registered model, :data:`MODEL_NAME`; a new one gets the alias ``challenger``, the one in
-production holds ``champion``. Promotions and rollbacks are appended to a JSON history kept as a registered-model
-tag (:data:`HISTORY_TAG`), so "which version was champion when" survives alias moves.
+``bundle``), so whoever loads it gets the weights, the preprocessing config and the calibrated threshold
+together. Versions live under one registered model, :data:`MODEL_NAME`; a new one gets the alias
+``challenger``, the one in production holds ``champion``. Promotions and rollbacks are appended to a JSON
+history kept as a registered-model tag (:data:`HISTORY_TAG`), so "which version was champion when" survives
+alias moves.
 
 The tracking URI comes from the ``FACEOPS_MLFLOW_TRACKING_URI`` setting (default: ``sqlite:///mlruns.db`` with
 artifacts in ``mlartifacts/``) unless a function is given one. An ``http(s)`` server is probed first so an
@@ -65,7 +66,8 @@ _PIP_REQUIREMENTS = [
 
 
 class FaceOpsBundleModel(mlflow.pyfunc.PythonModel):
-    """Pyfunc wrapper so generic MLflow tools can load a bundle: input a list of image paths, output embeddings."""
+    """Pyfunc wrapper so generic MLflow tools can load a bundle: input a list of image paths, output
+    embeddings."""
 
     def load_context(self, context: Any) -> None:
         from faceops.model import ModelBundle
@@ -73,9 +75,11 @@ class FaceOpsBundleModel(mlflow.pyfunc.PythonModel):
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
         self.pipeline = self.bundle.pipeline()
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
-        paths = list(model_input.iloc[:, 0]) if hasattr(model_input, "iloc") else list(model_input)
-        return self.pipeline.embed_subjects(paths).embeddings
+    def predict(
+        self, context: Any, model_input: list[str], params: dict[str, Any] | None = None
+    ) -> list[list[float]]:
+        """Image paths -> subject-face embeddings (zero rows where no face was found)."""
+        return self.pipeline.embed_subjects(list(model_input)).embeddings.tolist()
 
 
 def tracking_uri(uri: str | None = None) -> str:
@@ -137,7 +141,8 @@ def _experiment_id(client: MlflowClient, uri: str) -> str:
 def open_run(
     run_name: str | None = None, uri: str | None = None, tags: dict[str, str] | None = None
 ) -> Iterator[Any]:
-    """An MLflow run in the FaceOps experiment; yields an object with ``log_params``/``log_metrics``/... methods.
+    """An MLflow run in the FaceOps experiment; yields an object with ``log_params``/``log_metrics``/...
+    methods.
 
     The run is marked FAILED if the body raises, so an interrupted training never looks finished.
     """
@@ -180,7 +185,8 @@ def log_bundle(
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
 ) -> str:
-    """Log a bundle as an MLflow model in a new run, register it under :data:`MODEL_NAME`, alias it ``challenger``.
+    """Log a bundle as an MLflow model in a new run, register it under :data:`MODEL_NAME`, alias it
+    ``challenger``.
 
     Either every step succeeds or the new version is deleted again (no half-registered model).
 
@@ -231,7 +237,8 @@ def _log_and_register(
 
 
 def load_bundle(model_uri: str, uri: str | None = None, dst: str | Path | None = None) -> ModelBundle:
-    """Load a bundle from ``models:/faceops@champion``-style URIs, ``runs:/`` URIs or a local bundle folder."""
+    """Load a bundle from ``models:/faceops@champion``-style URIs, ``runs:/`` URIs or a local bundle
+    folder."""
     from faceops.model import ModelBundle
 
     if not model_uri.startswith(("models:/", "runs:/")) and "://" not in model_uri:

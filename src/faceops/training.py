@@ -1,17 +1,20 @@
 """Transfer learning of InceptionResnetV1 on cached trunk activations: a head first, then the last block(s).
 
 The trunk up to ``config.cut`` is frozen and runs once per (crop, view) (:mod:`faceops.training_features`);
-training then touches only the tail (e.g. ``block8`` + ``last_linear`` + ``last_bn``) and a classification head
-over the training identities (softmax, or ArcFace's additive angular margin), which is dropped afterwards.
+training then touches only the tail (e.g. ``block8`` + ``last_linear`` + ``last_bn``) and a classification
+head over the training identities (softmax, or ArcFace's additive angular margin), which is dropped
+afterwards.
 
 1. **Head stage**: the tail is frozen too, so its embeddings are computed once and the head trains on them.
-2. **Fine-tune stage**: the tail is unfrozen at a lower learning rate, the head keeps training (10x that rate).
+2. **Fine-tune stage**: the tail is unfrozen at a lower learning rate, the head keeps training (10x that
+rate).
 
 The whole network stays in eval mode: the pretrained weights have BatchNorm folded into them (train-mode batch
-statistics would shift every layer) and dropout would only add noise to a small head. Each epoch draws one view
-per training image (clean, mirrored or an augmented copy). Each stage has a cosine learning-rate schedule and
-early stopping on the validation loss; the best state of the run is kept, so a fine-tune stage that never beats
-the head stage leaves the pretrained embedder untouched. A checkpoint after every epoch makes runs resumable.
+statistics would shift every layer) and dropout would only add noise to a small head. Each epoch draws one
+view per training image (clean, mirrored or an augmented copy). Each stage has a cosine learning-rate
+schedule and early stopping on the validation loss; the best state of the run is kept, so a fine-tune stage
+that never beats the head stage leaves the pretrained embedder untouched. A checkpoint after every epoch
+makes runs resumable.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from faceops.preprocess import PreprocessResult
 from faceops.training_config import HeadConfig, StageConfig, TrainConfig
 from faceops.training_features import TrunkCache, module_order, run_tail
 
-__all__ = ["ArcFaceHead", "TrainState", "fit", "make_head", "seed_everything"]
+__all__ = ["ArcFaceHead", "TrainState", "fit", "improved", "make_head", "seed_everything"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,8 @@ def seed_everything(seed: int) -> None:
 
 
 class ArcFaceHead(nn.Module):
-    """Additive angular margin (ArcFace): logits ``s * cos(theta + m)`` for the true class, ``s * cos`` otherwise."""
+    """Additive angular margin (ArcFace): logits ``s * cos(theta + m)`` for the true class, ``s * cos``
+    otherwise."""
 
     def __init__(self, dim: int, classes: int, scale: float, margin: float) -> None:
         super().__init__()
@@ -67,6 +71,11 @@ class ArcFaceHead(nn.Module):
 class _Linear(nn.Linear):
     def forward(self, x: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:  # noqa: ARG002
         return super().forward(x)
+
+
+def improved(loss: float, best: float, min_delta: float) -> bool:
+    """Whether ``loss`` beats ``best`` by more than the relative ``min_delta`` (losses near 0 still count)."""
+    return loss < best * (1.0 - min_delta)
 
 
 def make_head(config: HeadConfig, classes: int, dim: int = 512) -> nn.Module:
@@ -124,7 +133,8 @@ def fit(
     device: str,
     checkpoint: Path | None = None,
 ) -> tuple[TrainState, list[str]]:
-    """Train the tail of ``model`` in place on a preprocessed data version; returns the state and the classes."""
+    """Train the tail of ``model`` in place on a preprocessed data version; returns the state and the
+    classes."""
     data = EvalSet.from_preprocessed(pre)
     counts: dict[str, int] = {}
     for identity in data.identities["train"]:
@@ -261,7 +271,7 @@ def _run_stage(
             }
         )
         log.info("%s epoch %d: %s", stage, epoch + 1, state.history[-1])
-        if val_loss < state.best_loss - config.min_delta:
+        if improved(val_loss, state.best_loss, config.min_delta):
             state.best_loss, state.stale = val_loss, 0
             state.best_tail = _tail_state(model, config.cut)
         else:

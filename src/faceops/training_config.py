@@ -1,4 +1,4 @@
-"""Typed run config of training, evaluation and the promotion gate (``configs/train.yaml``), unknown keys refused."""
+"""Typed run config of training, evaluation and the gate (``configs/train.yaml``); unknown keys refused."""
 
 from __future__ import annotations
 
@@ -80,7 +80,8 @@ class EvalConfig(_Strict):
         default=0.5,
         gt=0,
         lt=1,
-        description="Share of the held-out (test) identities used to calibrate the threshold; the others measure "
+        description="Share of the held-out (test) identities used to calibrate the threshold; the others "
+        "measure "
         "FAR/FRR at it, so the reported FAR is not the calibration's own.",
     )
     max_confusion_classes: int = Field(
@@ -138,7 +139,13 @@ class TrainConfig(_Strict):
     batch_size: int = Field(default=64, ge=2, le=4096)
     weight_decay: float = Field(default=5e-4, ge=0, le=1)
     patience: int = Field(default=3, ge=1, description="Early stopping: epochs without a better val loss.")
-    min_delta: float = Field(default=1e-3, ge=0)
+    min_delta: float = Field(
+        default=0.01,
+        ge=0,
+        lt=1,
+        description="Early stopping: a val loss counts as better when it is below the "
+        "best by more than this share of it (relative, so tiny losses of an easy task still count).",
+    )
     schedule: Literal["cosine", "constant"] = "cosine"
     min_images_per_identity: int = Field(
         default=2, ge=1, description="Training identities with fewer train images are left out of the head."

@@ -1,8 +1,9 @@
 """Whole runs: preprocess -> train -> evaluate -> bundle -> MLflow, and the evaluation of saved models.
 
 A run writes everything into its output folder (``bundle/``, ``report.json``, PNG plots, ``stats.csv``,
-``checkpoint.pt``) before anything reaches MLflow, so a failure leaves no half-registered model; MLflow then gets
-the resolved config, metrics (per-epoch curves included), plots, the data version and the bundle as a model.
+``checkpoint.pt``) before anything reaches MLflow, so a failure leaves no half-registered model; MLflow then
+gets the resolved config, metrics (per-epoch curves included), plots, the data version and the bundle as a
+model.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class RunResult:
 
 
 def data_version(data_root: Path) -> dict[str, str]:
-    """The data version: the manifest's hash, the DVC md5 of ``<data_root>.dvc`` if present, the git revision."""
+    """The data version: the manifest's hash, the DVC md5 of ``<data_root>.dvc`` if present, the git
+    revision."""
     root = Path(data_root)
     out = {"manifest_sha256": hashlib.sha256((root / "manifest.csv").read_bytes()).hexdigest()[:16]}
     dvc_file = root.parent / f"{root.name}.dvc"
@@ -205,7 +207,8 @@ def evaluate_bundles(
     lfw_pairs: LfwPairsConfig | None = None,
     device: str | None = None,
 ) -> RunResult:
-    """Evaluate saved models on a data version, each with its own preprocessing, at their stored thresholds."""
+    """Evaluate saved models on a data version, each with its own preprocessing, at their stored
+    thresholds."""
     device = resolve_device(device)
     cache_dir = get_settings().cache_dir
     results: dict[str, Any] = {}

@@ -1,4 +1,5 @@
-"""Fixtures of the training tests: a tiny real data version (LFW identities copied into tmp) and MLflow stores."""
+"""Fixtures of the training tests: a tiny real data version (LFW identities copied into tmp) and MLflow
+stores."""
 
 from __future__ import annotations
 
@@ -124,7 +125,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
     )
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
+    deadline = time.time() + 240  # a busy machine takes minutes to import mlflow
     while True:
         try:
             if requests.get(uri + "/health", timeout=2).ok:

@@ -1,8 +1,9 @@
-"""`faceops preprocess | train | evaluate | model ...` through click's runner, on real data and a real store."""
+"""`faceops preprocess | train | evaluate | model ...` through click's runner, on real data and stores."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -23,7 +24,8 @@ def test_preprocess_command(data_root, tmp_path, preprocessed):
 
 def test_train_register_promote_list_evaluate(data_root, tmp_path, local_store, preprocessed):
     config = tmp_path.parent / "cfg.yaml"
-    config.write_text((__import__("pathlib").Path(__file__).parents[2] / "configs" / "train_smoke.yaml").read_text())
+    smoke = Path(__file__).parents[2] / "configs" / "train_smoke.yaml"
+    config.write_text(smoke.read_text().replace("mlflow: false", "mlflow: true"))
     trained = _run("train", "-c", config, "--data", data_root, "--out", tmp_path / "run", "--json")
     assert trained.exit_code == 0, trained.output
     summary = json.loads(trained.stdout)
@@ -32,18 +34,34 @@ def test_train_register_promote_list_evaluate(data_root, tmp_path, local_store, 
     promoted = _run("model", "promote", "--data", data_root, "-c", config)
     assert promoted.exit_code == 0 and "PROMOTED v1" in promoted.output
     listed = json.loads(_run("model", "list", "--json").stdout)
-    assert listed["versions"][0]["aliases"] == ["champion"] and listed["champion_history"][0]["version"] == "1"
+    assert (
+        listed["versions"][0]["aliases"] == ["champion"] and listed["champion_history"][0]["version"] == "1"
+    )
 
     rollback = _run("model", "rollback")
     assert rollback.exit_code == 1 and "nothing to roll back" in rollback.output
 
-    evaluated = _run("evaluate", "--model", "models:/faceops@champion", "--model", tmp_path / "run" / "bundle",
-                     "--data", data_root, "-c", config, "--out", tmp_path / "eval", "--json")
+    evaluated = _run(
+        "evaluate",
+        "--model",
+        "models:/faceops@champion",
+        "--model",
+        tmp_path / "run" / "bundle",
+        "--data",
+        data_root,
+        "-c",
+        config,
+        "--out",
+        tmp_path / "eval",
+        "--json",
+    )
     assert evaluated.exit_code == 0, evaluated.output
     metrics = json.loads(evaluated.stdout)["metrics"]
     assert len(metrics) == 2
     a, b = metrics.values()
-    assert a["closed_accuracy"] == b["closed_accuracy"]  # the same model, loaded from the registry and from disk
+    assert (
+        a["closed_accuracy"] == b["closed_accuracy"]
+    )  # the same model, loaded from the registry and from disk
     assert (tmp_path / "eval" / "roc_open_set.png").is_file()
 
 

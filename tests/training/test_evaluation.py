@@ -54,9 +54,17 @@ def test_open_set_needs_two_people():
 
 
 def _result(accuracy, far, tar=0.9):
-    return {"closed_set": {"accuracy": accuracy},
-            "open_set": {"target_far": 0.001, "tar_at_far": {"0.001": tar}, "far_at_threshold": far,
-                         "far_at_stored_threshold": far, "frr_at_threshold": 0.1, "auc": 0.99}}
+    return {
+        "closed_set": {"accuracy": accuracy},
+        "open_set": {
+            "target_far": 0.001,
+            "tar_at_far": {"0.001": tar},
+            "far_at_threshold": far,
+            "far_at_stored_threshold": far,
+            "frr_at_threshold": 0.1,
+            "auc": 0.99,
+        },
+    }
 
 
 def test_gate_refuses_an_accuracy_drop_and_says_so():

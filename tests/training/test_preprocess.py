@@ -24,7 +24,9 @@ def test_stats_csv_has_one_row_per_image_with_the_contract_columns(preprocessed,
     assert all(r["face_found"] == "True" for r in rows)
     probabilities = [float(r["probability"]) for r in rows]
     assert min(probabilities) > 0.9 and max(probabilities) <= 1.0
-    assert all(40 < float(r["face_size"]) < 250 for r in rows)  # LFW faces are roughly 100 px in a 250 px frame
+    assert all(
+        40 < float(r["face_size"]) < 250 for r in rows
+    )  # LFW faces are roughly 100 px in a 250 px frame
     assert all(0 < float(r["brightness"]) < 255 and float(r["blur"]) > 0 for r in rows)
 
 
@@ -86,8 +88,9 @@ def test_bad_images_are_reported_not_fatal(data_root, tmp_path):
     write_manifest(rows, root / "manifest.csv")
     (root / rows[0].path).unlink()  # listed but missing
     (root / rows[1].path).write_bytes(b"not a jpeg")  # changed since the manifest
-    result = preprocess_dataset(root, cache_dir=tmp_path / "cache", stats_path=tmp_path / "s.csv",
-                                show_progress=False)
+    result = preprocess_dataset(
+        root, cache_dir=tmp_path / "cache", stats_path=tmp_path / "s.csv", show_progress=False
+    )
     assert result.usable == 2
     assert "does not exist" in result.failed[rows[0].path]
     assert "differs from the manifest" in result.failed[rows[1].path]
@@ -115,6 +118,7 @@ def test_blur_statistic_drops_when_the_face_is_blurred(preprocessed):
 
 
 def test_stats_path_parent_is_created(preprocessed, data_root, cache_dir, tmp_path: Path):
-    result = preprocess_dataset(data_root, cache_dir=cache_dir, stats_path=tmp_path / "a" / "b" / "stats.csv",
-                                show_progress=False)
+    result = preprocess_dataset(
+        data_root, cache_dir=cache_dir, stats_path=tmp_path / "a" / "b" / "stats.csv", show_progress=False
+    )
     assert result.stats_path.is_file()

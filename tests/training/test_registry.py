@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -31,7 +32,9 @@ def test_log_load_and_aliases_on_the_local_store(local_store, trained):
     loaded = registry.load_bundle("models:/faceops@challenger")
     original = ModelBundle.load(trained.bundle_dir)
     assert loaded.threshold == original.threshold and loaded.preprocess == original.preprocess
-    assert all(torch.equal(v, loaded.backbone.state_dict()[k]) for k, v in original.backbone.state_dict().items())
+    assert all(
+        torch.equal(v, loaded.backbone.state_dict()[k]) for k, v in original.backbone.state_dict().items()
+    )
     tags = registry.list_versions()[0]["tags"]
     assert float(tags["threshold"]) == pytest.approx(original.threshold)
     assert json.loads(tags["data_version"])["manifest_sha256"]
@@ -56,7 +59,7 @@ def test_a_failed_registration_leaves_no_version(local_store, trained, monkeypat
     assert registry.alias_version(registry.CHALLENGER) is None
 
 
-def test_gate_refuses_a_worse_challenger_promotes_an_equal_one_and_rolls_back(
+def test_gate_refuses_worse_and_identical_challengers_promotes_a_stricter_one_and_rolls_back(
     local_store, pretrained, smoke_config
 ):
     def gate():
@@ -77,7 +80,11 @@ def test_gate_refuses_a_worse_challenger_promotes_an_equal_one_and_rolls_back(
     tag = json.loads(next(v for v in registry.list_versions() if v["version"] == v2)["tags"]["faceops.gate"])
     assert tag["promoted"] is False and tag["champion"] == v1
 
-    v3 = registry.log_bundle(pretrained)
+    registry.log_bundle(pretrained)  # the champion again: nothing would change
+    same = gate()
+    assert not same.promoted and "same weights" in same.reason
+
+    v3 = registry.log_bundle(dataclasses.replace(pretrained, threshold=pretrained.threshold + 0.02))
     promoted = gate()
     assert promoted.promoted and registry.alias_version("champion") == v3
     assert registry.alias_version("challenger") is None
@@ -108,6 +115,8 @@ def test_the_same_contract_against_a_real_mlflow_server(mlflow_server, trained, 
 
 def test_an_unreachable_server_fails_fast_with_a_clear_error():
     started = time.perf_counter()
-    with pytest.raises(TrackingUnavailable, match="cannot reach the MLflow tracking server at http://127.0.0.1:9"):
+    with pytest.raises(
+        TrackingUnavailable, match="cannot reach the MLflow tracking server at http://127.0.0.1:9"
+    ):
         registry.list_versions("http://127.0.0.1:9")
     assert time.perf_counter() - started < 10

@@ -47,7 +47,12 @@ def test_only_the_tail_changes_and_batchnorm_statistics_stay_frozen(trained, smo
 
 def test_plots_and_report_are_written(trained):
     names = {p.name for p in trained.plots}
-    assert {"roc_open_set.png", "training_curves.png", "confusion_finetuned.png", "per_identity_finetuned.png"} <= names
+    assert {
+        "roc_open_set.png",
+        "training_curves.png",
+        "confusion_finetuned.png",
+        "per_identity_finetuned.png",
+    } <= names
     for path in trained.plots:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((trained.output_dir / "report.json").read_text())

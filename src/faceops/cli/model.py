@@ -1,4 +1,4 @@
-"""Model life-cycle commands: ``faceops preprocess | train | evaluate`` and ``faceops model list|promote|rollback``."""
+"""Model life cycle: ``faceops preprocess | train | evaluate`` and ``faceops model list|promote|rollback``."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ train_config_option = click.option(
     help="Training/evaluation config (YAML, e.g. configs/train.yaml); default: the built-in one.",
 )
 uri_option = click.option(
-    "--tracking-uri", default=None, help="MLflow tracking URI; default: FACEOPS_MLFLOW_TRACKING_URI (sqlite:///mlruns.db)."
+    "--tracking-uri",
+    default=None,
+    help="MLflow tracking URI; default: FACEOPS_MLFLOW_TRACKING_URI (sqlite:///mlruns.db).",
 )
 
 
@@ -45,13 +47,20 @@ uri_option = click.option(
     show_default=True,
     help="Per-image statistics CSV to write.",
 )
-@click.option("--chunk", type=click.IntRange(1, 4096), default=64, show_default=True, help="Images per batch.")
+@click.option(
+    "--chunk", type=click.IntRange(1, 4096), default=64, show_default=True, help="Images per batch."
+)
 @json_option
-def preprocess(data_root: Path | None, pre_path: Path | None, stats_path: Path, chunk: int, as_json: bool) -> None:
-    """Detect and align every face of a data version once (cached, resumable) and write per-image statistics."""
+def preprocess(
+    data_root: Path | None, pre_path: Path | None, stats_path: Path, chunk: int, as_json: bool
+) -> None:
+    """Detect and align every face of a data version once (cached, resumable) and write per-image
+    statistics."""
     from faceops.preprocess import preprocess_dataset
 
-    result = preprocess_dataset(data_root or Path("data"), load_preprocess(pre_path), stats_path=stats_path, chunk=chunk)
+    result = preprocess_dataset(
+        data_root or Path("data"), load_preprocess(pre_path), stats_path=stats_path, chunk=chunk
+    )
     summary = {
         "images": len(result.rows),
         "usable": result.usable,
@@ -65,7 +74,8 @@ def preprocess(data_root: Path | None, pre_path: Path | None, stats_path: Path, 
         echo_json(summary)
         return
     click.echo(
-        f"{summary['usable']}/{summary['images']} images with a face ({summary['processed_now']} detected now, "
+        f"{summary['usable']}/{summary['images']} images with a face "
+        f"({summary['processed_now']} detected now, "
         f"{summary['from_cache']} from the cache {summary['cache']}); statistics: {summary['stats']}"
     )
     for path, why in list(result.failed.items())[:20]:
@@ -75,7 +85,9 @@ def preprocess(data_root: Path | None, pre_path: Path | None, stats_path: Path, 
 @click.command()
 @train_config_option
 @data_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (overrides the config).")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder (overrides the config)."
+)
 @click.option("--no-mlflow", is_flag=True, help="Do not log to MLflow or register the model.")
 @click.option("--promote", "then_promote", is_flag=True, help="Run the promotion gate on the new challenger.")
 @uri_option
@@ -89,7 +101,8 @@ def train(
     tracking_uri: str | None,
     as_json: bool,
 ) -> None:
-    """Fine-tune the embedder on a data version, evaluate it, save the bundle and register it as challenger."""
+    """Fine-tune the embedder on a data version, evaluate it, save the bundle and register it as
+    challenger."""
     from faceops.training_config import load_train_config
     from faceops.training_run import flat_metrics, run_training
 
@@ -145,15 +158,24 @@ def _print_summary(summary: dict) -> None:  # type: ignore[type-arg]
     multiple=True,
     default=("models:/faceops@champion",),
     show_default=True,
-    help="A bundle folder, an MLflow URI (models:/faceops@champion, models:/faceops/3) or 'pretrained'; repeat "
+    help="A bundle folder, an MLflow URI (models:/faceops@champion, models:/faceops/3) or 'pretrained'; "
+    "repeat "
     "to compare.",
 )
 @data_option
 @train_config_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("outputs/evaluate"),
-              show_default=True, help="Folder for report.json and the PNG plots.")
-@click.option("--lfw-pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Also score LFW's pairs protocol (pairs.txt; images beside it).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("outputs/evaluate"),
+    show_default=True,
+    help="Folder for report.json and the PNG plots.",
+)
+@click.option(
+    "--lfw-pairs",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Also score LFW's pairs protocol (pairs.txt; images beside it).",
+)
 @click.option("--folds", default=None, help="LFW folds, e.g. '1,2' (default: all).")
 @click.option("--log", "log_run", is_flag=True, help="Log the report and plots as an MLflow run.")
 @uri_option
@@ -169,7 +191,8 @@ def evaluate(
     tracking_uri: str | None,
     as_json: bool,
 ) -> None:
-    """Closed-set identification, open-set verification (and LFW pairs) of one or more models on a data version."""
+    """Closed-set identification, open-set verification (and LFW pairs) of one or more models on a data
+    version."""
     from faceops.model import ModelBundle
     from faceops.training_config import LfwPairsConfig, load_train_config
     from faceops.training_run import evaluate_bundles, flat_metrics
@@ -236,7 +259,8 @@ def list_models(tracking_uri: str | None, as_json: bool) -> None:
     for v in versions:
         tags = v["tags"]
         click.echo(
-            f"v{v['version']:>3s}  {','.join(v['aliases']) or '-':20s} {v['created']}  threshold={tags.get('threshold')}"
+            f"v{v['version']:>3s}  {','.join(v['aliases']) or '-':20s} {v['created']}  "
+            f"threshold={tags.get('threshold')}"
             f"  kind={tags.get('faceops.kind', '-')}"
         )
     for h in history:
@@ -250,14 +274,22 @@ def list_models(tracking_uri: str | None, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Skip the gate (recorded in the history).")
 @uri_option
 @json_option
-def promote(version: str | None, data_root: Path | None, config_path: Path | None, force: bool,
-            tracking_uri: str | None, as_json: bool) -> None:
+def promote(
+    version: str | None,
+    data_root: Path | None,
+    config_path: Path | None,
+    force: bool,
+    tracking_uri: str | None,
+    as_json: bool,
+) -> None:
     """Evaluate challenger and champion on the same data and move 'champion' only if the gate passes."""
     from faceops.gate import run_gate
     from faceops.training_config import load_train_config
 
     config = load_train_config(config_path)
-    decision = run_gate(data_root or config.data_root, config.gate, config.evaluation, version, tracking_uri, force)
+    decision = run_gate(
+        data_root or config.data_root, config.gate, config.evaluation, version, tracking_uri, force
+    )
     if as_json:
         echo_json(decision.to_dict())
     else:
@@ -268,7 +300,9 @@ def promote(version: str | None, data_root: Path | None, config_path: Path | Non
 
 
 @model.command()
-@click.option("--version", default=None, help="The version to give 'champion' back to; default: the one before.")
+@click.option(
+    "--version", default=None, help="The version to give 'champion' back to; default: the one before."
+)
 @click.option("--reason", default="rollback by hand", show_default=True)
 @uri_option
 def rollback(version: str | None, reason: str, tracking_uri: str | None) -> None:
