@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 import sys
@@ -121,6 +122,26 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _without_none(value: Any) -> Any:
+    """``value`` with the None entries of dicts dropped: pipeline parameters cannot hold None."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
+class _Errors(logging.Handler):
+    """Keeps the error records kfp.local logs (e.g. a step that could not even start)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(_ANSI.sub("", record.getMessage()))
+
+
 def _step_error(log: str) -> str | None:
     """The last exception line a step printed (``faceops.errors.X: message`` and what follows it)."""
     lines = [line.strip() for line in log.splitlines()]
@@ -179,18 +200,23 @@ def run_local(
         enable_caching=caching,
     )
     started = time.time()
-    tee = _Tee(sys.stdout)
+    tee, errors = _Tee(sys.stdout), _Errors()
     settings = get_settings()
     step_env = {"FACEOPS_MLFLOW_ARTIFACTS": str(settings.mlflow_artifacts.resolve()), **(env or {})}
+    logging.getLogger().addHandler(errors)
     try:
         with _environment(step_env), contextlib.redirect_stdout(tee):
-            func(**(arguments or {}))
+            func(**_without_none(arguments or {}))
     except RuntimeError as exc:
         message = _ANSI.sub("", str(exc))
         failed = re.findall(r"Inner task failed: '([\w-]+)'", message) or re.findall(r"'([\w-]+)'", message)
         step = failed[0] if failed else "?"
-        cause = _step_error(tee.text()) or "see the step's log above"
+        cause = _step_error(tee.text()) or (
+            errors.messages[-1] if errors.messages else "see the step's log above"
+        )
         raise PipelineError(f"pipeline {func.name} failed at step {step!r}: {cause}") from exc
+    finally:
+        logging.getLogger().removeHandler(errors)
     runs = _run_dirs(root, func.name, started)
     run_dir = runs[-1] if runs else root
     # kfp.local writes a folder with an executor output for each step it ran (not for those it reused).
@@ -227,7 +253,7 @@ def submit(
         client = kfp.Client(host=host)
         client.get_kfp_healthz()
         run = client.create_run_from_pipeline_func(
-            func, arguments=arguments or {}, experiment_name=experiment, run_name=run_name
+            func, arguments=_without_none(arguments or {}), experiment_name=experiment, run_name=run_name
         )
     except Exception as exc:  # kfp and its HTTP clients raise many unrelated types for "cannot connect"
         if _is_connection_problem(exc):

@@ -1,0 +1,140 @@
+"""Compiling the pipelines: the YAML the Kubeflow UI uploads holds every step, parameter, artifact, branch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    from pipelines.run import compile_pipelines
+
+    paths = compile_pipelines(tmp_path_factory.mktemp("compiled"))
+    return {name: yaml.safe_load(path.read_text()) for name, path in paths.items()}
+
+
+def _dags(spec: dict) -> dict[str, dict]:
+    """Every DAG of the spec (the root and the nested ones: exit handler, loop, condition) by name."""
+    dags = {"root": spec["root"]["dag"]}
+    dags.update({k: v["dag"] for k, v in spec["components"].items() if "dag" in v})
+    return dags
+
+
+def _executors(spec: dict) -> set[str]:
+    return {name.removeprefix("exec-") for name in spec["deploymentSpec"]["executors"]}
+
+
+@pytest.mark.parametrize("name", ["training", "retraining"])
+def test_every_step_is_a_component(compiled: dict[str, dict], name: str) -> None:
+    from pipelines.summary import STEPS  # the step list the run summary reports on
+
+    spec = compiled[name]
+    assert _executors(spec) == set(STEPS) and len(STEPS) == 10
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"ghcr.io/faceops/faceops-python:0.1.0"}
+    # The components run in the FaceOps image: no pip install of kfp at run time.
+    for executor in spec["deploymentSpec"]["executors"].values():
+        assert "pip install" not in " ".join(executor["container"].get("command", []))
+
+
+def test_parameters(compiled: dict[str, dict]) -> None:
+    training = compiled["training"]["root"]["inputDefinitions"]["parameters"]
+    retraining = compiled["retraining"]["root"]["inputDefinitions"]["parameters"]
+    common = {
+        "data_version": "STRING",
+        "run_config": "STRUCT",
+        "validation": "STRUCT",
+        "max_accuracy_drop": "NUMBER_DOUBLE",
+        "max_far_increase": "NUMBER_DOUBLE",
+        "min_tar_at_far": "NUMBER_DOUBLE",
+        "shards": "NUMBER_INTEGER",
+        "workers": "NUMBER_INTEGER",
+        "tracking_uri": "STRING",
+    }
+    for params in (training, retraining):
+        assert {k: params[k]["parameterType"] for k in common} == common
+    assert {"source", "identities_file", "min_images"} <= set(training)
+    assert "source" not in retraining and retraining["reason"]["defaultValue"] == "manual"
+    # the gate's defaults are the GateConfig's
+    from faceops.training_config import GateConfig
+
+    assert training["max_far_increase"]["defaultValue"] == GateConfig().max_far_increase
+
+
+def test_artifacts_are_typed(compiled: dict[str, dict]) -> None:
+    components = compiled["training"]["components"]
+
+    def outputs(step: str) -> dict[str, str]:
+        arts = components[f"comp-{step}"].get("outputDefinitions", {}).get("artifacts", {})
+        return {k: v["artifactType"]["schemaTitle"] for k, v in arts.items()}
+
+    assert outputs("data-version") == {"dataset": "system.Dataset"}
+    assert outputs("validate") == {
+        "report": "system.HTML",
+        "results": "system.Artifact",
+        "metrics": "system.Metrics",
+    }
+    assert outputs("preprocess-merge") == {"preprocessed": "system.Dataset", "metrics": "system.Metrics"}
+    assert outputs("train") == {"model": "system.Model", "metrics": "system.Metrics", "report": "system.HTML"}
+    assert outputs("evaluate") == {
+        "evaluation": "system.Artifact",
+        "metrics": "system.Metrics",
+        "report": "system.HTML",
+    }
+    inputs = components["comp-register-and-gate"]["inputDefinitions"]["artifacts"]
+    assert inputs["model"]["artifactType"]["schemaTitle"] == "system.Model"
+
+
+def test_gate_condition_loop_and_exit_handler(compiled: dict[str, dict]) -> None:
+    spec = compiled["training"]
+    tasks = {name: task for dag in _dags(spec).values() for name, task in dag["tasks"].items()}
+    conditions = [
+        t["triggerPolicy"]["condition"] for t in tasks.values() if t.get("triggerPolicy", {}).get("condition")
+    ]
+    assert (
+        len(conditions) == 1 and "register-and-gate-Output" in conditions[0] and "'promote'" in conditions[0]
+    )
+    condition_dag = next(
+        _dags(spec)[t["componentRef"]["name"]]
+        for t in tasks.values()
+        if t.get("triggerPolicy", {}).get("condition")
+    )
+    assert set(condition_dag["tasks"]) == {"promote"}  # promotion happens only when the gate passes
+    loops = [t for t in tasks.values() if "parameterIterator" in t]
+    assert len(loops) == 1
+    loop_dag = _dags(spec)[loops[0]["componentRef"]["name"]]
+    assert set(loop_dag["tasks"]) == {"preprocess-shard"}
+    assert loops[0]["iteratorPolicy"]["parallelismLimit"] >= 2
+    exit_task = spec["root"]["dag"]["tasks"]["record-status"]
+    assert exit_task["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert "taskFinalStatus" in exit_task["inputs"]["parameters"]["status"]
+
+
+def test_cli_compile_with_image(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from faceops.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["pipeline", "compile", "--out", str(tmp_path), "--image", "registry.local/fo:1"]
+    )
+    assert result.exit_code == 0, result.output
+    spec = yaml.safe_load((tmp_path / "training.yaml").read_text())
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.local/fo:1"}
+    assert (tmp_path / "retraining.yaml").is_file()
+
+
+def test_importing_the_runner_has_no_side_effect(tmp_path: Path) -> None:
+    code = (
+        "import sys, pipelines, pipelines.run; "
+        "assert 'kfp' not in sys.modules, 'kfp imported'; "
+        "import os; assert os.listdir('.') == [], os.listdir('.')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

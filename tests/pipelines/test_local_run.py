@@ -1,0 +1,97 @@
+"""The whole training pipeline on kfp.local (SubprocessRunner), on five LFW people, and a run that fails.
+
+Every store is in tmp_path: a git + DVC repository for the data, the MLflow SQLite store, the caches.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _status(workspace: Path) -> list[dict]:
+    path = workspace.parent / "outputs" / "pipeline" / "status.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_training_pipeline_end_to_end(workspace: Path, source_tree: Path, smoke_config: dict) -> None:
+    from faceops import registry
+    from pipelines.run import local_arguments, run_local
+
+    arguments = local_arguments(
+        workspace,
+        source=str(source_tree),
+        run_config=smoke_config,
+        validation={"face_sample": 4},
+        shards=2,
+    )
+    result = run_local("training", arguments)
+
+    assert result["status"] == "SUCCEEDED" and result["backend"] == "local"
+    assert set(result["executed"]) >= {
+        "data-version",
+        "validate",
+        "preprocess-shard",
+        "train",
+        "evaluate",
+        "register-and-gate",
+        "promote",
+        "record-status",
+    }
+    # the data was imported as a DVC data version, committed, and pushed to the local remote
+    assert (workspace / "data.dvc").is_file() and (workspace / ".dvc-storage").is_dir()
+    # one registered model, promoted by the gate as the first champion
+    versions = registry.list_versions(arguments["tracking_uri"])
+    assert [v["version"] for v in versions] == ["1"]
+    assert versions[0]["aliases"] == ["champion"]
+    gate = json.loads(versions[0]["tags"]["faceops.gate"])
+    assert gate["promoted"] is True and "first champion" in gate["reason"]
+    metrics = json.loads(versions[0]["tags"]["faceops.metrics"])
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["auc"] <= 1.0
+    history = registry.champion_history(arguments["tracking_uri"])
+    assert [h["version"] for h in history] == ["1"]
+    # the step artifacts: an evaluation with plots, HTML reports, the stats of preprocessing
+    reports = Path(versions[0]["tags"]["faceops.reports"])
+    assert (reports / "report.json").is_file() and (reports / "roc_open_set.png").is_file()
+    assert (reports / "report.html").read_text().count("data:image/png;base64,") >= 2
+    assert _status(workspace)[-1]["state"] == "SUCCEEDED"
+
+
+def test_failed_validation_stops_the_run(workspace: Path, bad_source: Path) -> None:
+    """Images below the size floor: the validate step fails, the run stops there and nothing is registered."""
+    from faceops import registry
+    from faceops.errors import PipelineError
+    from pipelines.run import local_arguments, run_local
+
+    arguments = local_arguments(workspace, source=str(bad_source), validation={"face_sample": 0})
+    with pytest.raises(PipelineError) as failure:
+        run_local("training", arguments)
+
+    message = str(failure.value)
+    assert "failed at step 'validate'" in message
+    assert "DataValidationFailed" in message and "width" in message  # the step's own error, quoted
+    assert registry.list_versions(arguments["tracking_uri"]) == []
+    assert registry.alias_version(registry.CHAMPION, arguments["tracking_uri"]) is None
+    status = _status(workspace)[-1]
+    assert status["state"] == "FAILED" and status["pipeline"] == "faceops-training"
+    run_dirs = list((workspace.parent / "outputs" / "pipeline" / "runs").glob("faceops-training-*"))
+    steps = {p.parent.name for d in run_dirs for p in d.rglob("executor_output.json")}
+    assert "train" not in steps and "register-and-gate" not in steps
+
+
+def test_cli_reports_a_failed_run_in_one_line(workspace: Path, bad_source: Path) -> None:
+    from click.testing import CliRunner
+
+    from faceops.cli import cli
+
+    result = CliRunner().invoke(
+        cli,
+        ["pipeline", "run", "--local", "--repo", str(workspace), "--source", str(bad_source)]
+        + ["--no-cache"],
+    )
+    assert result.exit_code == 1
+    assert "error: pipeline faceops-training failed at step 'validate'" in result.output
