@@ -76,8 +76,11 @@ def _champion(config: MonitorConfig, cache: Path) -> tuple[str | None, Reference
     return version, reference, lambda: store.load_model(version, config.tracking_uri, cache)
 
 
-def _embeddings(config: MonitorConfig, window: Window, loader: Callable[[], Any] | None) -> np.ndarray | None:
-    """The window's embeddings: logged ones, else the stored images of a sample of its requests, embedded."""
+def _embeddings(
+    config: MonitorConfig, window: Window, loader: Callable[[], Any] | None, state: MonitorState, model: str
+) -> np.ndarray | None:
+    """The window's embeddings: logged ones, else those of the stored images of a sample of its requests
+    (each image is embedded once: the state caches them by model and request)."""
     if window.embeddings is not None or loader is None or window.faces.empty:
         return window.embeddings
     ids = list(dict.fromkeys(window.faces["request_id"].astype(str)))
@@ -86,19 +89,22 @@ def _embeddings(config: MonitorConfig, window: Window, loader: Callable[[], Any]
         ids[i]
         for i in sorted(rng.choice(len(ids), min(len(ids), config.drift.embedding_sample), replace=False))
     ]
-    images = read_images(config.request_log, ids)
-    if not images:
-        return None
-    pipeline = loader().pipeline()
-    vectors = []
-    for request_id, data in images.items():
-        try:
-            _, found = pipeline.analyze(data)
-        except FaceOpsError as exc:
-            log.debug("stored image of %s not embedded: %s", request_id, exc)
-            continue
-        vectors += [f.embedding for f in found]
-    return np.stack(vectors).astype(np.float32) if vectors else None
+    found = state.cached_embeddings(model, ids)
+    images = read_images(config.request_log, [i for i in ids if i not in found])
+    if images:
+        pipeline = loader().pipeline()
+        fresh = {}
+        for request_id, data in images.items():
+            try:
+                _, faces = pipeline.analyze(data)
+            except FaceOpsError as exc:
+                log.debug("stored image of %s not embedded: %s", request_id, exc)
+                faces = []
+            fresh[request_id] = np.array([f.embedding for f in faces], dtype=np.float32).reshape(-1, 512)
+        state.cache_embeddings(model, fresh)
+        found.update(fresh)
+    vectors = [v for v in found.values() if len(v)]
+    return np.concatenate(vectors).astype(np.float32) if vectors else None
 
 
 def _act(
@@ -254,7 +260,7 @@ def _judge_window(
     drift = None
     if len(window.faces) >= config.policy.min_faces:
         out.mkdir(parents=True, exist_ok=True)
-        embeddings = _embeddings(config, window, loader)
+        embeddings = _embeddings(config, window, loader, state, f"{version}:{reference.meta.get('model_id')}")
         drift = measure_drift(reference, window.faces, embeddings, config.drift, out / "drift.html")
         plot_features(
             reference.features, {c: window.faces[c].to_numpy(float) for c in FEATURES}, out / "features.png"

@@ -1,6 +1,8 @@
 """The monitor's memory: every decision with its reasons and figures, and the retraining starts (cooldown).
 
-A small SQLite file shared by every monitor process (a CronJob that overlaps its previous run, two replicas).
+It also keeps the embeddings of logged images it computed (by model and request), so overlapping windows
+(``--every 10m`` over a 1 h window) embed each stored image once. A small SQLite file shared by every monitor
+process (a CronJob that overlaps its previous run, two replicas).
 :meth:`MonitorState.claim_trigger` checks the cooldown and records a pending start in one ``BEGIN IMMEDIATE``
 transaction, so of two monitors that see the same bad window at once only one starts a retraining.
 """
@@ -13,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from faceops.errors import MonitoringError
 
 __all__ = ["MonitorState"]
@@ -21,6 +25,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, window_start REAL, window_end REAL,
     model_version TEXT, action TEXT NOT NULL, reasons TEXT NOT NULL, figures TEXT NOT NULL, report TEXT);
+CREATE TABLE IF NOT EXISTS embeddings (
+    model TEXT NOT NULL, request_id TEXT NOT NULL, vectors BLOB NOT NULL, PRIMARY KEY (model, request_id));
 CREATE TABLE IF NOT EXISTS triggers (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
     data_version TEXT, detail TEXT);
@@ -103,6 +109,29 @@ class MonitorState:
             item["reasons"], item["figures"] = json.loads(item["reasons"]), json.loads(item["figures"])
             out.append(item)
         return out
+
+    # -- embeddings of stored images -----------------------------------------------------------------
+    def cached_embeddings(self, model: str, request_ids: list[str]) -> dict[str, np.ndarray]:
+        """The cached ``(n_faces, 512)`` embeddings of these requests (no face: 0 rows)."""
+        out = {}
+        for start in range(0, len(request_ids), 500):
+            chunk = request_ids[start : start + 500]
+            rows = self._db.execute(
+                f"SELECT request_id, vectors FROM embeddings WHERE model = ? AND request_id IN "
+                f"({','.join('?' * len(chunk))})",
+                (model, *chunk),
+            ).fetchall()
+            out.update({r: np.frombuffer(v, dtype=np.float32).reshape(-1, 512) for r, v in rows})
+        return out
+
+    def cache_embeddings(self, model: str, vectors: dict[str, np.ndarray]) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
+            [
+                (model, r, np.asarray(v, dtype=np.float32).reshape(-1, 512).tobytes())
+                for r, v in vectors.items()
+            ],
+        )
 
     # -- retraining starts
     # -------------------------------------------------------------------------------------

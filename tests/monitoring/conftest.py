@@ -72,13 +72,13 @@ def traffic_log(lfw: Path, mon_bundle, gallery, tmp_path_factory: pytest.TempPat
     log = RequestLog(path, store_images=True)
     pipeline = mon_bundle.pipeline()
     t0 = time.time() - 7200
-    normal = traffic.photos(lfw, traffic.KNOWN, 6, 4) + traffic.photos(
+    normal = traffic.photos(lfw, traffic.KNOWN, 6, 3) + traffic.photos(
         lfw, traffic.HELD_OUT, 6, 3, truth="impostor"
     )
     traffic.replay(log, pipeline, gallery, THRESHOLD, normal, t0)
     t1 = t0 + 3600
-    bad = traffic.photos(lfw, traffic.KNOWN, 6, 4, degraded=True) + traffic.photos(
-        lfw, traffic.STRANGERS, 0, 4, degraded=True, truth="impostor"
+    bad = traffic.photos(lfw, traffic.KNOWN, 6, 3, degraded=True) + traffic.photos(
+        lfw, traffic.STRANGERS, 0, 2, degraded=True, truth="impostor"
     )
     traffic.replay(log, pipeline, gallery, THRESHOLD, bad, t1)
     log.close()

@@ -1,0 +1,60 @@
+"""The loop closed end to end at its smallest: serve the champion, replay traffic, degrade it, alert through a
+real webhook, retrain with kfp.local, gate, swap the service (benchmarks/closed_loop.py: full size)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_closed_loop(tmp_path, monkeypatch):
+    from test_alerts import Receiver
+
+    from faceops.settings import get_settings
+
+    sys.path.insert(0, str(ROOT))  # the repository's pipelines/ before tests/pipelines
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from closed_loop import run_loop
+
+    for name in (
+        "FACEOPS_CACHE_DIR",
+        "FACEOPS_OUTPUT_DIR",
+        "FACEOPS_MLFLOW_TRACKING_URI",
+        "FACEOPS_MLFLOW_ARTIFACTS",
+    ):
+        monkeypatch.setenv(name, "")  # restored after the test; run_loop points them into tmp_path
+    with Receiver() as receiver:
+        try:
+            result = run_loop(
+                tmp_path,
+                per_person=6,
+                traffic=3,
+                strangers=3,
+                sinks=[{"type": "webhook", "url": receiver.url, "retries": 0}],
+            )
+        finally:
+            get_settings.cache_clear()
+    normal, degraded, again = result["decisions"]
+    assert normal["action"] == "ok", normal["reasons"]
+    assert degraded["action"] == "retrain", degraded["reasons"]
+    assert {"brightness", "blur"} <= set(degraded["drift"])
+    assert degraded["trigger"]["status"] == "SUCCEEDED" and degraded["trigger"]["backend"] == "local"
+    assert again["action"] == "cooldown"  # the degradation goes on: no second retraining
+    posted = [b["action"] for b in receiver.bodies]
+    assert posted == ["retrain", "cooldown"]
+    # a challenger was registered, trained on the data version with the feedback-confirmed photos
+    assert int(result["newest_version"]) > int(result["first_champion"])
+    gate = result["gate"]
+    assert isinstance(gate.get("promoted"), bool) and gate.get("reason")
+    if gate["promoted"]:
+        assert result["champion"] == result["newest_version"] == result["service_version"]
+    else:
+        assert result["champion"] == result["first_champion"] == result["service_version"]
+    print(json.dumps(result["timings_s"]))
