@@ -82,7 +82,7 @@ def plot_per_identity(closed: dict[str, Any], path: Path) -> Path:
     ax.set_xlim(0, 1.0)
     ax.set_xlabel("score")
     ax.set_title("per-identity precision / recall / F1 (val)")
-    ax.legend(loc="lower right", fontsize=7)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
     return _save(fig, path)
 
 
@@ -98,7 +98,8 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
         ("val_acc", "val", right),
     ):
         ax.plot(steps, [h[key] for h in history], marker="o", ms=3, label=label)
-    for ax, title in ((left, "loss"), (right, "accuracy (head)")):
+    left.set_yscale("log")  # cross-entropy of an easy task falls by orders of magnitude
+    for ax, title in ((left, "loss (log scale)"), (right, "accuracy (head)")):
         switch = [i + 0.5 for i in range(1, len(history)) if history[i]["stage"] != history[i - 1]["stage"]]
         for x in switch:
             ax.axvline(x, color="grey", ls="--", lw=1)

@@ -2,8 +2,9 @@
 
 Both models are evaluated on the same data version at their own stored thresholds (the threshold each would
 run with in production): closed-set accuracy may not drop by more than ``max_accuracy_drop`` and the FAR
-measured at the threshold on held-out identities may not rise by more than ``max_far_increase``; the
-challenger's TAR at the target FAR must also reach ``min_tar_at_far``. The decision and its reason are stored
+measured at the threshold on held-out identities may not rise by more than ``max_far_increase``; the TAR at
+the target FAR may not drop by more than ``max_tar_drop`` (so a challenger that does not help is refused) and
+must reach ``min_tar_at_far``. The decision and its reason are stored
 on the challenger's model version (tag ``faceops.gate``); a promotion moves ``champion`` and is appended to
 the champion history.
 """
@@ -75,6 +76,12 @@ def decide(
         problems.append(
             f"FAR at the threshold rose {old['far_at_threshold']:.5f} -> {new['far_at_threshold']:.5f} "
             f"(by {rise:.5f} > tolerance {config.max_far_increase})"
+        )
+    tar_drop = old["tar_at_target_far"] - new["tar_at_target_far"]
+    if tar_drop > config.max_tar_drop + 1e-12:
+        problems.append(
+            f"TAR at the target FAR dropped {old['tar_at_target_far']:.5f} -> {new['tar_at_target_far']:.5f} "
+            f"(by {tar_drop:.5f} > tolerance {config.max_tar_drop})"
         )
     if problems:
         return False, "refused: " + "; ".join(problems)

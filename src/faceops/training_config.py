@@ -107,10 +107,17 @@ class GateConfig(_Strict):
         default=0.0, ge=0, le=1, description="Closed-set accuracy may drop by at most this much."
     )
     max_far_increase: float = Field(
-        default=0.0005,
+        default=0.0,
         ge=0,
         le=1,
         description="FAR at each model's own threshold may rise by at most this much.",
+    )
+    max_tar_drop: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="TAR at the target FAR may drop by at most this much (a challenger "
+        "that does not help is refused).",
     )
     min_tar_at_far: float = Field(
         default=0.0, ge=0, le=1, description="Absolute floor on TAR at the target FAR."

@@ -83,3 +83,8 @@ def test_gate_promotes_within_tolerances_and_a_first_champion():
     assert decide(_result(0.5, 0.01), None, config) == (True, "first champion (no champion to compare with)")
     assert not decide(_result(0.5, 0.01), None, GateConfig(allow_first=False))[0]
     assert not decide(_result(0.99, 0.0, tar=0.2), None, GateConfig(min_tar_at_far=0.5))[0]
+
+
+def test_gate_refuses_a_challenger_that_does_not_help():
+    ok, reason = decide(_result(0.95, 0.001, tar=0.97), _result(0.95, 0.001, tar=0.98), GateConfig())
+    assert not ok and "TAR at the target FAR dropped 0.98000 -> 0.97000" in reason
