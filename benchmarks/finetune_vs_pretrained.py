@@ -118,7 +118,7 @@ def main() -> int:
     config = base.model_copy(update=updates)
     result = run_training(config)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".partial.json").write_text(json.dumps(result.report, indent=2, default=str))
+    (args.work / "train_report.partial.json").write_text(json.dumps(result.report, indent=2, default=str))
     # The pretrained model, calibrated the same way, becomes the champion the fine-tuned challenger must beat.
     pretrained = ModelBundle.pretrained(preprocess=config.preprocess)
     pretrained.threshold = float(result.report["models"]["pretrained"]["open_set"]["threshold"])
