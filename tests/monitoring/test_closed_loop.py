@@ -47,6 +47,7 @@ def test_closed_loop(tmp_path, monkeypatch):
     assert {"brightness", "blur"} <= set(degraded["drift"])
     assert degraded["trigger"]["status"] == "SUCCEEDED" and degraded["trigger"]["backend"] == "local"
     assert again["action"] == "cooldown"  # the degradation goes on: no second retraining
+    assert all(d["mlflow_run_id"] for d in result["decisions"])  # each run's reports are in MLflow
     posted = [b["action"] for b in receiver.bodies]
     assert posted == ["retrain", "cooldown"]
     # a challenger was registered, trained on the data version with the feedback-confirmed photos
