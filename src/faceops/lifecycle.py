@@ -8,6 +8,7 @@ them. The model steps (train, evaluate, register and gate) are in :mod:`faceops.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from pathlib import Path
@@ -210,7 +211,7 @@ def validate_step(data_dir: str | Path, out_dir: str | Path, overrides: dict[str
         out / "report.html",
         "Data validation",
         {
-            "Summary": report.summary().replace("\n", "<br>"),
+            "Summary": html.escape(report.summary()).replace("\n", "<br>"),
             "Checks": checks,
             "Skipped": report.skipped or "-",
         },
