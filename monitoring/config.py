@@ -74,7 +74,7 @@ class PolicyConfig(_Strict):
         default=0.5,
         gt=0,
         le=1,
-        description="Alarm when more than this share of the tested features (embeddings included) drifted.",
+        description="Alarm when at least this share of the tested features (embeddings included) drifted.",
     )
     max_accuracy_drop: float = Field(
         default=0.05,
