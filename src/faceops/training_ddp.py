@@ -113,25 +113,29 @@ def _stage(
         order = torch.randperm(len(y), generator=generator)[:usable]
         view = torch.randint(len(pool), (len(y),), generator=generator)
         mine = order[rank::world]
-        losses = []
+        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, images of this rank
         for b in range(0, len(mine), per_rank):
             idx = mine[b : b + per_rank]
-            loss = F.cross_entropy(model(pool[view[idx], idx], y[idx]), y[idx])
+            logits = model(pool[view[idx], idx], y[idx])
+            loss = F.cross_entropy(logits, y[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(loss.item())
+            with torch.no_grad():
+                correct = (net.head(net.embed(pool[view[idx], idx])).argmax(1) == y[idx]).sum()
+            totals += torch.tensor([loss.item() * len(idx), float(correct), len(idx)], dtype=torch.float64)
         schedule.step()
-        mean = torch.tensor(sum(losses) / len(losses))
-        dist.all_reduce(mean)  # the training loss over all ranks, alike in every rank's history
+        dist.all_reduce(totals)  # over all ranks: every rank's history holds the same figures
         val_loss, val_acc = _validate(net, data["val_x"], data["val_y"])
         state.history.append(
             {
                 "stage": stage,
                 "epoch": epoch + 1,
-                "train_loss": float(mean) / world,
+                "train_loss": float(totals[0] / totals[2]),
+                "train_acc": float(totals[1] / totals[2]),
                 "val_loss": val_loss,
                 "val_acc": val_acc,
+                "lr": optimizer.param_groups[-1]["lr"],
                 "workers": world,
             }
         )

@@ -57,6 +57,8 @@ def test_two_ranks_end_with_identical_weights(tail: dict[str, torch.Tensor], tmp
     history = ranks[0]["state"].history
     assert [h["stage"] for h in history] == ["head", "finetune"] and history[0]["workers"] == 2
     assert history == ranks[1]["state"].history
+    # the same figures as single-process training, so the training-curve plot reads them alike
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr"} <= set(history[0])
 
 
 def test_one_worker_is_refused(tail: dict[str, torch.Tensor]) -> None:
