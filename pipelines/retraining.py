@@ -12,7 +12,10 @@ def make_pipeline(image: str = IMAGE) -> Any:
     """The pipeline function, its components running in ``image``."""
     from kfp import dsl
 
+    from faceops.training_config import GateConfig
     from pipelines._graph import wire
+
+    gate = GateConfig()  # the gate's tolerances default to the run config's defaults
 
     @dsl.pipeline(
         name=NAME,
@@ -28,9 +31,9 @@ def make_pipeline(image: str = IMAGE) -> Any:
         validation: dict = {},  # noqa: B006
         shards: int = 2,
         workers: int = 1,
-        max_accuracy_drop: float = 0.0,
-        max_far_increase: float = 0.0005,
-        min_tar_at_far: float = 0.0,
+        max_accuracy_drop: float = gate.max_accuracy_drop,
+        max_far_increase: float = gate.max_far_increase,
+        min_tar_at_far: float = gate.min_tar_at_far,
         tracking_uri: str = "",
         cache_dir: str = "",
         status_dir: str = "",

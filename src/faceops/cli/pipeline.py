@@ -97,6 +97,8 @@ def _collect(name: str, options: dict[str, Any]) -> dict[str, Any]:
         # data_root / output_dir / mlflow are the pipeline's own business
         loaded = load_yaml_config(config, TrainConfig)
         out["run_config"] = loaded.model_dump(mode="json", exclude={"data_root", "output_dir", "mlflow"})
+        for key in ("max_accuracy_drop", "max_far_increase", "min_tar_at_far"):  # options win over the file
+            out.setdefault(key, getattr(loaded.gate, key))
     if validation is not None:
         out["validation"] = load_yaml_config(validation, ValidationConfig).model_dump(mode="json")
     return out
