@@ -15,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv run demo test test-all lint bench clean
+.PHONY: help venv run demo test test-all lint bench bench-lfw bench-finetune closed-loop serve monitor clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,8 +49,26 @@ test-all: venv ## Every test, slow ones included
 lint: venv ## Ruff lint
 	$(VENV)/bin/ruff check src tests benchmarks
 
-bench: venv ## Benchmarks (write JSON under benchmarks/results/)
+bench: venv ## Face-core and serving benchmarks (JSON under benchmarks/results/)
 	$(PY) benchmarks/bench_core.py --out benchmarks/results/core.json
+	$(PY) benchmarks/bench_serving.py
+
+bench-lfw: venv ## The 8-fold LFW protocol and the default threshold's calibration (long)
+	$(VENV)/bin/faceops verify --pairs $(SHARED)/datasets/lfw/pairs.txt --json --roc benchmarks/results/lfw_roc.png \
+	  --scores-out benchmarks/results/lfw_scores.csv > benchmarks/results/lfw_8fold.json
+	$(PY) benchmarks/calibrate_threshold.py benchmarks/results/lfw_scores.csv
+
+bench-finetune: venv ## Fine-tuned vs pretrained on held-out people and LFW pairs (long)
+	$(PY) benchmarks/finetune_vs_pretrained.py --folds 1 2 3 4 5 6 7 8
+
+closed-loop: venv ## Full-size closed loop: serve, degrade traffic, alert, retrain, gate (long)
+	$(PY) benchmarks/closed_loop.py
+
+serve: venv ## Serve the MLflow champion (see serving/README.md)
+	$(VENV)/bin/faceops serve
+
+monitor: venv ## One monitoring run over the serving logs
+	$(VENV)/bin/faceops monitor run -c configs/monitor.yaml
 
 clean: ## Remove outputs (keeps the virtual environment)
 	rm -rf outputs .pytest_cache
