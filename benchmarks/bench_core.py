@@ -90,8 +90,10 @@ def main() -> None:
             queue = ctx.Queue()
             proc = ctx.Process(target=_measure, args=(stage, batch, args.images, queue))
             proc.start()
-            row = queue.get()
             proc.join()
+            if proc.exitcode != 0 or queue.empty():
+                raise SystemExit(f"measurement {stage} / batch {batch} failed (exit code {proc.exitcode})")
+            row = queue.get()
             print(json.dumps(row), flush=True)
             rows.append(row)
     result = {
