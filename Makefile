@@ -47,7 +47,7 @@ test-all: venv ## Every test, slow ones included
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
 lint: venv ## Ruff lint
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks serving monitoring components pipelines
 
 bench: venv ## Face-core and serving benchmarks (JSON under benchmarks/results/)
 	$(PY) benchmarks/bench_core.py --out benchmarks/results/core.json

@@ -62,7 +62,7 @@ def _measure(stage: str, batch: int, n: int, queue: mp.Queue) -> None:
         for start in range(0, len(images), batch):
             chunk = images[start : start + batch]
             found = pipeline.detector.detect_batch(chunk, batch_size=batch)
-            faces = [(img, select_subject(f, img.shape, config.detector.subject)) for img, f in zip(chunk, found)]
+            faces = [(img, select_subject(f, img.shape, config.detector.subject)) for img, f in zip(chunk, found, strict=True)]
             pipeline.embedder.embed(np.stack([align_face(i, f, config.align) for i, f in faces if f is not None]))
 
     work = {"detect": (detect, len(images)), "embed": (embed, len(crops)), "detect+embed": (both, len(images))}

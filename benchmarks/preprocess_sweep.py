@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from faceops.alignment import align_face
-from faceops.config import AlignConfig, EmbedderConfig, PreprocessConfig
+from faceops.config import AlignConfig, EmbedderConfig
 from faceops.detection import FaceDetector, select_subject
 from faceops.embedding import Embedder
 from faceops.images import load_image

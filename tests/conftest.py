@@ -39,3 +39,55 @@ def pipeline():
     from faceops.pipeline import FacePipeline
 
     return FacePipeline()
+
+
+@pytest.fixture(scope="session")
+def start_mlflow_server():
+    """Start real ``mlflow server`` processes on 127.0.0.1 (SQLite backend, artifacts in a folder).
+
+    Returns a function ``start(where) -> (uri, process)``; every server started is stopped at the end of the
+    session (a test may also stop its own earlier, e.g. to check behaviour when MLflow goes away).
+    """
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    started: list[tuple[subprocess.Popen, object]] = []
+
+    def start(where: Path, timeout: float = 240.0) -> tuple[str, subprocess.Popen]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        log = (where / "server.log").open("w")
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{where / 'mlflow.db'}",
+             "--artifacts-destination", str(where / "artifacts")],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+        )
+        started.append((proc, log))
+        uri = f"http://127.0.0.1:{port}"
+        deadline = time.time() + timeout  # a busy machine takes minutes to import mlflow
+        while True:
+            try:
+                if requests.get(uri + "/health", timeout=2).ok:
+                    return uri, proc
+            except requests.RequestException:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                pytest.fail(f"mlflow server did not start: {(where / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+
+    yield start
+    for proc, log in started:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()  # type: ignore[attr-defined]

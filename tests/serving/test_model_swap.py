@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import requests
 from fastapi.testclient import TestClient
 from serving_helpers import Hammer, free_port, make_settings, wait_until
 
@@ -23,44 +20,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture()
-def mlflow_uri(tmp_path: Path):  # type: ignore[no-untyped-def]
-    port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
-    )
-    uri = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited: {(tmp_path / 'server.log').read_text()[-2000:]}")
-        try:
-            return requests.get(uri + "/health", timeout=2).ok
-        except requests.RequestException:
-            return False
-
-    wait_until(up, 120, "mlflow server to start", interval=0.5)
-    yield uri, proc
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(timeout=20)
-    log.close()
+def mlflow_uri(tmp_path: Path, start_mlflow_server):  # type: ignore[no-untyped-def]
+    return start_mlflow_server(tmp_path, timeout=120)
 
 
 def _register(bundle_dir: Path, threshold: float, uri: str) -> str:

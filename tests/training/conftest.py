@@ -6,10 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -90,59 +86,11 @@ def preprocessed(data_root: Path, cache_dir: Path, tmp_path_factory: pytest.Temp
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, start_mlflow_server) -> str:
     """A real ``mlflow server`` on 127.0.0.1 with a SQLite backend and proxied artifacts in tmp."""
-    import requests
-
-    where = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    log = (where / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(mlflow_bin),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{where / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(where / "art"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240  # a busy machine takes minutes to import mlflow
-    while True:
-        try:
-            if requests.get(uri + "/health", timeout=2).ok:
-                break
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"mlflow server did not start: {(where / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
-    yield uri
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    uri, _ = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    return uri
 
 
 @pytest.fixture()
