@@ -2,12 +2,10 @@
 
 The only module that imports Evidently (0.7: ``Report`` / ``Dataset`` / ``DataDefinition``, presets in
 ``evidently.presets``); its API churn stays here. Per-feature drift is Evidently's ``DataDriftPreset`` (K-S
-for
-numbers and a proportion test for the unknown rate unless the config names a method), read back from the
+for numbers and a proportion test for the unknown rate unless the config names a method), read back from the
 snapshot's tests. Embedding drift uses Evidently's embedding drift methods (MMD by default, bootstrapped
-against
-the reference) called directly: the ``EmbeddingsDrift`` metric also fits a t-SNE for its plot on every run,
-which takes tens of seconds on a CPU for no extra information.
+against the reference) called directly: the ``EmbeddingsDrift`` metric also fits a t-SNE for its plot on every
+run, which takes tens of seconds on a CPU for no extra information.
 """
 
 from __future__ import annotations

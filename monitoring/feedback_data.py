@@ -2,12 +2,11 @@
 retraining.
 
 Only requests the service kept the image of (``log_store_images``, users' consent) and that show exactly one
-face
-are used: feedback names the identity of that face, so the photo can be filed under it. Faces of identities
-the
-data version has no ``train`` images of are left out (a new identity with one photo cannot be trained on), as
-are photos already in the data (same SHA-256). The new version is the current ``data/`` plus these photos
-(split ``train``), swapped in and committed by :mod:`faceops.data.versioning`, so a failure changes nothing.
+face are used: feedback names the identity of that face, so the photo can be filed under it. Faces of
+identities the data version has no ``train`` images of are left out (a new identity with one photo cannot be
+trained on), as are photos already in the data (same SHA-256). The new version is the current ``data/`` plus
+these photos (split ``train``), swapped in and committed by :mod:`faceops.data.versioning`, so a failure
+changes nothing.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """The champion and its reference in MLflow: log a reference with a model version's run, fetch it back, and
-load
-the champion's bundle; everything fetched is cached locally by version.
+load the champion's bundle; everything fetched is cached locally by version.
 
 The reference is the artifact folder ``monitoring_reference/`` of the run that registered the model version
 (:func:`log_reference`; ``faceops monitor reference``). A champion promoted without one gets it computed on
-the
-configured data version the first time the monitor needs it (:func:`ensure_reference`).
+the configured data version the first time the monitor needs it (:func:`ensure_reference`).
 """
 
 from __future__ import annotations

@@ -3,14 +3,12 @@
 * **Closed set** (identities seen in training): each identity's gallery is the mean embedding of its ``train``
   images; every ``val`` image is identified as the nearest identity (cosine). This needs no classification
   head, so a pretrained and a fine-tuned model are measured the same way.
-* **Open set** (``test`` identities, never trained on): all pairs of their images. The identities are split
-by a
-  hash of their name: the threshold is calibrated to the target FAR on one part, and ROC / AUC / EER /
+* **Open set** (``test`` identities, never trained on): all pairs of their images. The identities are split by
+  a hash of their name: the threshold is calibrated to the target FAR on one part, and ROC / AUC / EER /
   TAR@FAR and FAR / FRR at that threshold are measured on the other, so the FAR reported is not the
   calibration's own.
 * **LFW pairs**: the pairs protocol on the folds available, with k-fold accuracy; pairs of people the model
-was
-  trained on are also reported apart (``clean`` excludes them).
+  was trained on are also reported apart (``clean`` excludes them).
 
 Several models are embedded together: those that share the cached trunk cost only their tails.
 """

@@ -1,19 +1,14 @@
 """The reference distributions monitoring compares production with, computed for a model on a data version.
 
 The reference mimics ``/v1/recognize`` traffic on the evaluation data: a gallery is enrolled from the
-``train``
-images (one embedding per image, as the service enrols), then ``val`` images (people in the gallery) and
-``test``
-images (held-out people: impostors) are identified against it at the model's own threshold. Each probe gives
-the
-per-face features the service logs (:data:`FEATURES`, same definitions as ``serving/quality.py``), its
-decision,
-and its embedding; the probes' accuracy / FAR / FRR (:mod:`faceops.monitoring_stats`) are the figures a
-production window is held against.
+``train`` images (one embedding per image, as the service enrols), then ``val`` images (people in the gallery)
+and ``test`` images (held-out people: impostors) are identified against it at the model's own threshold. Each
+probe gives the per-face features the service logs (:data:`FEATURES`, same definitions as
+``serving/quality.py``), its decision, and its embedding; the probes' accuracy / FAR / FRR
+(:mod:`faceops.monitoring_stats`) are the figures a production window is held against.
 
 A :class:`Reference` is saved as a folder (``reference.json``, ``features.csv``, ``embeddings.npy``; no
-pickle)
-that is logged as the ``monitoring_reference`` artifact of the champion's MLflow run.
+pickle) that is logged as the ``monitoring_reference`` artifact of the champion's MLflow run.
 """
 
 from __future__ import annotations

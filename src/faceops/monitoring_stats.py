@@ -8,15 +8,12 @@ Each labelled face is one *attempt*:
 * **mated** attempts should be accepted: a recognize face whose truth is an identity, a verify pair that is
   ``genuine``. Correct when recognised as that identity (verify: decided ``same``).
 * **non-mated** attempts should be rejected: truth ``impostor`` (or ``unknown``). Correct when the service
-said
-  ``unknown`` (verify: ``different``).
+  said ``unknown`` (verify: ``different``).
 
 ``accuracy`` = correct / attempts, ``FAR`` = non-mated accepted / non-mated, ``FRR`` = mated rejected / mated;
 a mated face recognised as someone else is a *misidentification* (counted in ``misidentification_rate``, and
-as
-an error in ``accuracy``). Every rate comes with its 95 % Wilson score interval, which stays inside [0, 1]
-and is
-honest for the small counts a monitoring window holds.
+as an error in ``accuracy``). Every rate comes with its 95 % Wilson score interval, which stays inside [0, 1]
+and is honest for the small counts a monitoring window holds.
 """
 
 from __future__ import annotations

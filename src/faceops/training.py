@@ -7,7 +7,7 @@ afterwards.
 
 1. **Head stage**: the tail is frozen too, so its embeddings are computed once and the head trains on them.
 2. **Fine-tune stage**: the tail is unfrozen at a lower learning rate, the head keeps training (10x that
-rate).
+   rate).
 
 The whole network stays in eval mode: the pretrained weights have BatchNorm folded into them (train-mode batch
 statistics would shift every layer) and dropout would only add noise to a small head. Each epoch draws one

@@ -121,8 +121,9 @@ class TrunkCache:
     """Cached trunk activations of one (preprocessing, cut, trunk weights) triple.
 
     Args:
-        root: the cache root (e.g. ``<cache_dir>``); the folder is ``trunk-<cut>-<id>-<preprocess
-        fingerprint>``. model: the backbone whose trunk is cached (eval mode).
+        root: the cache root (e.g. ``<cache_dir>``); the folder is
+            ``trunk-<cut>-<id>-<preprocess fingerprint>``.
+        model: the backbone whose trunk is cached (eval mode).
         cut: the cut point.
         fingerprint: the preprocessing fingerprint of the crops.
         device: where the trunk runs.

@@ -206,8 +206,7 @@ def validate_dataset(
 
     Raises:
         DataValidationFailed: only when there is nothing to validate (no or a broken manifest); failed checks
-        are
-            reported in the returned :class:`ValidationReport`.
+            are reported in the returned :class:`ValidationReport`.
     """
     config, root = config or ValidationConfig(), Path(data_root)
     rows = read_manifest(root)
