@@ -86,7 +86,15 @@ class PolicyConfig(_Strict):
         default=None,
         gt=0,
         lt=1,
-        description="Alarm when FAR exceeds this; default: the champion's target FAR.",
+        description="Alarm when FAR exceeds this. Default: the reference's own FAR plus max_far_increase, and "
+        "never below the champion's target FAR (a 1:N search accepts more impostors than the pairwise target: "
+        "an impostor is compared with every enrolled photo).",
+    )
+    max_far_increase: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Without max_far: alarm when FAR rises more than this above the reference's FAR.",
     )
     use_confidence: bool = Field(
         default=True,

@@ -3,7 +3,8 @@
 * **drift**: at least ``max_drift_share`` of the tested features (the per-face features and the embeddings)
   drifted from the champion's reference; judged only with ``min_faces`` faces in the window.
 * **accuracy**: the window's accuracy is more than ``max_accuracy_drop`` below the reference's;
-* **far**: the window's FAR is above ``max_far`` (default: the champion's target FAR);
+* **far**: the window's FAR is above ``max_far``; without one, more than ``max_far_increase`` above the
+  reference's FAR (the champion's own 1:N FAR on the evaluation data) and above the champion's target FAR;
   both judged only with ``min_feedback`` labelled faces. With ``use_confidence`` the upper end of the accuracy
   interval and the lower end of the FAR interval are used: an alarm means the degradation is statistically
   clear.
@@ -20,7 +21,7 @@ from faceops.monitoring_stats import Performance
 from monitoring.config import PolicyConfig
 from monitoring.drift import DriftResult
 
-__all__ = ["Alarm", "Judgement", "judge"]
+__all__ = ["Alarm", "Judgement", "far_limit", "judge"]
 
 
 @dataclass
@@ -68,6 +69,17 @@ def _judge_drift(drift: DriftResult | None, faces: int, config: PolicyConfig, ou
         )
 
 
+def far_limit(config: PolicyConfig, reference_perf: dict[str, Any], target_far: float | None) -> float | None:
+    """The FAR above which a window alarms: ``max_far`` when set, else the reference's FAR plus
+    ``max_far_increase`` but never below the target FAR; ``None`` when nothing defines one."""
+    if config.max_far is not None:
+        return config.max_far
+    reference_far = (reference_perf.get("far") or {}).get("value")
+    if reference_far is None:
+        return target_far
+    return max(float(reference_far) + config.max_far_increase, target_far or 0.0)
+
+
 def judge(
     drift: DriftResult | None,
     faces: int,
@@ -105,9 +117,11 @@ def judge(
                     {"accuracy": perf.accuracy.to_dict(), "reference_accuracy": ref_accuracy},
                 )
             )
-    limit = config.max_far if config.max_far is not None else target_far
+    limit = far_limit(config, reference_perf, target_far)
     if limit is None:
-        out.notes.append("FAR not judged: no max_far in the policy and no target FAR on the champion")
+        out.notes.append(
+            "FAR not judged: no max_far in the policy, and neither a reference FAR nor a target FAR on the champion"
+        )
     elif perf.far.n == 0:
         out.notes.append("FAR not judged: no impostor feedback in the window")
     else:

@@ -25,7 +25,7 @@ from faceops.monitoring_stats import LabelledFace
 __all__ = ["Window", "read_images", "read_window"]
 
 _DECISIONS = {"known", "unknown", "detected", "same", "different"}
-# (low, high, may be NULL) of each logged number; the service's own definitions (serving/quality.py).
+# (low, high, may be NULL) of each logged number; the same definitions as the service (faceops.quality).
 _RANGES: dict[str, tuple[float, float, bool]] = {
     "det_probability": (0.0, 1.0, False),
     "face_size": (0.0, 1e5, False),

@@ -22,10 +22,10 @@ from faceops.gallery import UNKNOWN, Gallery, Match
 from faceops.images import load_image
 from faceops.model import ModelBundle
 from faceops.pipeline import FacePipeline
+from faceops.quality import crop_quality
 from serving.config import ServingSettings
 from serving.enrolled import EnrolledPhotos, check_identity, copied, rebuild_gallery
 from serving.model_source import ModelSource, SourceUnavailable
-from serving.quality import blur_score, brightness
 
 __all__ = ["AnalyzedFace", "LoadedModel", "ModelNotReady", "FaceService", "ServingState"]
 
@@ -183,7 +183,7 @@ class FaceService:
         if recognize:
             matches = list(self.identify(embeddings, state))
         return [
-            AnalyzedFace(f, e, brightness(c), blur_score(c), m)
+            AnalyzedFace(f, e, *crop_quality(c), m)
             for f, e, c, m in zip(faces, embeddings, crops, matches, strict=True)
         ]
 

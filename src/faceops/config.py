@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from faceops.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_TARGET_FAR",
     "DEFAULT_THRESHOLD",
     "AlignConfig",
     "DetectorConfig",
@@ -139,3 +140,4 @@ def load_yaml_config(path: str | Path, model: type[_M]) -> _M:
 # from the test folds 1-2) by benchmarks/calibrate_threshold.py -> benchmarks/results/threshold.json. On folds 1-2
 # it gives FAR 0 and FRR 13%. A trained model carries its own calibrated threshold in its bundle.
 DEFAULT_THRESHOLD = 0.556
+DEFAULT_TARGET_FAR = 1e-3  # the FAR DEFAULT_THRESHOLD was calibrated for

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from faceops.config import DEFAULT_THRESHOLD, PreprocessConfig
+from faceops.config import DEFAULT_TARGET_FAR, DEFAULT_THRESHOLD, PreprocessConfig
 from faceops.embedding import Embedder, load_backbone
 from faceops.errors import ConfigError
 from faceops.pipeline import FacePipeline
@@ -50,9 +50,15 @@ class ModelBundle:
 
     @classmethod
     def pretrained(cls, weights: str | Path | None = None, preprocess: PreprocessConfig | None = None) -> ModelBundle:
-        """The pretrained embedder from the settings (``FACEOPS_WEIGHTS``) with the default preprocessing."""
+        """The pretrained embedder from the settings (``FACEOPS_WEIGHTS``) with the default preprocessing and
+        the default threshold (calibrated on LFW pairs at ``DEFAULT_TARGET_FAR``)."""
         backbone, model_id = load_backbone(weights)
-        return cls(backbone=backbone, preprocess=preprocess or PreprocessConfig(), model_id=model_id)
+        return cls(
+            backbone=backbone,
+            preprocess=preprocess or PreprocessConfig(),
+            target_far=DEFAULT_TARGET_FAR,
+            model_id=model_id,
+        )
 
     def pipeline(self, device: str | None = None) -> FacePipeline:
         """A face pipeline that uses this model and its preprocessing."""

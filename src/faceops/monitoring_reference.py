@@ -3,8 +3,8 @@
 The reference mimics ``/v1/recognize`` traffic on the evaluation data: a gallery is enrolled from the
 ``train`` images (one embedding per image, as the service enrols), then ``val`` images (people in the gallery)
 and ``test`` images (held-out people: impostors) are identified against it at the model's own threshold. Each
-probe gives the per-face features the service logs (:data:`FEATURES`, same definitions as
-``serving/quality.py``), its decision, and its embedding; the probes' accuracy / FAR / FRR
+probe gives the per-face features the service logs (:data:`FEATURES`; brightness and blur from
+:func:`faceops.quality.crop_quality`, as in the service), its decision, and its embedding; the probes' accuracy / FAR / FRR
 (:mod:`faceops.monitoring_stats`) are the figures a production window is held against.
 
 A :class:`Reference` is saved as a folder (``reference.json``, ``features.csv``, ``embeddings.npy``; no
@@ -22,26 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from faceops.data.manifest import read_manifest
 from faceops.errors import DataValidationFailed
 from faceops.gallery import UNKNOWN, Gallery
 from faceops.monitoring_stats import LabelledFace, performance
+from faceops.quality import crop_quality
 
 __all__ = ["FEATURES", "Reference", "compute_reference", "crop_quality"]
 
 FEATURES = ("det_probability", "face_size", "brightness", "blur", "top1_similarity", "margin", "unknown")
 ARTIFACT_PATH = "monitoring_reference"
-
-
-def crop_quality(crop: np.ndarray) -> tuple[float, float]:
-    """(brightness, blur) of an aligned RGB ``uint8`` crop: mean BT.601 luma, Laplacian variance."""
-    rgb = crop.astype(np.float32)
-    luma = float((0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]).mean())
-    grey = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY)
-    return luma, float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
 @dataclass

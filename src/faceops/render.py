@@ -15,18 +15,26 @@ __all__ = ["draw_faces", "save_annotated"]
 _KNOWN, _UNKNOWN = (40, 200, 80), (230, 60, 60)
 
 
-def draw_faces(image: np.ndarray, faces: Sequence[Face], labels: Sequence[str | None] | None = None) -> Image.Image:
+def draw_faces(
+    image: np.ndarray,
+    faces: Sequence[Face],
+    labels: Sequence[str | None] | None = None,
+    known: Sequence[bool] | None = None,
+) -> Image.Image:
     """A copy of ``image`` with each face's box, 5 landmarks and a caption (its label, else its probability).
 
-    Faces labelled ``unknown`` are drawn in red, others in green.
+    Unknown faces are drawn in red, others in green: ``known`` says which are known; without it, a face is
+    unknown when its label is ``unknown`` or ends with `` unknown`` (e.g. ``#3 unknown``).
     """
     canvas = Image.fromarray(image).convert("RGB")
     draw = ImageDraw.Draw(canvas)
     scale = max(1, round(max(canvas.size) / 500))
     font = ImageFont.load_default(size=12 * scale)
     labels = list(labels) if labels is not None else [None] * len(faces)
-    for face, label in zip(faces, labels, strict=True):
-        colour = _UNKNOWN if label == "unknown" else _KNOWN
+    if known is None:
+        known = [not (label == "unknown" or (label or "").endswith(" unknown")) for label in labels]
+    for face, label, is_known in zip(faces, labels, known, strict=True):
+        colour = _KNOWN if is_known else _UNKNOWN
         draw.rectangle(face.box, outline=colour, width=2 * scale)
         for x, y in face.landmarks:
             r = 2 * scale

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceops.errors import TrainingError
-from faceops.training import TrainState, make_head
+from faceops.training import TrainState, improved, make_head
 from faceops.training_config import TrainConfig
 from faceops.training_features import module_order, run_tail
 
@@ -139,7 +139,7 @@ def _stage(
                 "workers": world,
             }
         )
-        if val_loss < state.best_loss - config.min_delta:
+        if improved(val_loss, state.best_loss, config.min_delta):
             state.best_loss, state.stale, state.best_tail = val_loss, 0, _tail_state(net)
         else:
             state.stale += 1

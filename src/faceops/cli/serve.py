@@ -242,7 +242,8 @@ def watch(
                     str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps / every, (frame.shape[1], frame.shape[0])
                 )
             labels = [f"#{t.track_id} {t.identity}" if t.identity else f"#{t.track_id}" for t in found]
-            canvas = np.asarray(draw_faces(frame, [t.face for t in found], labels))
+            known = [bool(t.identity) and t.identity != "unknown" for t in found]
+            canvas = np.asarray(draw_faces(frame, [t.face for t in found], labels, known))
             writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
             for t in found:
                 tracks[t.track_id][t.identity or "-"] += 1
