@@ -129,7 +129,7 @@ def main() -> int:
     )
     registry.set_alias(registry.CHAMPION, baseline, "benchmark baseline: the pretrained model")
     registry.set_alias(registry.CHALLENGER, result.version, "fine-tuned challenger")
-    decision = run_gate(data, config.gate, config.evaluation)
+    decision = run_gate(data, config.gate, config.evaluation, lfw_pairs=config.lfw_pairs)
     models = result.report["models"]
     summary = {
         "machine": {"cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},

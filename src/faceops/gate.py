@@ -4,7 +4,10 @@ Both models are evaluated on the same data version at their own stored threshold
 run with in production): closed-set accuracy may not drop by more than ``max_accuracy_drop`` and the FAR
 measured at the threshold on held-out identities may not rise by more than ``max_far_increase``; the TAR at
 the target FAR may not drop by more than ``max_tar_drop`` (so a challenger that does not help is refused) and
-must reach ``min_tar_at_far``. The decision and its reason are stored
+must reach ``min_tar_at_far``. When LFW pairs are configured, both models are also run through LFW's pairs
+protocol on the pairs of people outside the data version's training identities, and the mean accuracy may not
+drop by more than ``max_lfw_accuracy_drop``: a model that learnt its training people at the expense of
+everyone else is refused. The decision and its reason are stored
 on the challenger's model version (tag ``faceops.gate``); a promotion moves ``champion`` and is appended to
 the champion history.
 """
@@ -17,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from faceops.errors import ModelNotFound
-from faceops.training_config import EvalConfig, GateConfig
+from faceops.training_config import EvalConfig, GateConfig, LfwPairsConfig
 
-__all__ = ["GateDecision", "decide", "run_gate"]
+__all__ = ["GateDecision", "decide", "key_metrics", "run_gate", "with_lfw"]
 
 
 @dataclass
@@ -36,25 +39,40 @@ class GateDecision:
         return asdict(self)
 
 
-def _key(result: dict[str, Any]) -> dict[str, float]:
+def key_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The figures the gate compares, from one model's evaluation result (``closed_set``, ``open_set`` and,
+    when LFW pairs were run, ``lfw``)."""
     closed, opened = result["closed_set"], result["open_set"]
     target = f"{opened['target_far']:g}"
     tar = opened["tar_at_far"].get(target)
     if tar is None:  # the target FAR is not among the reported ones: measure at the calibrated threshold
         tar = 1.0 - opened["frr_at_threshold"]
-    return {
+    out = {
         "accuracy": float(closed["accuracy"]),
         "far_at_threshold": float(opened.get("far_at_stored_threshold", opened["far_at_threshold"])),
         "tar_at_target_far": float(tar),
         "auc": float(opened["auc"]),
     }
+    if result.get("lfw"):
+        out["lfw_accuracy"] = float(result["lfw"]["accuracy_mean"])
+    return out
+
+
+def with_lfw(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``models`` of an evaluation report, each with its LFW pairs figures (the pairs of people outside
+    the training identities when there are such pairs, else all) under ``lfw``."""
+    models = {name: dict(result) for name, result in report["models"].items()}
+    for name, entry in (report.get("lfw_pairs") or {}).items():
+        if name in models and isinstance(entry, dict):
+            models[name]["lfw"] = entry.get("clean") or entry.get("all")
+    return models
 
 
 def decide(
     challenger: dict[str, Any], champion: dict[str, Any] | None, config: GateConfig
 ) -> tuple[bool, str]:
     """Compare two evaluation results (``closed_set`` / ``open_set`` dicts); returns (promote, reason)."""
-    new = _key(challenger)
+    new = key_metrics(challenger)
     problems = []
     if new["tar_at_target_far"] < config.min_tar_at_far:
         problems.append(
@@ -64,7 +82,7 @@ def decide(
         if not config.allow_first:
             return False, "the registry has no champion and the gate does not allow a first promotion"
         return (not problems, "; ".join(problems) or "first champion (no champion to compare with)")
-    old = _key(champion)
+    old = key_metrics(champion)
     drop = old["accuracy"] - new["accuracy"]
     if drop > config.max_accuracy_drop + 1e-12:
         problems.append(
@@ -83,6 +101,13 @@ def decide(
             f"TAR at the target FAR dropped {old['tar_at_target_far']:.5f} -> {new['tar_at_target_far']:.5f} "
             f"(by {tar_drop:.5f} > tolerance {config.max_tar_drop})"
         )
+    if "lfw_accuracy" in new and "lfw_accuracy" in old:
+        lfw_drop = old["lfw_accuracy"] - new["lfw_accuracy"]
+        if lfw_drop > config.max_lfw_accuracy_drop + 1e-12:
+            problems.append(
+                f"LFW pairs accuracy dropped {old['lfw_accuracy']:.4f} -> {new['lfw_accuracy']:.4f} "
+                f"(by {lfw_drop:.4f} > tolerance {config.max_lfw_accuracy_drop})"
+            )
     if problems:
         return False, "refused: " + "; ".join(problems)
     return True, (
@@ -98,8 +123,10 @@ def run_gate(
     version: str | None = None,
     uri: str | None = None,
     force: bool = False,
+    lfw_pairs: LfwPairsConfig | None = None,
 ) -> GateDecision:
-    """Evaluate challenger (or ``version``) and champion on ``data_root`` and promote or refuse.
+    """Evaluate challenger (or ``version``) and champion on ``data_root`` (and on LFW pairs when given) and
+    promote or refuse.
 
     Raises:
         ModelNotFound: no such version, or no challenger.
@@ -130,9 +157,9 @@ def run_gate(
                 uri,
             )
             return GateDecision(False, reason, challenger, champion)
-    results = evaluate_bundles(bundles, data_root, evaluation).report["models"]
+    results = with_lfw(evaluate_bundles(bundles, data_root, evaluation, lfw_pairs=lfw_pairs).report)
     promoted, reason = decide(results["challenger"], results.get("champion"), gate)
-    decision = GateDecision(promoted, reason, challenger, champion, {k: _key(v) for k, v in results.items()})
+    decision = GateDecision(promoted, reason, challenger, champion, {k: key_metrics(v) for k, v in results.items()})
     registry.tag_version(
         challenger,
         {"faceops.gate": json.dumps({"promoted": promoted, "reason": reason, "champion": champion})},

@@ -87,7 +87,9 @@ def evaluate_step(
     use_cache_dir(cache_dir)
     config = train_config(run_config, data_dir, out_dir)
     bundle = ModelBundle.load(Path(model_dir) / "bundle")
-    result = evaluate_bundles({"challenger": bundle}, Path(data_dir), config.evaluation, Path(out_dir))
+    result = evaluate_bundles(
+        {"challenger": bundle}, Path(data_dir), config.evaluation, Path(out_dir), lfw_pairs=config.lfw_pairs
+    )
     metrics = _key_metrics(flat_metrics(result.report, "challenger"))
     stored = result.report["models"]["challenger"]["open_set"].get("far_at_stored_threshold")
     if stored is not None:
@@ -117,7 +119,7 @@ def register_and_gate(
         ``version``, ``run_id``, ``decision`` ('promote' or 'reject'), ``reason``, ``champion`` (or None).
     """
     from faceops import registry
-    from faceops.gate import _key, decide
+    from faceops.gate import decide, key_metrics, with_lfw
     from faceops.model import ModelBundle
     from faceops.training_config import GateConfig
     from faceops.training_run import RunResult, _log_run, evaluate_bundles
@@ -133,17 +135,17 @@ def register_and_gate(
     champion = registry.alias_version(registry.CHAMPION, uri)
     _log_run(result, config, bundle, uri)
     version = str(result.version)
-    challenger = json.loads((Path(eval_dir) / "report.json").read_text())["models"]["challenger"]
+    challenger = with_lfw(json.loads((Path(eval_dir) / "report.json").read_text()))["challenger"]
     previous = None
     if champion is not None:
         old = registry.load_bundle(f"models:/{registry.MODEL_NAME}/{champion}", uri)
-        previous = evaluate_bundles({"champion": old}, Path(data_dir), config.evaluation).report["models"][
-            "champion"
-        ]
+        previous = with_lfw(
+            evaluate_bundles({"champion": old}, Path(data_dir), config.evaluation, lfw_pairs=config.lfw_pairs).report
+        )["champion"]
     promoted, reason = decide(challenger, previous, gate_config)
     tags = {
         "faceops.gate": json.dumps({"promoted": promoted, "reason": reason, "champion": champion}),
-        "faceops.metrics": json.dumps({k: round(v, 5) for k, v in _key(challenger).items()}),
+        "faceops.metrics": json.dumps({k: round(v, 5) for k, v in key_metrics(challenger).items()}),
         "faceops.reports": str(Path(eval_dir).resolve()),
     }
     if trigger:
@@ -157,7 +159,7 @@ def register_and_gate(
         "decision": "promote" if promoted else "reject",
         "reason": reason,
         "champion": champion,
-        "metrics": _key(challenger),
+        "metrics": key_metrics(challenger),
     }
 
 

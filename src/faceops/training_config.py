@@ -122,6 +122,13 @@ class GateConfig(_Strict):
     min_tar_at_far: float = Field(
         default=0.0, ge=0, le=1, description="Absolute floor on TAR at the target FAR."
     )
+    max_lfw_accuracy_drop: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="When the run config has lfw_pairs: the LFW pairs accuracy (mean over folds, on the pairs "
+        "of people outside the data version's training identities) may drop by at most this much.",
+    )
     allow_first: bool = Field(
         default=True, description="With no champion yet, promote a challenger that passes the absolute floor."
     )

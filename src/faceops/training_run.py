@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from faceops.data.manifest import read_manifest
 from faceops.embedding import load_backbone
 from faceops.evaluation import evaluate_models, lfw_pairs_report
 from faceops.evaluation_plots import write_plots
@@ -208,8 +209,10 @@ def evaluate_bundles(
     device: str | None = None,
 ) -> RunResult:
     """Evaluate saved models on a data version, each with its own preprocessing, at their stored
-    thresholds."""
+    thresholds; with ``lfw_pairs``, also LFW's pairs protocol (its ``clean`` subset: the pairs of people
+    outside the data version's train and val identities)."""
     device = resolve_device(device)
+    trained = {r.identity for r in read_manifest(data_root) if r.split in ("train", "val")} if lfw_pairs else set()
     cache_dir = get_settings().cache_dir
     results: dict[str, Any] = {}
     lfw: dict[str, Any] = {}
@@ -228,7 +231,7 @@ def evaluate_bundles(
         if lfw_pairs:
             lfw.update(
                 lfw_pairs_report(
-                    {name: bundle.backbone}, lfw_pairs, bundle.preprocess, cache_dir, trunk, device=device
+                    {name: bundle.backbone}, lfw_pairs, bundle.preprocess, cache_dir, trunk, trained, device
                 )
             )
     report: dict[str, Any] = {"data_version": data_version(data_root), "models": _json_ready(results)}

@@ -7,7 +7,7 @@ import pytest
 
 from faceops.errors import DataValidationFailed
 from faceops.evaluation import closed_set, open_set
-from faceops.gate import decide
+from faceops.gate import decide, key_metrics, with_lfw
 from faceops.training_config import EvalConfig, GateConfig
 
 
@@ -88,3 +88,23 @@ def test_gate_promotes_within_tolerances_and_a_first_champion():
 def test_gate_refuses_a_challenger_that_does_not_help():
     ok, reason = decide(_result(0.95, 0.001, tar=0.97), _result(0.95, 0.001, tar=0.98), GateConfig())
     assert not ok and "TAR at the target FAR dropped 0.98000 -> 0.97000" in reason
+
+
+def test_gate_refuses_a_challenger_worse_on_lfw_pairs():
+    """Better on the data version's held-out people, worse on LFW's people: refused (the measured case of
+    benchmarks/configs/finetune_aggressive.yaml)."""
+    report = {
+        "models": {"challenger": _result(0.99, 0.001, tar=0.98), "champion": _result(0.99, 0.001, tar=0.95)},
+        "lfw_pairs": {
+            "pairs": 6000,
+            "challenger": {"all": {"accuracy_mean": 0.985}, "clean": {"accuracy_mean": 0.9815}},
+            "champion": {"all": {"accuracy_mean": 0.986}, "clean": {"accuracy_mean": 0.9868}},
+        },
+    }
+    models = with_lfw(report)
+    assert key_metrics(models["challenger"])["lfw_accuracy"] == 0.9815  # the clean subset when there is one
+    ok, reason = decide(models["challenger"], models["champion"], GateConfig())
+    assert not ok and "LFW pairs accuracy dropped 0.9868 -> 0.9815" in reason
+    assert decide(models["challenger"], models["champion"], GateConfig(max_lfw_accuracy_drop=0.01))[0]
+    # without LFW figures on both sides the criterion does not apply
+    assert decide(models["challenger"], _result(0.99, 0.001, tar=0.95), GateConfig())[0]

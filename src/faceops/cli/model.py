@@ -129,7 +129,7 @@ def train(
         from faceops.gate import run_gate
 
         summary["gate"] = run_gate(
-            config.data_root, config.gate, config.evaluation, result.version, tracking_uri
+            config.data_root, config.gate, config.evaluation, result.version, tracking_uri, lfw_pairs=config.lfw_pairs
         ).to_dict()
     if as_json:
         echo_json(summary)
@@ -288,7 +288,7 @@ def promote(
 
     config = load_train_config(config_path)
     decision = run_gate(
-        data_root or config.data_root, config.gate, config.evaluation, version, tracking_uri, force
+        data_root or config.data_root, config.gate, config.evaluation, version, tracking_uri, force, config.lfw_pairs
     )
     if as_json:
         echo_json(decision.to_dict())
