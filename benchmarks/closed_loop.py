@@ -34,7 +34,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 ROOT = Path(__file__).resolve().parents[1]
 LFW = ROOT.parent / "shared" / "datasets" / "lfw"
-# Importer split (seed 0, 20% of identities held out): these five give three trained and two held out.
+# Importer split (seed 0): these five give two trained people (enrolled) and three held out (impostors).
 PEOPLE = ("Serena_Williams", "Hugo_Chavez", "Jean_Chretien", "Alejandro_Toledo", "Colin_Powell")
 STRANGERS = ("Vladimir_Putin", "John_Ashcroft", "Jacques_Chirac", "Gloria_Macapagal_Arroyo", "Tony_Blair")
 

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from faceops.errors import DataValidationFailed, ModelNotFound, MonitoringError, RegistryError
-from faceops.monitoring_reference import ARTIFACT_PATH, Reference, compute_reference
+from faceops.monitoring_reference import ARTIFACT_PATH, Reference, compute_reference, log_to_run
 
 __all__ = ["champion_version", "ensure_reference", "fetch_reference", "load_model", "log_reference"]
 
@@ -53,18 +53,12 @@ def _client(uri: str | None):  # type: ignore[no-untyped-def]
 
 def log_reference(reference: Reference, version: str, uri: str | None = None) -> str:
     """Log ``reference`` as the ``monitoring_reference`` artifact of ``version``'s run; returns the run id."""
-    from mlflow.exceptions import MlflowException
-
     run_id = _run_id(version, uri)
-    with tempfile.TemporaryDirectory(prefix="faceops-reference-") as tmp:
-        reference.meta = {**reference.meta, "model_version": str(version), "run_id": run_id}
-        folder = reference.save(Path(tmp) / ARTIFACT_PATH)
-        try:
-            _client(uri).log_artifacts(run_id, str(folder), ARTIFACT_PATH)
-        except MlflowException as exc:
-            raise RegistryError(
-                f"cannot log the monitoring reference of version {version}: {exc.message}"
-            ) from exc
+    reference.meta = {**reference.meta, "model_version": str(version)}
+    try:
+        log_to_run(reference, run_id, uri)
+    except RegistryError as exc:
+        raise RegistryError(f"version {version}: {exc}") from exc
     return run_id
 
 

@@ -8,6 +8,7 @@ the challenger and decides, :func:`promote` moves the ``champion`` alias when th
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 from faceops.lifecycle import parse_config, train_config, use_cache_dir
 
 __all__ = ["evaluate_step", "promote", "record_status", "register_and_gate", "train_step"]
+
+log = logging.getLogger(__name__)
 
 _PLOTS = ("roc_open_set.png", "training_curves.png", "confusion_finetuned.png", "per_identity_finetuned.png")
 
@@ -135,6 +138,7 @@ def register_and_gate(
     champion = registry.alias_version(registry.CHAMPION, uri)
     _log_run(result, config, bundle, uri)
     version = str(result.version)
+    _log_monitoring_reference(bundle, Path(data_dir), version, result.run_id, uri)
     challenger = with_lfw(json.loads((Path(eval_dir) / "report.json").read_text()))["challenger"]
     previous = None
     if champion is not None:
@@ -161,6 +165,25 @@ def register_and_gate(
         "champion": champion,
         "metrics": key_metrics(challenger),
     }
+
+
+REFERENCE_IMAGES = 400  # images of the data version behind a model's monitoring reference (a sample: seconds)
+
+
+def _log_monitoring_reference(bundle: Any, data_dir: Path, version: str, run_id: str | None, uri: str | None) -> None:
+    """Log the distributions monitoring will hold production against with the model's run, at evaluation time
+    and on the data version it was evaluated on; when that cannot be done, monitoring computes it later."""
+    from faceops.errors import DataValidationFailed, RegistryError
+    from faceops.monitoring_reference import compute_reference, log_to_run
+
+    if not run_id:
+        return
+    try:
+        reference = compute_reference(bundle, data_dir, max_images=REFERENCE_IMAGES)
+        reference.meta["model_version"] = version
+        log_to_run(reference, run_id, uri)
+    except (DataValidationFailed, RegistryError) as exc:
+        log.warning("version %s: no monitoring reference logged (%s); the monitor will compute one", version, exc)
 
 
 def promote(version: str, reason: str, tracking_uri: str = "") -> str:

@@ -14,6 +14,7 @@ pickle) that is logged as the ``monitoring_reference`` artifact of the champion'
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import time
@@ -30,7 +31,7 @@ from faceops.gallery import UNKNOWN, Gallery
 from faceops.monitoring_stats import LabelledFace, performance
 from faceops.quality import crop_quality
 
-__all__ = ["FEATURES", "Reference", "compute_reference", "crop_quality"]
+__all__ = ["FEATURES", "Reference", "compute_reference", "crop_quality", "log_to_run"]
 
 FEATURES = ("det_probability", "face_size", "brightness", "blur", "top1_similarity", "margin", "unknown")
 ARTIFACT_PATH = "monitoring_reference"
@@ -94,21 +95,44 @@ def _probe_features(face: Any, crop: np.ndarray, match: Any) -> dict[str, float]
     }
 
 
+def _sample(rows: list[Any], max_images: int, seed: int) -> list[Any]:
+    """About ``max_images`` rows: half for whole training identities (train + val images), half held out."""
+
+    def rank(key: str) -> bytes:
+        return hashlib.sha256(f"{seed}:{key}".encode()).digest()
+
+    known: dict[str, list[Any]] = {}
+    for row in rows:
+        if row.split in ("train", "val"):
+            known.setdefault(row.identity, []).append(row)
+    kept: list[Any] = []
+    for identity in sorted(known, key=rank):
+        if kept and len(kept) + len(known[identity]) > max_images // 2:
+            break
+        kept += known[identity]
+    held_out = sorted((r for r in rows if r.split == "test"), key=lambda r: rank(r.path))
+    return kept + held_out[: max(1, max_images - len(kept))]
+
+
 def compute_reference(
     bundle: Any,
     data_root: str | Path,
     max_embeddings: int = 500,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    max_images: int | None = None,
 ) -> Reference:
     """The reference of ``bundle`` (a :class:`~faceops.model.ModelBundle`) on the data version at
-    ``data_root``.
+    ``data_root``; with ``max_images``, on a deterministic sample of about that many images (whole training
+    identities for the gallery with their val images as probes, and held-out images as impostors).
 
     Raises:
         DataValidationFailed: no manifest, no training images to enrol, or no val/test images to probe with.
     """
     root = Path(data_root)
     rows = read_manifest(root)
+    if max_images is not None:
+        rows = _sample(rows, max_images, seed)
     gallery_rows = [r for r in rows if r.split == "train"]
     probe_rows = [r for r in rows if r.split in ("val", "test")]
     if not gallery_rows or not probe_rows:
@@ -155,3 +179,29 @@ def compute_reference(
     }
     features = {c: np.asarray(v, dtype=np.float64) for c, v in columns.items()}
     return Reference(features, embeddings[probes][pick], meta)
+
+
+def log_to_run(reference: Reference, run_id: str, uri: str | None = None) -> None:
+    """Log ``reference`` as the ``monitoring_reference`` artifact of the MLflow run ``run_id``.
+
+    Raises:
+        RegistryError: MLflow refused it (unreachable server, unknown run).
+    """
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from faceops import registry
+    from faceops.errors import RegistryError
+
+    resolved = registry.tracking_uri(uri)
+    with tempfile.TemporaryDirectory(prefix="faceops-reference-") as tmp:
+        reference.meta = {**reference.meta, "run_id": run_id}
+        folder = reference.save(Path(tmp) / ARTIFACT_PATH)
+        try:
+            MlflowClient(tracking_uri=resolved, registry_uri=resolved).log_artifacts(
+                run_id, str(folder), ARTIFACT_PATH
+            )
+        except MlflowException as exc:
+            raise RegistryError(f"cannot log the monitoring reference to run {run_id}: {exc.message}") from exc

@@ -59,6 +59,13 @@ def test_training_pipeline_end_to_end(workspace: Path, source_tree: Path, smoke_
     assert (reports / "report.json").is_file() and (reports / "roc_open_set.png").is_file()
     assert (reports / "report.html").read_text().count("data:image/png;base64,") >= 2
     assert _status(workspace)[-1]["state"] == "SUCCEEDED"
+    # the monitoring reference was logged with the model at evaluation time, on the data version it was
+    # evaluated on
+    from monitoring.reference import fetch_reference
+
+    reference = fetch_reference("1", arguments["tracking_uri"], workspace.parent / "ref-cache")
+    assert reference is not None and reference.meta["model_version"] == "1"
+    assert len(reference) > 0 and {"brightness", "blur", "top1_similarity"} <= set(reference.features)
 
 
 def test_failed_validation_stops_the_run(workspace: Path, bad_source: Path) -> None:
