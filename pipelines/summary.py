@@ -38,6 +38,10 @@ def summarize(result: dict[str, Any], arguments: dict[str, Any]) -> dict[str, An
     run_dir = Path(result["pipeline_root"]) / result["run_id"]
     executed = set(result.get("executed", []))
     summary["reused"] = [s for s in STEPS if s not in executed and s not in ("promote",)]
+    registered = run_dir / "register-and-gate" / "registered"
+    summary["gate"] = (
+        json.loads(registered.read_text()) if "register-and-gate" in executed and registered.is_file() else None
+    )
     summary["reports"] = {
         "run folder": str(run_dir),
         "evaluation": (summary["latest"] or {}).get("reports"),
@@ -75,6 +79,9 @@ def render(summary: dict[str, Any]) -> str:
         f"  steps run now: {', '.join(summary['executed']) or '-'}",
         f"  reused from the cache: {', '.join(summary['reused']) or '-'}",
     ]
+    if summary.get("gate"):
+        gate = summary["gate"]
+        lines.append(f"  this run's gate: {gate['decision']} (version {gate['version']}: {gate['reason']})")
     for label in ("latest", "champion"):
         v = summary.get(label)
         if not v:

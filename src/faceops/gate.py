@@ -22,7 +22,7 @@ from typing import Any
 from faceops.errors import ModelNotFound
 from faceops.training_config import EvalConfig, GateConfig, LfwPairsConfig
 
-__all__ = ["GateDecision", "decide", "key_metrics", "run_gate", "with_lfw"]
+__all__ = ["GateDecision", "decide", "key_metrics", "run_gate", "same_model", "with_lfw"]
 
 
 @dataclass
@@ -147,7 +147,7 @@ def run_gate(
     bundles = {"challenger": registry.load_bundle(f"models:/{registry.MODEL_NAME}/{challenger}", uri)}
     if champion is not None:
         bundles["champion"] = registry.load_bundle(f"models:/{registry.MODEL_NAME}/{champion}", uri)
-        if _same_model(bundles["challenger"], bundles["champion"]):
+        if same_model(bundles["challenger"], bundles["champion"]):
             reason = (
                 f"refused: version {challenger} has the same weights and threshold as champion {champion}"
             )
@@ -170,7 +170,7 @@ def run_gate(
     return decision
 
 
-def _same_model(a: Any, b: Any) -> bool:
+def same_model(a: Any, b: Any) -> bool:
     """Equal weights, preprocessing and threshold: promoting would change nothing (e.g. training kept the
     pretrained tail because fine-tuning never beat it)."""
     import torch

@@ -122,7 +122,7 @@ def register_and_gate(
         ``version``, ``run_id``, ``decision`` ('promote' or 'reject'), ``reason``, ``champion`` (or None).
     """
     from faceops import registry
-    from faceops.gate import decide, key_metrics, with_lfw
+    from faceops.gate import decide, key_metrics, same_model, with_lfw
     from faceops.model import ModelBundle
     from faceops.training_config import GateConfig
     from faceops.training_run import RunResult, _log_run, evaluate_bundles
@@ -136,13 +136,23 @@ def register_and_gate(
     result = RunResult(model_dir, report, sorted(model_dir.glob("*.png")), model_dir / "bundle")
     bundle = ModelBundle.load(model_dir / "bundle")
     champion = registry.alias_version(registry.CHAMPION, uri)
+    challenger = with_lfw(json.loads((Path(eval_dir) / "report.json").read_text()))["challenger"]
+    old = registry.load_bundle(f"models:/{registry.MODEL_NAME}/{champion}", uri) if champion is not None else None
+    if old is not None and same_model(bundle, old):  # e.g. a re-run on the same data: no duplicate version
+        return {
+            "version": champion,
+            "run_id": None,
+            "decision": "reject",
+            "reason": f"refused: the trained model is champion version {champion} (same weights, preprocessing "
+            "and threshold); nothing new registered",
+            "champion": champion,
+            "metrics": key_metrics(challenger),
+        }
     _log_run(result, config, bundle, uri)
     version = str(result.version)
     _log_monitoring_reference(bundle, Path(data_dir), version, result.run_id, uri)
-    challenger = with_lfw(json.loads((Path(eval_dir) / "report.json").read_text()))["challenger"]
     previous = None
-    if champion is not None:
-        old = registry.load_bundle(f"models:/{registry.MODEL_NAME}/{champion}", uri)
+    if old is not None:
         previous = with_lfw(
             evaluate_bundles({"champion": old}, Path(data_dir), config.evaluation, lfw_pairs=config.lfw_pairs).report
         )["champion"]

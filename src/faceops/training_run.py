@@ -112,6 +112,7 @@ def run_training(
     config: TrainConfig, tracking_uri: str | None = None, log_to_mlflow: bool | None = None
 ) -> RunResult:
     """Train, evaluate (against the pretrained model too), save the bundle and (by default) register it."""
+    read_manifest(config.data_root)  # no manifest, an empty one: the error before anything is written
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -67,6 +67,14 @@ def test_training_pipeline_end_to_end(workspace: Path, source_tree: Path, smoke_
     assert reference is not None and reference.meta["model_version"] == "1"
     assert len(reference) > 0 and {"brightness", "blur", "top1_similarity"} <= set(reference.features)
 
+    # the same run again: the expensive steps come from kfp's cache, and the identical model is not registered
+    # a second time (nor "promoted" over itself)
+    again = run_local("training", arguments)
+    assert again["status"] == "SUCCEEDED"
+    assert not {"validate", "preprocess-shard", "train", "evaluate", "promote"} & set(again["executed"])
+    assert [v["version"] for v in registry.list_versions(arguments["tracking_uri"])] == ["1"]
+    assert [h["version"] for h in registry.champion_history(arguments["tracking_uri"])] == ["1"]
+
 
 def test_failed_validation_stops_the_run(workspace: Path, bad_source: Path) -> None:
     """Images below the size floor: the validate step fails, the run stops there and nothing is registered."""

@@ -65,7 +65,8 @@ def test_train_register_promote_list_evaluate(data_root, tmp_path, local_store, 
     assert (tmp_path / "eval" / "roc_open_set.png").is_file()
 
 
-def test_bad_inputs_give_one_clear_line(tmp_path, data_root, local_store):
+def test_bad_inputs_give_one_clear_line(tmp_path, data_root, local_store, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output folder is relative: a refused run must write nothing
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: 3\n")
     result = _run("train", "-c", bad, "--data", data_root)
@@ -73,6 +74,7 @@ def test_bad_inputs_give_one_clear_line(tmp_path, data_root, local_store):
 
     result = _run("train", "--data", tmp_path / "nothing", "--no-mlflow")
     assert result.exit_code == 1 and "no manifest" in result.output
+    assert not (tmp_path / "outputs").exists()
 
     result = _run("train", "--data", data_root, "--tracking-uri", "http://127.0.0.1:9")
     assert result.exit_code == 1 and "cannot reach the MLflow tracking server" in result.output
