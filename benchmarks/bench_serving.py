@@ -227,7 +227,8 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "load_avg": os.getloadavg(),
-            "note": "shared machine: other jobs ran at the same time",
+            "note": "the server and the load-generating clients share these cores; load_avg is read at the end "
+            "(this benchmark's own load included)",
         },
         "server": {
             "startup_s": round(startup_s, 1),
