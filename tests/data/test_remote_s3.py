@@ -99,7 +99,6 @@ def test_push_pull_status_and_old_version_from_s3(source: Path, repo: Path, sett
     assert workspace_status(repo) == {}
 
 
-@pytest.mark.slow  # DVC's S3 client retries a refused connection for a while (~1 min here)
 def test_unreachable_remote_fails_clearly_and_loses_nothing(
     source: Path, repo: Path, settings: Settings
 ) -> None:

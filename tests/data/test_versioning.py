@@ -62,7 +62,6 @@ def test_failed_import_loses_nothing(source: Path, repo: Path, tmp_path: Path) -
     assert not list((repo / ".dvc" / "tmp").glob("faceops-*"))  # no staging left behind
 
 
-@pytest.mark.slow  # ~20 s: three imports
 def test_unrecorded_changes_are_not_overwritten(source: Path, repo: Path) -> None:
     import_dataset(source, repo, ImportFilters(max_images=2))
     victim = next((repo / "data").rglob("*.jpg"))
@@ -88,7 +87,6 @@ def test_bad_revisions_and_repositories(source: Path, repo: Path, tmp_path: Path
         import_dataset(source, plain)
 
 
-@pytest.mark.slow  # ~30 s; the CLI test pushes to the local remote in the fast tier
 def test_local_remote_round_trip(source: Path, repo: Path, tmp_path: Path) -> None:
     settings = Settings(dvc_local_remote=tmp_path / "storage")
     import_dataset(source, repo, ImportFilters(max_images=2))

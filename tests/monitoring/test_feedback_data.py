@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]  # git + DVC: about a minute on a loaded machine
+pytestmark = pytest.mark.integration
 
 PEOPLE = ("Serena_Williams", "Hugo_Chavez", "Jean_Chretien", "Alejandro_Toledo", "Colin_Powell")
 

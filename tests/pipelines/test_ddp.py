@@ -6,7 +6,7 @@ import pytest
 import torch
 
 # Two processes each load the backbone: over a minute on a busy 2-core machine.
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

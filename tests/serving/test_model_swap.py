@@ -1,6 +1,6 @@
 """The service follows its model source: it swaps to a new version while requests run (none fails), and when
-the source dies it keeps serving and says so in /ready. The MLflow ``champion`` of a real ``mlflow server`` is
-the slow test; a local bundle folder whose bundle.json changes covers the same swap in the fast tier."""
+the source dies it keeps serving and says so in /ready. Both sources: the MLflow ``champion`` of a real
+``mlflow server``, and a local bundle folder whose bundle.json changes."""
 
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ def _register(bundle_dir: Path, threshold: float, uri: str) -> str:
     return version
 
 
-@pytest.mark.slow  # a real MLflow server and two 90 MB model uploads: minutes on a shared CPU
 def test_swap_to_new_champion_without_failing_requests(
     mlflow_uri, bundle_dir, api_key, tmp_path, people
 ) -> None:
