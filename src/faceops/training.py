@@ -39,7 +39,7 @@ from faceops.preprocess import PreprocessResult
 from faceops.training_config import HeadConfig, StageConfig, TrainConfig
 from faceops.training_features import TrunkCache, module_order, run_tail
 
-__all__ = ["ArcFaceHead", "TrainState", "fit", "improved", "make_head", "seed_everything"]
+__all__ = ["ArcFaceHead", "TrainState", "TrainingSet", "fit", "improved", "make_head", "seed_everything", "training_set"]
 
 log = logging.getLogger(__name__)
 
@@ -125,16 +125,24 @@ def _config_key(config: TrainConfig, classes: list[str], n_train: int) -> str:
     return hashlib.sha256(f"{text}|{classes}|{n_train}".encode()).hexdigest()[:16]
 
 
-def fit(
-    model: nn.Module,
-    pre: PreprocessResult,
-    config: TrainConfig,
-    trunk: TrunkCache,
-    device: str,
-    checkpoint: Path | None = None,
-) -> tuple[TrainState, list[str]]:
-    """Train the tail of ``model`` in place on a preprocessed data version; returns the state and the
-    classes."""
+@dataclass
+class TrainingSet:
+    """What the tail is trained on: the classes, the trunk activations of every training view
+    (``pool``: views x images x ...), their labels, and the clean val activations with theirs."""
+
+    classes: list[str]
+    pool: torch.Tensor
+    y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+
+
+def training_set(pre: PreprocessResult, config: TrainConfig, trunk: TrunkCache) -> TrainingSet:
+    """The classes (train identities with enough faces) and their cached trunk activations.
+
+    Raises:
+        TrainingError: fewer than two classes, or no val images of them.
+    """
     data = EvalSet.from_preprocessed(pre)
     counts: dict[str, int] = {}
     for identity in data.identities["train"]:
@@ -152,18 +160,34 @@ def fit(
     val = [(s, index[i]) for s, i in zip(data.shas["val"], data.identities["val"], strict=True) if i in index]
     if not val:
         raise TrainingError("no val images of the training identities: early stopping has nothing to watch")
-    seed_everything(config.seed)
     views = ["clean", "flip", *(f"aug-{k}" for k in range(config.augment.copies))]
     shas = [s for s, _ in train]
     pool = torch.stack(
         [trunk.features(shas, pre.crops, v, config.augment, config.seed, desc="train") for v in views]
     )
     val_x = trunk.features([s for s, _ in val], pre.crops, "clean", desc="val")
-    y, val_y = torch.tensor([c for _, c in train]), torch.tensor([c for _, c in val])
+    return TrainingSet(
+        classes, pool, torch.tensor([c for _, c in train]), val_x, torch.tensor([c for _, c in val])
+    )
+
+
+def fit(
+    model: nn.Module,
+    pre: PreprocessResult,
+    config: TrainConfig,
+    trunk: TrunkCache,
+    device: str,
+    checkpoint: Path | None = None,
+) -> tuple[TrainState, list[str]]:
+    """Train the tail of ``model`` in place on a preprocessed data version; returns the state and the
+    classes."""
+    seed_everything(config.seed)
+    ts = training_set(pre, config, trunk)
+    classes, pool, y, val_x, val_y = ts.classes, ts.pool, ts.y, ts.val_x, ts.val_y
 
     model.eval().to(device)
     head = make_head(config.head, len(classes)).to(device)
-    state, key = TrainState(), _config_key(config, classes, len(train))
+    state, key = TrainState(), _config_key(config, classes, len(y))
     if checkpoint and checkpoint.is_file():
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
         if saved.get("key") == key:

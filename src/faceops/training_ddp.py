@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceops.errors import TrainingError
-from faceops.training import TrainState, improved, make_head
+from faceops.training import TrainState, improved, make_head, training_set
 from faceops.training_config import TrainConfig
 from faceops.training_features import module_order, run_tail
 
@@ -213,60 +213,21 @@ def fit_ddp(
     workers: int = 2,
 ) -> tuple[TrainState, list[str]]:
     """:func:`faceops.training.fit` with the epochs run by ``workers`` DDP processes (no checkpoint)."""
-    from faceops.evaluation import EvalSet
-
-    data = EvalSet.from_preprocessed(pre)
-    counts: dict[str, int] = {}
-    for identity in data.identities["train"]:
-        counts[identity] = counts.get(identity, 0) + 1
-    names = sorted(k for k, v in counts.items() if v >= config.min_images_per_identity)
-    if len(names) < 2:
-        raise TrainingError(
-            f"training needs at least two identities with >= {config.min_images_per_identity} "
-            f"train images with a face; the data version has {len(names)}"
-        )
-    index = {n: i for i, n in enumerate(names)}
-    pairs = {
-        s: [(sha, index[i]) for sha, i in zip(data.shas[s], data.identities[s], strict=True) if i in index]
-        for s in ("train", "val")
-    }
-    views = ["clean", "flip", *(f"aug-{k}" for k in range(config.augment.copies))]
-    shas = [sha for sha, _ in pairs["train"]]
-    pool = torch.stack(
-        [trunk.features(shas, pre.crops, v, config.augment, config.seed, desc="train") for v in views]
-    )
-    val_x = trunk.features([sha for sha, _ in pairs["val"]], pre.crops, "clean", desc="val")
+    ts = training_set(pre, config, trunk)
     tail = {
         f"{n}.{k}": v for n in module_order(config.cut)[1] for k, v in getattr(model, n).state_dict().items()
     }
-    ranks = ddp_train(
-        pool,
-        torch.tensor([c for _, c in pairs["train"]]),
-        val_x,
-        torch.tensor([c for _, c in pairs["val"]]),
-        tail,
-        len(names),
-        config,
-        workers,
-    )
+    ranks = ddp_train(ts.pool, ts.y, ts.val_x, ts.val_y, tail, len(ts.classes), config, workers)
     state: TrainState = ranks[0]["state"]
     model.load_state_dict(state.best_tail or ranks[0]["final"]["tail"], strict=False)
     state.done = True
-    return state, names
+    return state, ts.classes
 
 
 def run_training_ddp(config: TrainConfig, workers: int) -> Any:
-    """:func:`faceops.training_run.run_training` (no MLflow) with its fitting done by :func:`fit_ddp`.
-
-    ``run_training`` takes no fitting function, so its module's ``fit`` is swapped for the call's duration.
-    """
+    """:func:`faceops.training_run.run_training` (no MLflow) with its fitting done by :func:`fit_ddp`."""
     from functools import partial
 
     from faceops import training_run
 
-    original = training_run.fit
-    training_run.fit = partial(fit_ddp, workers=workers)  # type: ignore[assignment]
-    try:
-        return training_run.run_training(config, log_to_mlflow=False)
-    finally:
-        training_run.fit = original  # type: ignore[assignment]
+    return training_run.run_training(config, log_to_mlflow=False, fit_fn=partial(fit_ddp, workers=workers))

@@ -13,6 +13,7 @@ import hashlib
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,9 +110,13 @@ def _write_report(out: Path, report: dict[str, Any]) -> Path:
 
 
 def run_training(
-    config: TrainConfig, tracking_uri: str | None = None, log_to_mlflow: bool | None = None
+    config: TrainConfig,
+    tracking_uri: str | None = None,
+    log_to_mlflow: bool | None = None,
+    fit_fn: Callable[..., Any] = fit,
 ) -> RunResult:
-    """Train, evaluate (against the pretrained model too), save the bundle and (by default) register it."""
+    """Train (with ``fit_fn``, :func:`faceops.training.fit` or e.g. its DDP twin), evaluate (against the
+    pretrained model too), save the bundle and (by default) register it."""
     read_manifest(config.data_root)  # no manifest, an empty one: the error before anything is written
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +134,7 @@ def run_training(
     backbone, base_id = load_backbone()
     pretrained = copy.deepcopy(backbone)
     trunk = TrunkCache(cache_dir, backbone, config.cut, config.preprocess.fingerprint(), device)
-    state, classes = fit(backbone, pre, config, trunk, device, out / "checkpoint.pt")
+    state, classes = fit_fn(backbone, pre, config, trunk, device, out / "checkpoint.pt")
     timings["train_s"] = lap()  # trunk caching of the training views included
     models = {"finetuned": backbone, "pretrained": pretrained}
     results = evaluate_models(models, pre, config.evaluation, trunk, device=device)
