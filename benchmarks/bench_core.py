@@ -33,15 +33,15 @@ def _measure(stage: str, batch: int, n: int, queue: mp.Queue) -> None:
     import numpy as np
     import torch
 
-    from faceops.alignment import align_face
-    from faceops.config import PreprocessConfig
-    from faceops.detection import select_subject
-    from faceops.images import load_image
-    from faceops.pipeline import FacePipeline
+    from faceops.face.alignment import align_face
+    from faceops.face.config import PreprocessConfig
+    from faceops.face.detection import select_subject
+    from faceops.face.images import load_image
+    from faceops.face.recognizer import FaceRecognizer
 
     config = PreprocessConfig()
     config = config.model_copy(update={"embedder": config.embedder.model_copy(update={"batch_size": batch})})
-    pipeline = FacePipeline(config)
+    pipeline = FaceRecognizer(config)
     images = [load_image(p) for p in _paths(n)]
     detections = pipeline.detector.detect_batch(images)
     crops = np.stack([

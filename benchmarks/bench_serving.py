@@ -145,7 +145,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         bundle = args.bundle
         if bundle is None:
-            from faceops.model import ModelBundle
+            from faceops.evaluation.bundle import ModelBundle
 
             bundle = ModelBundle.pretrained().save(tmp / "bundle")
         keys = tmp / "keys.txt"

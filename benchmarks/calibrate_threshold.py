@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faceops.metrics import far_frr, threshold_at_far
+from faceops.evaluation.metrics import far_frr, threshold_at_far
 
 
 def main() -> None:

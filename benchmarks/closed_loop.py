@@ -69,8 +69,7 @@ def serve(settings: Any) -> Iterator[str]:
 
     import requests
     import uvicorn
-
-    from serving.app import create_app
+    from faceops.serving.app import create_app
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -189,17 +188,18 @@ def run_loop(
             "FACEOPS_MLFLOW_ARTIFACTS": str(work / "mlartifacts"),
         }
     )
+    from faceops.monitoring import reference as store
+    from faceops.monitoring.config import MonitorConfig
+    from faceops.monitoring.monitor import run_once
+    from faceops.serving.config import ServingSettings
+    from faceops.serving.security import hash_key, new_api_key
+
     from faceops import registry
     from faceops.data.importer import import_dataset
     from faceops.data.manifest import read_manifest
-    from faceops.model import ModelBundle
-    from faceops.monitoring_reference import compute_reference
+    from faceops.evaluation.bundle import ModelBundle
     from faceops.settings import get_settings
-    from monitoring import reference as store
-    from monitoring.config import MonitorConfig
-    from monitoring.monitor import run_once
-    from serving.config import ServingSettings
-    from serving.security import hash_key, new_api_key
+    from faceops.telemetry.reference import compute_reference
 
     get_settings.cache_clear()
     uri = get_settings().mlflow_tracking_uri
@@ -287,7 +287,7 @@ def run_loop(
         versions = registry.list_versions(uri)
         champion = registry.alias_version(registry.CHAMPION, uri)
         newest = versions[0]
-        gate = json.loads(newest["tags"].get("faceops.gate", "{}"))
+        gate = json.loads(newest["tags"].get("faceops.evaluation.gate", "{}"))
         swapped = None
         if champion != version:
             with timer.stage("service_swap"):

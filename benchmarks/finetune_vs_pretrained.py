@@ -98,10 +98,10 @@ def main() -> int:
     import torch
 
     from faceops import registry
-    from faceops.gate import run_gate
-    from faceops.model import ModelBundle
-    from faceops.training_config import LfwPairsConfig, load_train_config
-    from faceops.training_run import run_training
+    from faceops.evaluation.bundle import ModelBundle
+    from faceops.evaluation.gate import run_gate
+    from faceops.training.config import LfwPairsConfig, load_train_config
+    from faceops.training.run import run_training
 
     started = time.time()
     data = build_data_root(lfw, args.work / "data", args.test_fraction, 0.2, seed=0, people=args.people)
@@ -191,5 +191,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT / "src"))
     sys.exit(main())

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from faceops.alignment import align_face
-from faceops.config import AlignConfig, EmbedderConfig
-from faceops.detection import FaceDetector, select_subject
-from faceops.embedding import Embedder
-from faceops.images import load_image
-from faceops.metrics import best_accuracy_threshold, verification_report
-from faceops.pairs import read_lfw_pairs
+from faceops.evaluation.metrics import best_accuracy_threshold, verification_report
+from faceops.evaluation.pairs import read_lfw_pairs
+from faceops.face.alignment import align_face
+from faceops.face.config import AlignConfig, EmbedderConfig
+from faceops.face.detection import FaceDetector, select_subject
+from faceops.face.embedding import Embedder
+from faceops.face.images import load_image
 
 
 def main() -> None:
@@ -62,7 +62,7 @@ def main() -> None:
         differs += a is not b
     result["subject_largest_vs_center_weighted_differ"] = differs
 
-    import faceops.alignment as alignment
+    import faceops.face.alignment as alignment
 
     alignment.TEMPLATE = template
     labels = np.array([p.same for p in pairs])

@@ -1,6 +1,6 @@
 """Kubeflow Pipelines components of FaceOps: one small file per step, each calling one ``faceops`` function.
 
-Every component runs in the FaceOps image (``components.image.IMAGE``, built from ``infra/Dockerfile``) where
+Every component runs in the FaceOps image (``faceops.kfp.components.image.IMAGE``, built from ``infra/Dockerfile``) where
 the package is installed, so ``install_kfp_package=False``: locally, ``kfp.local``'s SubprocessRunner runs
 them with this virtual environment's Python. Paths given as parameters (data repository, caches)
 must be visible to every step: the same machine locally, a shared volume on a cluster (``infra/README.md``).
@@ -10,6 +10,6 @@ Modules (each defines the component of the same name): ``data_version``, ``valid
 (``register_and_gate``, ``promote``), ``status`` (``record_status``, the exit handler); ``image``
 (``IMAGE``).
 
-This package imports nothing itself: component bodies import ``components._io`` at run time inside kfp's
+This package imports nothing itself: component bodies import ``faceops.kfp.components._io`` at run time inside kfp's
 executor, where defining the components as a side effect of importing the package would fail.
 """

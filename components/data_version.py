@@ -2,10 +2,9 @@
 
 from typing import NamedTuple
 
+from faceops.kfp.components.image import IMAGE
 from kfp import dsl
 from kfp.dsl import Dataset, Output
-
-from components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -24,8 +23,9 @@ def data_version(
     from collections import namedtuple
     from pathlib import Path
 
-    from components._io import folder
-    from faceops.lifecycle import prepare_data
+    from faceops.kfp.components._io import folder
+
+    from faceops.steps.data import prepare_data
 
     info = prepare_data(repo, source, version, identities_file, min_images, remote=remote)
     out = folder(dataset)

@@ -1,9 +1,8 @@
 """Component ``evaluate``: the trained bundle at its stored threshold, closed and open set, with plots."""
 
+from faceops.kfp.components.image import IMAGE
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Model, Output
-
-from components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -19,8 +18,9 @@ def evaluate(
     """Evaluate ``model`` on the data version: ``report.json``, ROC and confusion-matrix PNGs, HTML."""
     import shutil
 
-    from components._io import folder, log_metrics
-    from faceops.lifecycle_model import evaluate_step
+    from faceops.kfp.components._io import folder, log_metrics
+
+    from faceops.steps.model import evaluate_step
 
     out = folder(evaluation)
     values = evaluate_step(model.path, data_dir, run_config, out, cache_dir)

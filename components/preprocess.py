@@ -4,10 +4,9 @@
 one pod each); the shards fill the crop cache that :func:`preprocess_merge` then reads whole.
 """
 
+from faceops.kfp.components.image import IMAGE
 from kfp import dsl
 from kfp.dsl import Dataset, Metrics, Output
-
-from components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -24,7 +23,7 @@ def plan_shards(data_dir: str, md5: str, shards: int) -> list[dict]:
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def preprocess_shard(work: dict, run_config: dict, cache_dir: str) -> dict:
     """MTCNN + alignment of one shard (``work`` from :func:`plan_shards`) into the shared crop cache."""
-    from faceops.lifecycle import preprocess_shard as run_shard
+    from faceops.steps.data import preprocess_shard as run_shard
 
     shard, shards = int(work["shard"]), int(work["shards"])
     counts = run_shard(work["data_dir"], run_config, shard, shards, cache_dir)
@@ -43,8 +42,9 @@ def preprocess_merge(
     metrics: Output[Metrics],
 ):
     """Gather the shards: write ``stats.csv`` and ``preprocess.json`` of the whole data version."""
-    from components._io import folder, log_metrics
-    from faceops.lifecycle import preprocess_all
+    from faceops.kfp.components._io import folder, log_metrics
+
+    from faceops.steps.data import preprocess_all
 
     values = preprocess_all(data_dir, run_config, folder(preprocessed), cache_dir)
     values["shards"] = float(len(shard_counts))

@@ -1,9 +1,8 @@
 """Components ``register-and-gate`` (register the challenger, decide) and ``promote`` (move champion)."""
 
+from faceops.kfp.components.image import IMAGE
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
-
-from components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -29,7 +28,7 @@ def register_and_gate(
     import json
     from pathlib import Path
 
-    from faceops.lifecycle_model import register_and_gate as run
+    from faceops.steps.model import register_and_gate as run
 
     gate = {
         "max_accuracy_drop": max_accuracy_drop,
@@ -49,7 +48,7 @@ def register_and_gate(
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def promote(registered: Input[Artifact], tracking_uri: str) -> str:
     """Make the registered version the champion (the alias serving loads), with the gate's reason."""
-    from faceops.lifecycle_model import promote as run
+    from faceops.steps.model import promote as run
 
     version, reason = str(registered.metadata["version"]), str(registered.metadata["reason"])
     run(version, reason, tracking_uri)

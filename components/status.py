@@ -1,15 +1,14 @@
 """Component ``record-status``: the exit handler that records how a run ended, whatever happened."""
 
+from faceops.kfp.components.image import IMAGE
 from kfp import dsl
 from kfp.dsl import PipelineTaskFinalStatus
-
-from components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def record_status(pipeline: str, reason: str, status_dir: str, status: PipelineTaskFinalStatus):
     """Append the run's final state (and the failed task, if any) to ``<status_dir>/status.jsonl``."""
-    from faceops.lifecycle_model import record_status as run
+    from faceops.steps.model import record_status as run
 
     final = {
         "state": status.state,

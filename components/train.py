@@ -1,9 +1,8 @@
 """Component ``train``: transfer learning of InceptionResnetV1 on the preprocessed data version."""
 
+from faceops.kfp.components.image import IMAGE
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
-
-from components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -20,8 +19,9 @@ def train(
     """Fine-tune (``workers`` > 1: torch DDP over that many processes); the model is a bundle folder."""
     import shutil
 
-    from components._io import folder, log_metrics
-    from faceops.lifecycle_model import train_step
+    from faceops.kfp.components._io import folder, log_metrics
+
+    from faceops.steps.model import train_step
 
     out = folder(model)
     values = train_step(data_dir, run_config, out, cache_dir, workers)

@@ -1,9 +1,8 @@
 """Component ``validate``: Great Expectations checks of the data version; fails the run when one fails."""
 
+from faceops.kfp.components.image import IMAGE
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Metrics, Output
-
-from components.image import IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -18,8 +17,9 @@ def validate(
     """Validate ``data_dir`` (``md5`` names the version and keys the cache); raises DataValidationFailed."""
     import shutil
 
-    from components._io import folder, log_metrics
-    from faceops.lifecycle import validate_step
+    from faceops.kfp.components._io import folder, log_metrics
+
+    from faceops.steps.data import validate_step
 
     out = folder(results)
     try:

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from faceops.monitoring.config import FileSinkConfig, LogSinkConfig, SinkConfig, WebhookSinkConfig
+
 from faceops.errors import MonitoringError
-from monitoring.config import FileSinkConfig, LogSinkConfig, SinkConfig, WebhookSinkConfig
 
 __all__ = ["AlertSink", "FileSink", "LogSink", "WebhookSink", "make_sinks", "send_all"]
 

@@ -2,7 +2,7 @@
 trigger.
 
 Unknown keys and bad values are refused (:class:`~faceops.errors.ConfigError` through
-:func:`faceops.config.load_yaml_config`). Durations are strings like ``'10m'`` or ``'24h'``.
+:func:`faceops.face.config.load_yaml_config`). Durations are strings like ``'10m'`` or ``'24h'``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from faceops.config import load_yaml_config
 from faceops.errors import ConfigError
-from faceops.monitoring_stats import parse_duration
+from faceops.face.config import load_yaml_config
+from faceops.telemetry.stats import parse_duration
 
 __all__ = [
     "DriftConfig",

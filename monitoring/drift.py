@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from faceops.monitoring.config import DriftConfig
 
-from faceops.monitoring_reference import FEATURES, Reference
-from monitoring.config import DriftConfig
+from faceops.telemetry.reference import FEATURES, Reference
 
 __all__ = ["DriftResult", "FeatureDrift", "measure_drift"]
 

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from faceops.data.manifest import ManifestRow, read_manifest, write_manifest
 from faceops.data.versioning import DATA_DIR, ensure_repo, record_version, replace_data, staging_dir
 from faceops.errors import MonitoringError
-from faceops.monitoring_stats import NON_MATED
+from faceops.telemetry.stats import NON_MATED
 
 __all__ = ["add_confirmed_images", "confirmed_images"]
 

@@ -1,7 +1,7 @@
 """One monitor run, and the ``--every`` loop: window -> drift + feedback figures -> policy -> trigger ->
 alert.
 
-Each run ends in exactly one recorded decision (:class:`~monitoring.state.MonitorState`), whose ``action`` is:
+Each run ends in exactly one recorded decision (:class:`~faceops.monitoring.state.MonitorState`), whose ``action`` is:
 
 ``error``            the monitor could not run (no request log, no champion, registry unreachable); alerted
 ``empty``            no usable face in the window
@@ -24,18 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from faceops.monitoring.alerts import AlertSink, make_sinks, send_all
+from faceops.monitoring.config import MonitorConfig
+from faceops.monitoring.drift import measure_drift
+from faceops.monitoring.policy import judge
+from faceops.monitoring.report import plot_features, write_report
+from faceops.monitoring.state import MonitorState
+from faceops.monitoring.trigger import RetrainTrigger, make_trigger
+from faceops.monitoring.window import Window, read_images, read_window
 
 from faceops.errors import FaceOpsError
-from faceops.monitoring_reference import FEATURES, Reference
-from faceops.monitoring_stats import performance
-from monitoring.alerts import AlertSink, make_sinks, send_all
-from monitoring.config import MonitorConfig
-from monitoring.drift import measure_drift
-from monitoring.policy import judge
-from monitoring.report import plot_features, write_report
-from monitoring.state import MonitorState
-from monitoring.trigger import RetrainTrigger, make_trigger
-from monitoring.window import Window, read_images, read_window
+from faceops.telemetry.reference import FEATURES, Reference
+from faceops.telemetry.stats import performance
 
 __all__ = ["MonitorRun", "run_every", "run_once"]
 
@@ -64,12 +64,12 @@ def _champion(config: MonitorConfig, cache: Path) -> tuple[str | None, Reference
         bundle_dir = config.bundle_dir
 
         def local_bundle() -> Any:
-            from faceops.model import ModelBundle
+            from faceops.evaluation.bundle import ModelBundle
 
             return ModelBundle.load(bundle_dir)
 
         return reference.meta.get("model_version"), reference, local_bundle if bundle_dir else None
-    from monitoring import reference as store
+    from faceops.monitoring import reference as store
 
     version = store.champion_version(config.tracking_uri)
     reference = store.ensure_reference(version, config.tracking_uri, config.data_root, cache)
@@ -128,7 +128,7 @@ def _act(
     info: dict[str, Any] = {"reason": reason}
     try:
         if config.trigger.add_feedback_images:
-            from monitoring.feedback_data import add_confirmed_images
+            from faceops.monitoring.feedback_data import add_confirmed_images
 
             info["data"] = add_confirmed_images(config.request_log, config.trigger.repo_root, *window)
         started = trigger(reason, (info.get("data") or {}).get("rev"))

@@ -9,7 +9,7 @@
   interval and the lower end of the FAR interval are used: an alarm means the degradation is statistically
   clear.
 
-Whether an alarm starts a retraining (``retrain_on``, cooldown) is decided by :mod:`monitoring.monitor`.
+Whether an alarm starts a retraining (``retrain_on``, cooldown) is decided by :mod:`faceops.monitoring.monitor`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from faceops.monitoring_stats import Performance
-from monitoring.config import PolicyConfig
-from monitoring.drift import DriftResult
+from faceops.monitoring.config import PolicyConfig
+from faceops.monitoring.drift import DriftResult
+
+from faceops.telemetry.stats import Performance
 
 __all__ = ["Alarm", "Judgement", "far_limit", "judge"]
 

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from faceops.errors import DataValidationFailed, ModelNotFound, MonitoringError, RegistryError
-from faceops.monitoring_reference import ARTIFACT_PATH, Reference, compute_reference, log_to_run
+from faceops.telemetry.reference import ARTIFACT_PATH, Reference, compute_reference, log_to_run
 
 __all__ = ["champion_version", "ensure_reference", "fetch_reference", "load_model", "log_reference"]
 
@@ -88,9 +88,9 @@ def fetch_reference(version: str, uri: str | None, cache_dir: Path) -> Reference
 
 
 def load_model(version: str, uri: str | None, cache_dir: Path):  # type: ignore[no-untyped-def]
-    """The :class:`~faceops.model.ModelBundle` of ``version`` (downloaded once into ``cache_dir``)."""
+    """The :class:`~faceops.evaluation.bundle.ModelBundle` of ``version`` (downloaded once into ``cache_dir``)."""
     from faceops import registry
-    from faceops.model import ModelBundle
+    from faceops.evaluation.bundle import ModelBundle
 
     local = cache_dir / f"model-v{version}"
     if (local / "bundle.json").is_file():

@@ -1,7 +1,7 @@
 """Starting a retraining: the :class:`RetrainTrigger` protocol and the one that runs the Kubeflow pipeline.
 
 The monitor only ever calls ``trigger(reason, data_version)``; tests of the policy inject a recording trigger,
-production uses :class:`PipelineTrigger`, which calls ``pipelines.run.trigger_retraining`` (``kfp.local``
+production uses :class:`PipelineTrigger`, which calls ``faceops.kfp.pipelines.run.trigger_retraining`` (``kfp.local``
 here,
 ``kfp.Client`` on a cluster). Its failures (backend unreachable, a failed local run) come back as
 :class:`~faceops.errors.FaceOpsError` subclasses, which the monitor records and alerts on; they never crash
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from faceops.monitoring.config import TriggerConfig
+
 from faceops.errors import ConfigError, FaceOpsError, MonitoringError
-from monitoring.config import TriggerConfig
 
 __all__ = ["PipelineTrigger", "RetrainTrigger", "make_trigger"]
 
@@ -32,7 +33,7 @@ class PipelineTrigger:
 
     def __call__(self, reason: str, data_version: str | None = None) -> dict[str, Any]:
         try:
-            from pipelines.run import trigger_retraining
+            from faceops.kfp.pipelines.run import trigger_retraining
         except ImportError as exc:
             raise MonitoringError(
                 f"the retraining pipeline is not installed ({exc}): pip install -e '.[mlops]'"

@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 
 from faceops.errors import MonitoringError
-from faceops.monitoring_reference import FEATURES
-from faceops.monitoring_stats import LabelledFace
+from faceops.telemetry.reference import FEATURES
+from faceops.telemetry.stats import LabelledFace
 
 __all__ = ["Window", "read_images", "read_window"]
 
 _DECISIONS = {"known", "unknown", "detected", "same", "different"}
-# (low, high, may be NULL) of each logged number; the same definitions as the service (faceops.quality).
+# (low, high, may be NULL) of each logged number; the same definitions as the service (faceops.face.quality).
 _RANGES: dict[str, tuple[float, float, bool]] = {
     "det_probability": (0.0, 1.0, False),
     "face_size": (0.0, 1e5, False),

@@ -8,7 +8,7 @@
     the same steps, started with a reason and a data version (by monitoring or by hand).
 
 Importing this package imports no kfp: :data:`PIPELINES` names factories that build the pipelines on demand,
-and :mod:`pipelines.run` compiles, runs (``kfp.local``) and submits (``kfp.Client``) them.
+and :mod:`faceops.kfp.pipelines.run` compiles, runs (``kfp.local``) and submits (``kfp.Client``) them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,6 @@ __all__ = ["PIPELINES"]
 
 # name -> "module:factory"; each factory takes the component image and returns the @dsl.pipeline function.
 PIPELINES = {
-    "training": "pipelines.training:make_pipeline",
-    "retraining": "pipelines.retraining:make_pipeline",
+    "training": "faceops.kfp.pipelines.training:make_pipeline",
+    "retraining": "faceops.kfp.pipelines.retraining:make_pipeline",
 }

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from faceops.kfp.components.data_version import data_version
+from faceops.kfp.components.evaluate import evaluate
+from faceops.kfp.components.image import IMAGE
+from faceops.kfp.components.preprocess import plan_shards, preprocess_merge, preprocess_shard
+from faceops.kfp.components.register import promote, register_and_gate
+from faceops.kfp.components.status import record_status
+from faceops.kfp.components.train import train
+from faceops.kfp.components.validate import validate
 from kfp import dsl
-
-from components.data_version import data_version
-from components.evaluate import evaluate
-from components.image import IMAGE
-from components.preprocess import plan_shards, preprocess_merge, preprocess_shard
-from components.register import promote, register_and_gate
-from components.status import record_status
-from components.train import train
-from components.validate import validate
 
 # Shards preprocessed at once: a cluster runs one pod per shard; locally, each is a process on this machine.
 PARALLELISM = 2

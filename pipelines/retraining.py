@@ -3,17 +3,17 @@
 
 from typing import Any
 
-from components.image import IMAGE
+from faceops.kfp.components.image import IMAGE
 
 NAME = "faceops-retraining"
 
 
 def make_pipeline(image: str = IMAGE) -> Any:
     """The pipeline function, its components running in ``image``."""
+    from faceops.kfp.pipelines._graph import wire
     from kfp import dsl
 
-    from faceops.training_config import GateConfig
-    from pipelines._graph import wire
+    from faceops.training.config import GateConfig
 
     gate = GateConfig()  # the gate's tolerances default to the run config's defaults
 

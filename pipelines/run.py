@@ -36,8 +36,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def pipeline_func(name: str, image: str | None = None) -> Any:
     """The ``@dsl.pipeline`` function of pipeline ``name`` ('training' or 'retraining')."""
-    from components.image import IMAGE
-    from pipelines import PIPELINES
+    from faceops.kfp.components.image import IMAGE
+    from faceops.kfp.pipelines import PIPELINES
 
     if name not in PIPELINES:
         raise ConfigError(f"unknown pipeline {name!r}: use one of {sorted(PIPELINES)}")
@@ -52,9 +52,8 @@ def compile_pipelines(
     out_dir: str | Path, names: list[str] | None = None, image: str | None = None
 ) -> dict[str, Path]:
     """Compile pipelines to ``<out_dir>/<name>.yaml`` (the file the Kubeflow UI uploads)."""
+    from faceops.kfp.pipelines import PIPELINES
     from kfp import compiler
-
-    from pipelines import PIPELINES
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ STEPS = (
 def summarize(result: dict[str, Any], arguments: dict[str, Any]) -> dict[str, Any]:
     """Add the data version, the newest and the champion model versions (with metrics) to a run result."""
     from faceops import registry
-    from faceops.lifecycle import data_version_info
+    from faceops.steps.data import data_version_info
 
     uri = arguments.get("tracking_uri") or None
     summary = dict(result)
@@ -55,13 +55,13 @@ def summarize(result: dict[str, Any], arguments: dict[str, Any]) -> dict[str, An
 
 def _version(row: dict[str, Any]) -> dict[str, Any]:
     tags = row.get("tags", {})
-    gate = json.loads(tags.get("faceops.gate", "{}") or "{}")
+    gate = json.loads(tags.get("faceops.evaluation.gate", "{}") or "{}")
     return {
         "version": row["version"],
         "aliases": row["aliases"],
         "created": row["created"],
         "threshold": tags.get("threshold"),
-        "metrics": json.loads(tags.get("faceops.metrics", "{}") or "{}"),
+        "metrics": json.loads(tags.get("faceops.evaluation.metrics", "{}") or "{}"),
         "gate": gate.get("reason"),
         "promoted": gate.get("promoted"),
         "trigger": tags.get("faceops.trigger"),

@@ -3,7 +3,7 @@
 At start the lifespan loads the model the source names (the MLflow ``champion``, or a local bundle) with its
 own preprocessing and threshold. If the source is unreachable the app still starts, answers 503 on model
 routes and ``/ready``, and keeps trying. A background task checks the source every ``poll_seconds``; a new
-version is loaded beside the running one and swapped in at once (see :mod:`serving.service`); in-flight
+version is loaded beside the running one and swapped in at once (see :mod:`faceops.serving.service`); in-flight
 requests finish on the model they started with.
 """
 
@@ -16,20 +16,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+from faceops.serving.config import ServingSettings
+from faceops.serving.deps import AppContext
+from faceops.serving.errors import install_error_handlers
+from faceops.serving.metrics import ServiceMetrics
+from faceops.serving.model_source import LocalBundleSource, MlflowAliasSource, ModelSource
+from faceops.serving.routes import faces, identities, ops, stream
+from faceops.serving.security import ApiKeys, BodyLimitMiddleware, RateLimiter
+from faceops.serving.service import FaceService
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from serving.config import ServingSettings
-from serving.deps import AppContext
-from serving.errors import install_error_handlers
-from serving.metrics import ServiceMetrics
-from serving.model_source import LocalBundleSource, MlflowAliasSource, ModelSource
-from serving.requestlog import RequestLog
-from serving.routes import faces, identities, ops, stream
-from serving.security import ApiKeys, BodyLimitMiddleware, RateLimiter
-from serving.service import FaceService
+from faceops.telemetry.requestlog import RequestLog
 
 __all__ = ["create_app", "source_for"]
 

@@ -1,7 +1,7 @@
 """Service settings: where the model, gallery and request log are, and the limits the service enforces.
 
 Every field can be set by an environment variable ``FACEOPS_SERVE_<FIELD>`` (lists as JSON, e.g.
-``FACEOPS_SERVE_CORS_ORIGINS='["https://app.example"]'``) or passed to :func:`serving.app.create_app`.
+``FACEOPS_SERVE_CORS_ORIGINS='["https://app.example"]'``) or passed to :func:`faceops.serving.app.create_app`.
 The model's own settings (preprocessing, threshold) are *not* here: they come with the model.
 """
 

@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
+from faceops.serving.config import ServingSettings
+from faceops.serving.metrics import ServiceMetrics
+from faceops.serving.security import ApiKeys, RateLimiter, sniff_image
+from faceops.serving.service import FaceService
 from fastapi import Depends, HTTPException, Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from faceops.errors import EmptyImage
-from serving.config import ServingSettings
-from serving.metrics import ServiceMetrics
-from serving.requestlog import RequestLog
-from serving.security import ApiKeys, RateLimiter, sniff_image
-from serving.service import FaceService
+from faceops.telemetry.requestlog import RequestLog
 
 __all__ = [
     "AppContext",

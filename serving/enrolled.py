@@ -15,8 +15,8 @@ import shutil
 from pathlib import Path
 
 from faceops.errors import GalleryError
-from faceops.gallery import UNKNOWN, Gallery
-from faceops.pipeline import FacePipeline
+from faceops.face.gallery import UNKNOWN, Gallery
+from faceops.face.recognizer import FaceRecognizer
 
 __all__ = ["IDENTITY_PATTERN", "EnrolledPhotos", "check_identity", "rebuild_gallery"]
 
@@ -67,7 +67,7 @@ class EnrolledPhotos:
         }
 
 
-def rebuild_gallery(photos: EnrolledPhotos, pipeline: FacePipeline) -> tuple[Gallery, int]:
+def rebuild_gallery(photos: EnrolledPhotos, pipeline: FaceRecognizer) -> tuple[Gallery, int]:
     """A gallery for ``pipeline``'s model from the stored photos; returns it and the photos without a face."""
     gallery, lost = Gallery(pipeline.model_id), 0
     for identity, paths in photos.all().items():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 
+from faceops.serving.service import IdentityExists, ModelNotReady
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -38,8 +39,7 @@ from faceops.errors import (
     UnknownIdentity,
     UnsupportedImage,
 )
-from serving.requestlog import UnknownRequest
-from serving.service import IdentityExists, ModelNotReady
+from faceops.telemetry.requestlog import UnknownRequest
 
 __all__ = ["install_error_handlers", "status_for"]
 

@@ -2,7 +2,7 @@
 
 The service asks :meth:`ModelSource.current_version` every few seconds and, when the answer changes, loads the
 new version with :meth:`ModelSource.load` beside the running one and swaps. Both return a
-:class:`~faceops.model.ModelBundle`, so the preprocessing config and threshold always come with the weights.
+:class:`~faceops.evaluation.bundle.ModelBundle`, so the preprocessing config and threshold always come with the weights.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from faceops.errors import ConfigError, FaceOpsError
-from faceops.model import ModelBundle
+from faceops.evaluation.bundle import ModelBundle
 
 __all__ = ["LocalBundleSource", "MlflowAliasSource", "ModelSource", "SourceUnavailable"]
 

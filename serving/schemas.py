@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from faceops.serving.enrolled import IDENTITY_PATTERN
 from pydantic import BaseModel, ConfigDict, Field
-
-from serving.enrolled import IDENTITY_PATTERN
 
 __all__ = [
     "Candidate",

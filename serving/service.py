@@ -14,18 +14,18 @@ import time
 from dataclasses import dataclass, replace
 
 import numpy as np
+from faceops.serving.config import ServingSettings
+from faceops.serving.enrolled import EnrolledPhotos, check_identity, copied, rebuild_gallery
+from faceops.serving.model_source import ModelSource, SourceUnavailable
 
-from faceops.alignment import align_faces
-from faceops.detection import Face, select_subject
 from faceops.errors import FaceOpsError, GalleryError, NoFaceDetected, UnknownIdentity
-from faceops.gallery import UNKNOWN, Gallery, Match
-from faceops.images import load_image
-from faceops.model import ModelBundle
-from faceops.pipeline import FacePipeline
-from faceops.quality import crop_quality
-from serving.config import ServingSettings
-from serving.enrolled import EnrolledPhotos, check_identity, copied, rebuild_gallery
-from serving.model_source import ModelSource, SourceUnavailable
+from faceops.evaluation.bundle import ModelBundle
+from faceops.face.alignment import align_faces
+from faceops.face.detection import Face, select_subject
+from faceops.face.gallery import UNKNOWN, Gallery, Match
+from faceops.face.images import load_image
+from faceops.face.quality import crop_quality
+from faceops.face.recognizer import FaceRecognizer
 
 __all__ = ["AnalyzedFace", "LoadedModel", "ModelNotReady", "FaceService", "ServingState"]
 
@@ -40,7 +40,7 @@ class ModelNotReady(FaceOpsError):
 class LoadedModel:
     version: str
     bundle: ModelBundle
-    pipeline: FacePipeline
+    pipeline: FaceRecognizer
     loaded_at: float
 
     @property

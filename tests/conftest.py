@@ -36,9 +36,9 @@ def lfw() -> Path:
 @pytest.fixture(scope="session")
 def pipeline():
     """The default face pipeline (MTCNN + the shared CASIA-WebFace weights), built once."""
-    from faceops.pipeline import FacePipeline
+    from faceops.face.recognizer import FaceRecognizer
 
-    return FacePipeline()
+    return FaceRecognizer()
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ def test_core_sources_do_not_import_adapters() -> None:
 
 def test_importing_the_core_and_its_cli_loads_no_adapter() -> None:
     code = (
-        "import sys, faceops, faceops.cli, faceops.config, faceops.gallery, faceops.pairs;"
+        "import sys, faceops, faceops.cli, faceops.face.config, faceops.face.gallery, faceops.evaluation.pairs;"
         f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {sorted(FORBIDDEN | {'uvicorn', 'mlflow'})!r});"
         "print(','.join(bad))"
     )

@@ -7,14 +7,14 @@ import time
 import uuid
 
 import anyio
+from faceops.serving.deps import AppContext
+from faceops.serving.errors import status_for
+from faceops.serving.schemas import Candidate, FaceOut
+from faceops.serving.service import AnalyzedFace, ServingState
 from fastapi import HTTPException
 
-from faceops.gallery import UNKNOWN
-from serving.deps import AppContext
-from serving.errors import status_for
-from serving.requestlog import FaceRecord, RequestRecord
-from serving.schemas import Candidate, FaceOut
-from serving.service import AnalyzedFace, ServingState
+from faceops.face.gallery import UNKNOWN
+from faceops.telemetry.requestlog import FaceRecord, RequestRecord
 
 __all__ = ["Tracked", "face_out", "face_record"]
 

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter, Request
-
-from faceops.gallery import UNKNOWN
-from serving.deps import Client, Ctx, check_images, image_body_openapi, read_upload, run_inference
-from serving.routes._common import Tracked, face_out, face_record
-from serving.schemas import (
+from faceops.serving.deps import Client, Ctx, check_images, image_body_openapi, read_upload, run_inference
+from faceops.serving.routes._common import Tracked, face_out, face_record
+from faceops.serving.schemas import (
     DetectResponse,
     ErrorResponse,
     ImageJSON,
@@ -16,7 +13,10 @@ from serving.schemas import (
     VerifyJSON,
     VerifyResponse,
 )
-from serving.service import AnalyzedFace, ServingState
+from faceops.serving.service import AnalyzedFace, ServingState
+from fastapi import APIRouter, Request
+
+from faceops.face.gallery import UNKNOWN
 
 router = APIRouter(prefix="/v1", tags=["faces"])
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Path, Request
-
-from faceops.errors import UnknownIdentity
-from serving.deps import Client, Ctx, check_images, image_body_openapi, read_upload, run_inference
-from serving.enrolled import IDENTITY_PATTERN
-from serving.errors import status_for
-from serving.schemas import (
+from faceops.serving.deps import Client, Ctx, check_images, image_body_openapi, read_upload, run_inference
+from faceops.serving.enrolled import IDENTITY_PATTERN
+from faceops.serving.errors import status_for
+from faceops.serving.schemas import (
     DeleteResponse,
     EnrollJSON,
     EnrollResponse,
@@ -18,6 +15,9 @@ from serving.schemas import (
     ImagesJSON,
     Rejected,
 )
+from fastapi import APIRouter, HTTPException, Path, Request
+
+from faceops.errors import UnknownIdentity
 
 router = APIRouter(prefix="/v1/identities", tags=["identities"])
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 
 import anyio
+from faceops.serving.deps import Client, Ctx
+from faceops.serving.schemas import ErrorResponse, FeedbackIn, FeedbackOut
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-
-from serving.deps import Client, Ctx
-from serving.schemas import ErrorResponse, FeedbackIn, FeedbackOut
 
 router = APIRouter(tags=["operations"])
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from faceops.serving.deps import AppContext, authenticate, check_images, decode_base64, run_inference
+from faceops.serving.errors import status_for
+from faceops.serving.routes._common import Tracked, face_out, face_record
 from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
 
 from faceops.errors import FaceOpsError
-from faceops.gallery import UNKNOWN
-from faceops.tracking import FaceTracker
-from serving.deps import AppContext, authenticate, check_images, decode_base64, run_inference
-from serving.errors import status_for
-from serving.routes._common import Tracked, face_out, face_record
+from faceops.face.gallery import UNKNOWN
+from faceops.face.tracking import FaceTracker
 
 router = APIRouter(tags=["video"])
 

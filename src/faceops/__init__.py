@@ -2,8 +2,8 @@
 
 The public API is re-exported here lazily (importing ``faceops`` does not import torch)::
 
-    from faceops import FacePipeline, Gallery
-    pipeline = FacePipeline()
+    from faceops import FaceRecognizer, Gallery
+    pipeline = FaceRecognizer()
     face = pipeline.embed_subject("photo.jpg")
 """
 
@@ -15,21 +15,21 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "AlignConfig": "faceops.config",
-    "DetectorConfig": "faceops.config",
-    "EmbedderConfig": "faceops.config",
-    "PreprocessConfig": "faceops.config",
-    "Embedder": "faceops.embedding",
-    "Face": "faceops.detection",
-    "FaceDetector": "faceops.detection",
-    "FacePipeline": "faceops.pipeline",
-    "Gallery": "faceops.gallery",
-    "Match": "faceops.gallery",
-    "ModelBundle": "faceops.model",
+    "AlignConfig": "faceops.face.config",
+    "DetectorConfig": "faceops.face.config",
+    "EmbedderConfig": "faceops.face.config",
+    "PreprocessConfig": "faceops.face.config",
+    "Embedder": "faceops.face.embedding",
+    "Face": "faceops.face.detection",
+    "FaceDetector": "faceops.face.detection",
+    "FaceRecognizer": "faceops.face.recognizer",
+    "Gallery": "faceops.face.gallery",
+    "Match": "faceops.face.gallery",
+    "ModelBundle": "faceops.evaluation.bundle",
     "Settings": "faceops.settings",
     "get_settings": "faceops.settings",
-    "load_image": "faceops.images",
-    "verification_report": "faceops.metrics",
+    "load_image": "faceops.face.images",
+    "verification_report": "faceops.evaluation.metrics",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from faceops.config import DEFAULT_THRESHOLD
-from faceops.gallery import UNKNOWN, Gallery
-from faceops.images import iter_image_paths
-from faceops.pipeline import FacePipeline
-from faceops.render import save_annotated
+from faceops.face.config import DEFAULT_THRESHOLD
+from faceops.face.gallery import UNKNOWN, Gallery
+from faceops.face.images import iter_image_paths
+from faceops.face.recognizer import FaceRecognizer
+from faceops.face.render import save_annotated
 
 # Well-photographed LFW people (>= 10 photos each) and strangers who are never enrolled.
 KNOWN = ["Colin_Powell", "Serena_Williams", "Gerhard_Schroeder", "Hugo_Chavez", "Angelina_Jolie"]
@@ -32,7 +32,7 @@ def run_demo(shared: Path, out: Path, threshold: float = DEFAULT_THRESHOLD) -> d
     if not lfw.is_dir():
         raise SystemExit(f"LFW not found at {lfw}: pass --shared with the path of the shared folder")
     started = time.time()
-    pipeline = FacePipeline()
+    pipeline = FaceRecognizer()
     gallery = Gallery(pipeline.model_id)
     out.mkdir(parents=True, exist_ok=True)
     enrol, probes = [], []
@@ -75,7 +75,7 @@ def run_demo(shared: Path, out: Path, threshold: float = DEFAULT_THRESHOLD) -> d
 
 
 def _subject_index(found: list, shape: tuple[int, ...]) -> int | None:
-    from faceops.detection import select_subject
+    from faceops.face.detection import select_subject
 
     face = select_subject([f.face for f in found], shape, "center_weighted")
     return None if face is None else next(i for i, f in enumerate(found) if f.face is face)

@@ -1,6 +1,6 @@
 """The MLflow adapter (the only module importing mlflow): runs, registry, aliases, champion history.
 
-Every model version is a :class:`~faceops.model.ModelBundle` folder logged as an MLflow pyfunc model (artifact
+Every model version is a :class:`~faceops.evaluation.bundle.ModelBundle` folder logged as an MLflow pyfunc model (artifact
 ``bundle``), so whoever loads it gets the weights, the preprocessing config and the calibrated threshold
 together. Versions live under one registered model, :data:`MODEL_NAME`; a new one gets the alias
 ``challenger``, the one in production holds ``champion``. Promotions and rollbacks are appended to a JSON
@@ -32,7 +32,7 @@ from faceops.errors import ModelNotFound, RegistryError, TrackingUnavailable
 from faceops.settings import get_settings
 
 if TYPE_CHECKING:
-    from faceops.model import ModelBundle
+    from faceops.evaluation.bundle import ModelBundle
 
 __all__ = [
     "CHALLENGER",
@@ -70,7 +70,7 @@ class FaceOpsBundleModel(mlflow.pyfunc.PythonModel):
     embeddings."""
 
     def load_context(self, context: Any) -> None:
-        from faceops.model import ModelBundle
+        from faceops.evaluation.bundle import ModelBundle
 
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
         self.pipeline = self.bundle.pipeline()
@@ -200,7 +200,7 @@ def log_bundle(
 def _log_and_register(
     client: MlflowClient, bundle: ModelBundle | str | Path, run_id: str, tags: dict[str, str] | None
 ) -> str:
-    from faceops.model import ModelBundle
+    from faceops.evaluation.bundle import ModelBundle
 
     with tempfile.TemporaryDirectory(prefix="faceops-bundle-") as tmp:
         if isinstance(bundle, ModelBundle):
@@ -239,7 +239,7 @@ def _log_and_register(
 def load_bundle(model_uri: str, uri: str | None = None, dst: str | Path | None = None) -> ModelBundle:
     """Load a bundle from ``models:/faceops@champion``-style URIs, ``runs:/`` URIs or a local bundle
     folder."""
-    from faceops.model import ModelBundle
+    from faceops.evaluation.bundle import ModelBundle
 
     if not model_uri.startswith(("models:/", "runs:/")) and "://" not in model_uri:
         return ModelBundle.load(model_uri)

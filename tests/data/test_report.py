@@ -18,7 +18,7 @@ from faceops.data.bias import concentration, ita_category, skin_tone_ita
 from faceops.data.ingest import build_dataset
 from faceops.data.manifest import ManifestRow, read_manifest, write_manifest
 from faceops.data.report import build_report
-from faceops.detection import Face
+from faceops.face.detection import Face
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

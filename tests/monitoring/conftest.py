@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # traffic.py, imported by name like serving's helpers
-
-import traffic  # noqa: E402
+from tests.monitoring import traffic
 
 THRESHOLD = 0.40
 
@@ -23,7 +20,7 @@ def mon_data_root(lfw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def mon_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The pretrained model as a bundle folder with a threshold and target FAR of its own."""
-    from faceops.model import ModelBundle
+    from faceops.evaluation.bundle import ModelBundle
 
     bundle = ModelBundle.pretrained()
     bundle.threshold, bundle.target_far = THRESHOLD, 0.01
@@ -32,14 +29,14 @@ def mon_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def mon_bundle(mon_bundle_dir: Path):
-    from faceops.model import ModelBundle
+    from faceops.evaluation.bundle import ModelBundle
 
     return ModelBundle.load(mon_bundle_dir)
 
 
 @pytest.fixture(scope="session")
 def reference_dir(mon_bundle, mon_data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from faceops.monitoring_reference import compute_reference
+    from faceops.telemetry.reference import compute_reference
 
     reference = compute_reference(mon_bundle, mon_data_root)
     reference.meta["model_version"] = "1"
@@ -50,7 +47,7 @@ def reference_dir(mon_bundle, mon_data_root: Path, tmp_path_factory: pytest.Temp
 def gallery(mon_bundle, mon_data_root: Path):
     """The service's gallery: the KNOWN people's train photos (one embedding per photo)."""
     from faceops.data.manifest import read_manifest
-    from faceops.gallery import Gallery
+    from faceops.face.gallery import Gallery
 
     pipeline = mon_bundle.pipeline()
     rows = [r for r in read_manifest(mon_data_root) if r.split == "train"]
@@ -66,7 +63,7 @@ def gallery(mon_bundle, mon_data_root: Path):
 def traffic_log(lfw: Path, mon_bundle, gallery, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One request log with two windows: normal traffic, then degraded traffic (dark + blurred photos of known
     people, and strangers), both with feedback; returns the path and the windows' bounds."""
-    from serving.requestlog import RequestLog
+    from faceops.telemetry.requestlog import RequestLog
 
     path = tmp_path_factory.mktemp("mon-log") / "requests.sqlite"
     log = RequestLog(path, store_images=True)

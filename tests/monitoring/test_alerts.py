@@ -7,10 +7,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from faceops.monitoring.alerts import FileSink, LogSink, WebhookSink, make_sinks, send_all
+from faceops.monitoring.config import FileSinkConfig, LogSinkConfig, WebhookSinkConfig
 
 from faceops.errors import MonitoringError
-from monitoring.alerts import FileSink, LogSink, WebhookSink, make_sinks, send_all
-from monitoring.config import FileSinkConfig, LogSinkConfig, WebhookSinkConfig
 
 ALERT = {
     "source": "faceops-monitor",

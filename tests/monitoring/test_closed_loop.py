@@ -4,7 +4,6 @@ real webhook, retrain with kfp.local, gate, swap the service (benchmarks/closed_
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_closed_loop(tmp_path, monkeypatch):
-    from test_alerts import Receiver
-
+    from benchmarks.closed_loop import run_loop
     from faceops.settings import get_settings
-
-    sys.path.insert(0, str(ROOT))  # the repository's pipelines/ before tests/pipelines
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from closed_loop import run_loop
+    from tests.monitoring.test_alerts import Receiver
 
     for name in (
         "FACEOPS_CACHE_DIR",

@@ -31,7 +31,7 @@ def repo(tmp_path, lfw):
 
 
 def _log(path, entries, ts):
-    from serving.requestlog import FaceRecord, RequestLog, RequestRecord
+    from faceops.telemetry.requestlog import FaceRecord, RequestLog, RequestRecord
 
     log = RequestLog(path, store_images=True)
     for k, (data, truth, faces) in enumerate(entries):
@@ -44,9 +44,10 @@ def _log(path, entries, ts):
 
 
 def test_confirmed_photos_become_a_new_data_version(tmp_path, lfw, repo):
+    from faceops.monitoring.feedback_data import add_confirmed_images
+
     from faceops.data.manifest import read_manifest
     from faceops.data.versioning import list_versions
-    from monitoring.feedback_data import add_confirmed_images
 
     before = read_manifest(repo / "data")
     trained = sorted({r.identity for r in before if r.split == "train"})

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 from conftest import RecordingTrigger
-
-from monitoring.config import DriftConfig, FileSinkConfig, MonitorConfig, PolicyConfig
-from monitoring.monitor import run_once
-from monitoring.state import MonitorState
+from faceops.monitoring.config import DriftConfig, FileSinkConfig, MonitorConfig, PolicyConfig
+from faceops.monitoring.monitor import run_once
+from faceops.monitoring.state import MonitorState
 
 
 def make_config(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from faceops.monitoring.config import PolicyConfig
+from faceops.monitoring.policy import far_limit, judge
 
-from faceops.monitoring_stats import Performance, Rate
-from monitoring.config import PolicyConfig
-from monitoring.policy import far_limit, judge
+from faceops.telemetry.stats import Performance, Rate
 
 
 def window(false_accepts: int, impostors: int, correct: int = 90, labelled: int = 100) -> Performance:

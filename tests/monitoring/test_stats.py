@@ -7,7 +7,7 @@ import math
 import pytest
 
 from faceops.errors import ConfigError
-from faceops.monitoring_stats import LabelledFace, Rate, parse_duration, performance, wilson_interval
+from faceops.telemetry.stats import LabelledFace, Rate, parse_duration, performance, wilson_interval
 
 
 def test_wilson_interval_properties():
@@ -63,7 +63,7 @@ def test_parse_duration_refuses_nonsense(text):
 
 
 def test_monitor_config_from_yaml_refuses_unknown_keys_and_bad_durations(tmp_path):
-    from monitoring.config import load_monitor_config
+    from faceops.monitoring.config import load_monitor_config
 
     good = tmp_path / "good.yaml"
     good.write_text(
@@ -85,7 +85,7 @@ def test_monitor_config_from_yaml_refuses_unknown_keys_and_bad_durations(tmp_pat
 
 
 def test_state_claims_are_exclusive_within_the_cooldown(tmp_path):
-    from monitoring.state import MonitorState
+    from faceops.monitoring.state import MonitorState
 
     with MonitorState(tmp_path / "s.sqlite") as a, MonitorState(tmp_path / "s.sqlite") as b:
         claim, _ = a.claim_trigger("drift", now=1000.0, cooldown_s=3600, retry_after_s=600)

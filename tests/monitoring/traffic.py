@@ -70,11 +70,11 @@ def replay(
     feedback: bool = True,
 ) -> list[str]:
     """Recognise each (image, truth) like the service and log it with its feedback; returns request ids."""
-    from faceops.alignment import align_faces
-    from faceops.gallery import UNKNOWN
-    from faceops.images import load_image
-    from faceops.monitoring_reference import crop_quality
-    from serving.requestlog import FaceRecord, RequestRecord
+    from faceops.face.alignment import align_faces
+    from faceops.face.gallery import UNKNOWN
+    from faceops.face.images import load_image
+    from faceops.telemetry.reference import crop_quality
+    from faceops.telemetry.requestlog import FaceRecord, RequestRecord
 
     ids = []
     for k, (data, truth) in enumerate(photos):

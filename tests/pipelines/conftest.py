@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-# This folder is named like the top-level ``pipelines`` package: with ``tests/`` on sys.path (pytest's rootdir
-# import mode) it would be imported as an empty namespace package in its place. Put the repository root first.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 TRAIN_PEOPLE = ("Serena_Williams", "Hugo_Chavez", "Jean_Chretien")
 TEST_PEOPLE = ("Alejandro_Toledo", "Colin_Powell")

@@ -12,7 +12,7 @@ import yaml
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    from pipelines.run import compile_pipelines
+    from faceops.kfp.pipelines.run import compile_pipelines
 
     paths = compile_pipelines(tmp_path_factory.mktemp("compiled"))
     return {name: yaml.safe_load(path.read_text()) for name, path in paths.items()}
@@ -31,7 +31,7 @@ def _executors(spec: dict) -> set[str]:
 
 @pytest.mark.parametrize("name", ["training", "retraining"])
 def test_every_step_is_a_component(compiled: dict[str, dict], name: str) -> None:
-    from pipelines.summary import STEPS  # the step list the run summary reports on
+    from faceops.kfp.pipelines.summary import STEPS  # the step list the run summary reports on
 
     spec = compiled[name]
     assert _executors(spec) == set(STEPS) and len(STEPS) == 10
@@ -61,7 +61,7 @@ def test_parameters(compiled: dict[str, dict]) -> None:
     assert {"source", "identities_file", "min_images"} <= set(training)
     assert "source" not in retraining and retraining["reason"]["defaultValue"] == "manual"
     # the gate's defaults are the GateConfig's
-    from faceops.training_config import GateConfig
+    from faceops.training.config import GateConfig
 
     assert training["max_far_increase"]["defaultValue"] == GateConfig().max_far_increase
 

@@ -11,8 +11,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def tail() -> dict[str, torch.Tensor]:
-    from faceops.embedding import load_backbone
-    from faceops.training_features import module_order
+    from faceops.face.embedding import load_backbone
+    from faceops.training.features import module_order
 
     backbone, _ = load_backbone()
     return {
@@ -23,8 +23,8 @@ def tail() -> dict[str, torch.Tensor]:
 
 
 def test_two_ranks_end_with_identical_weights(tail: dict[str, torch.Tensor], tmp_path) -> None:
-    from faceops.training_config import TrainConfig
-    from faceops.training_ddp import ddp_train
+    from faceops.training.config import TrainConfig
+    from faceops.training.ddp import ddp_train
 
     # Cached trunk activations at the block8 cut (1792 x 3 x 3), 4 identities; 2 views (clean + mirror).
     gen = torch.Generator().manual_seed(0)
@@ -63,8 +63,8 @@ def test_two_ranks_end_with_identical_weights(tail: dict[str, torch.Tensor], tmp
 
 def test_one_worker_is_refused(tail: dict[str, torch.Tensor]) -> None:
     from faceops.errors import TrainingError
-    from faceops.training_config import TrainConfig
-    from faceops.training_ddp import ddp_train
+    from faceops.training.config import TrainConfig
+    from faceops.training.ddp import ddp_train
 
     with pytest.raises(TrainingError, match="at least 2 workers"):
         ddp_train(

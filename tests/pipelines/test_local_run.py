@@ -19,8 +19,9 @@ def _status(workspace: Path) -> list[dict]:
 
 
 def test_training_pipeline_end_to_end(workspace: Path, source_tree: Path, smoke_config: dict) -> None:
+    from faceops.kfp.pipelines.run import local_arguments, run_local
+
     from faceops import registry
-    from pipelines.run import local_arguments, run_local
 
     arguments = local_arguments(
         workspace,
@@ -48,9 +49,9 @@ def test_training_pipeline_end_to_end(workspace: Path, source_tree: Path, smoke_
     versions = registry.list_versions(arguments["tracking_uri"])
     assert [v["version"] for v in versions] == ["1"]
     assert versions[0]["aliases"] == ["champion"]
-    gate = json.loads(versions[0]["tags"]["faceops.gate"])
+    gate = json.loads(versions[0]["tags"]["faceops.evaluation.gate"])
     assert gate["promoted"] is True and "first champion" in gate["reason"]
-    metrics = json.loads(versions[0]["tags"]["faceops.metrics"])
+    metrics = json.loads(versions[0]["tags"]["faceops.evaluation.metrics"])
     assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["auc"] <= 1.0
     history = registry.champion_history(arguments["tracking_uri"])
     assert [h["version"] for h in history] == ["1"]
@@ -61,7 +62,7 @@ def test_training_pipeline_end_to_end(workspace: Path, source_tree: Path, smoke_
     assert _status(workspace)[-1]["state"] == "SUCCEEDED"
     # the monitoring reference was logged with the model at evaluation time, on the data version it was
     # evaluated on
-    from monitoring.reference import fetch_reference
+    from faceops.monitoring.reference import fetch_reference
 
     reference = fetch_reference("1", arguments["tracking_uri"], workspace.parent / "ref-cache")
     assert reference is not None and reference.meta["model_version"] == "1"
@@ -78,9 +79,10 @@ def test_training_pipeline_end_to_end(workspace: Path, source_tree: Path, smoke_
 
 def test_failed_validation_stops_the_run(workspace: Path, bad_source: Path) -> None:
     """Images below the size floor: the validate step fails, the run stops there and nothing is registered."""
+    from faceops.kfp.pipelines.run import local_arguments, run_local
+
     from faceops import registry
     from faceops.errors import PipelineError
-    from pipelines.run import local_arguments, run_local
 
     arguments = local_arguments(workspace, source=str(bad_source), validation={"face_sample": 0})
     with pytest.raises(PipelineError) as failure:

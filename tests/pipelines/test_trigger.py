@@ -21,7 +21,7 @@ from faceops.errors import ConfigError, PipelineUnavailable
     ],
 )
 def test_trigger_refuses_bad_requests(kwargs: dict, message: str) -> None:
-    from pipelines.run import trigger_retraining
+    from faceops.kfp.pipelines.run import trigger_retraining
 
     with pytest.raises(ConfigError, match=message):
         trigger_retraining(**kwargs)
@@ -29,7 +29,7 @@ def test_trigger_refuses_bad_requests(kwargs: dict, message: str) -> None:
 
 @pytest.mark.integration
 def test_trigger_on_an_unreachable_cluster_fails_clearly() -> None:
-    from pipelines.run import trigger_retraining
+    from faceops.kfp.pipelines.run import trigger_retraining
 
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
@@ -41,7 +41,7 @@ def test_trigger_on_an_unreachable_cluster_fails_clearly() -> None:
 
 
 def test_unknown_pipeline_arguments_are_refused(tmp_path: Path) -> None:
-    from pipelines.run import run_local
+    from faceops.kfp.pipelines.run import run_local
 
     with pytest.raises(ConfigError, match=r"no parameter\(s\) \['epochs'\]"):
         run_local("training", {"epochs": 3}, pipeline_root=tmp_path)
@@ -78,7 +78,7 @@ def test_cli_refuses_a_bad_run_config(tmp_path: Path) -> None:
 
 def test_infra_matches_the_components() -> None:
     """The Dockerfile installs what the components import; the manifests run the components' image."""
-    from components.image import IMAGE
+    from faceops.kfp.components.image import IMAGE
 
     infra = Path(__file__).resolve().parents[2] / "infra"
     dockerfile = (infra / "Dockerfile").read_text()

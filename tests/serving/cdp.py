@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from serving_helpers import free_port, wait_until
+
+from tests.serving.serving_helpers import free_port, wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from serving_helpers import make_settings
+
+from tests.serving.serving_helpers import make_settings
 
 BUNDLE_THRESHOLD = 0.37  # not the core default: shows the service takes the threshold from the model
 
@@ -15,7 +16,7 @@ BUNDLE_THRESHOLD = 0.37  # not the core default: shows the service takes the thr
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The pretrained model saved as a bundle with its own threshold (what MLflow would hand the service)."""
-    from faceops.model import ModelBundle
+    from faceops.evaluation.bundle import ModelBundle
 
     bundle = ModelBundle.pretrained()
     bundle.threshold, bundle.target_far = BUNDLE_THRESHOLD, 1e-3
@@ -24,7 +25,7 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def api_key() -> str:
-    from serving.security import new_api_key
+    from faceops.serving.security import new_api_key
 
     return new_api_key()
 
@@ -37,9 +38,8 @@ def key_header(api_key: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def client(bundle_dir: Path, api_key: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """One app per test module, served in-process (lifespan included)."""
+    from faceops.serving.app import create_app
     from fastapi.testclient import TestClient
-
-    from serving.app import create_app
 
     settings = make_settings(
         bundle_dir, tmp_path_factory.mktemp("state"), api_key, max_body_bytes=2 * 1024 * 1024

@@ -1,4 +1,4 @@
-"""Helpers of the serving tests (imported by name: pytest puts this folder on sys.path)."""
+"""Helpers of the serving tests."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from PIL import Image
 
 
 def make_settings(bundle_dir: Path, state_dir: Path, api_key: str, **overrides):  # type: ignore[no-untyped-def]
-    from serving.config import ServingSettings
-    from serving.security import hash_key
+    from faceops.serving.config import ServingSettings
+    from faceops.serving.security import hash_key
 
     return ServingSettings(
         bundle_dir=bundle_dir, state_dir=state_dir, api_key_hashes=[f"tests:{hash_key(api_key)}"], **overrides

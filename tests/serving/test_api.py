@@ -10,7 +10,7 @@ import pytest
 from conftest import BUNDLE_THRESHOLD
 from PIL import Image
 
-from faceops.gallery import Gallery
+from faceops.face.gallery import Gallery
 
 
 def _upload(path: Path, field: str = "image") -> dict:

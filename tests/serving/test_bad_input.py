@@ -8,12 +8,12 @@ import io
 
 import numpy as np
 import pytest
+from faceops.serving.app import create_app
 from fastapi.testclient import TestClient
 from PIL import Image
-from serving_helpers import bmp_header_only, make_settings, png_16bit
 
 from faceops.errors import ConfigError
-from serving.app import create_app
+from tests.serving.serving_helpers import bmp_header_only, make_settings, png_16bit
 
 FACE = "Colin_Powell"
 
@@ -168,6 +168,6 @@ def test_rate_limit_cors_off_and_keys_required(bundle_dir, api_key, tmp_path, fa
         )
         assert "access-control-allow-origin" not in preflight.headers
     with pytest.raises(ConfigError, match="no API keys configured"):
-        from serving.config import ServingSettings
+        from faceops.serving.config import ServingSettings
 
         create_app(ServingSettings(bundle_dir=bundle_dir, state_dir=tmp_path))

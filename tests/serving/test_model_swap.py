@@ -9,12 +9,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from faceops.serving.app import create_app
 from fastapi.testclient import TestClient
-from serving_helpers import Hammer, free_port, make_settings, wait_until
 
 from faceops import registry
-from faceops.model import ModelBundle
-from serving.app import create_app
+from faceops.evaluation.bundle import ModelBundle
+from tests.serving.serving_helpers import Hammer, free_port, make_settings, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from serving.requestlog import FaceRecord, RequestLog, RequestRecord, UnknownRequest
+from faceops.telemetry.requestlog import FaceRecord, RequestLog, RequestRecord, UnknownRequest
 
 _WRITER = """
 import os, sys, time
 from pathlib import Path
-from serving.requestlog import FaceRecord, RequestLog, RequestRecord
+from faceops.telemetry.requestlog import FaceRecord, RequestLog, RequestRecord
 log = RequestLog(Path(sys.argv[1]))
 for i in range(int(sys.argv[2])):
     log.append(RequestRecord(f"r{i}", "recognize", 200, 12.5, model_version="3",

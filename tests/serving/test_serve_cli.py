@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
+from faceops.serving.security import ApiKeys, hash_key
 
 from faceops.cli import cli
-from serving.security import ApiKeys, hash_key
 
 
 def test_new_key_stores_only_its_digest(tmp_path: Path) -> None:

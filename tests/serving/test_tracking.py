@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from faceops.cli import cli
-from faceops.tracking import FaceTracker, box_iou
+from faceops.face.tracking import FaceTracker, box_iou
 
 
 def _unit(v: list[float]) -> np.ndarray:

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 import requests
-from cdp import CHROMIUM, Browser
-from serving_helpers import LiveServer, make_settings, wait_until
+from faceops.serving.app import create_app
 
-from serving.app import create_app
+from tests.serving.cdp import CHROMIUM, Browser
+from tests.serving.serving_helpers import LiveServer, make_settings, wait_until
 
 pytestmark = [
     pytest.mark.integration,

@@ -59,7 +59,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_config(data_root: Path, tmp_path_factory: pytest.TempPathFactory):
-    from faceops.training_config import load_train_config
+    from faceops.training.config import load_train_config
 
     config = load_train_config(Path(__file__).resolve().parents[2] / "configs" / "train_smoke.yaml")
     return config.model_copy(update={"data_root": data_root, "output_dir": tmp_path_factory.mktemp("train")})
@@ -68,7 +68,7 @@ def smoke_config(data_root: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def trained(smoke_config, preprocessed):
     """One real (tiny) training run, evaluated, with its bundle saved; not logged to MLflow."""
-    from faceops.training_run import run_training
+    from faceops.training.run import run_training
 
     return run_training(smoke_config, log_to_mlflow=False)
 
@@ -76,7 +76,7 @@ def trained(smoke_config, preprocessed):
 @pytest.fixture(scope="session")
 def preprocessed(data_root: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """The tiny data version run through MTCNN once for the whole session."""
-    from faceops.preprocess import preprocess_dataset
+    from faceops.data.crops import preprocess_dataset
 
     return preprocess_dataset(
         data_root,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from faceops.errors import ConfigError
-from faceops.training_config import TrainConfig, load_train_config
+from faceops.training.config import TrainConfig, load_train_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

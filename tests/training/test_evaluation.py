@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from faceops.errors import DataValidationFailed
-from faceops.evaluation import closed_set, open_set
-from faceops.gate import decide, key_metrics, with_lfw
-from faceops.training_config import EvalConfig, GateConfig
+from faceops.evaluation.evaluate import closed_set, open_set
+from faceops.evaluation.gate import decide, key_metrics, with_lfw
+from faceops.training.config import EvalConfig, GateConfig
 
 
 def _clusters(people: int, per_person: int, spread: float, seed: int = 0):

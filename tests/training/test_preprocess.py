@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from faceops.config import AlignConfig, PreprocessConfig
+from faceops.data.crops import STATS_COLUMNS, image_stats, preprocess_dataset
 from faceops.data.manifest import read_manifest, write_manifest
 from faceops.errors import DataValidationFailed
-from faceops.preprocess import STATS_COLUMNS, image_stats, preprocess_dataset
+from faceops.face.config import AlignConfig, PreprocessConfig
 
 
 def test_stats_csv_has_one_row_per_image_with_the_contract_columns(preprocessed, data_root):
@@ -54,7 +54,7 @@ def test_another_preprocessing_config_gets_its_own_cache(data_root, cache_dir, p
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(data_root, tmp_path, monkeypatch):
-    import faceops.preprocess as pre
+    import faceops.data.crops as pre
 
     rows = read_manifest(data_root)[:12]
     root = tmp_path / "d"

@@ -11,8 +11,8 @@ import torch
 
 from faceops import registry
 from faceops.errors import ModelNotFound, RegistryError, TrackingUnavailable
-from faceops.gate import run_gate
-from faceops.model import ModelBundle
+from faceops.evaluation.bundle import ModelBundle
+from faceops.evaluation.gate import run_gate
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_gate_refuses_worse_and_identical_challengers_promotes_a_stricter_one_an
     refused = gate()
     assert not refused.promoted and refused.reason.startswith("refused:") and "FAR" in refused.reason
     assert registry.alias_version("champion") == v1 and registry.alias_version("challenger") == v2
-    tag = json.loads(next(v for v in registry.list_versions() if v["version"] == v2)["tags"]["faceops.gate"])
+    tag = json.loads(next(v for v in registry.list_versions() if v["version"] == v2)["tags"]["faceops.evaluation.gate"])
     assert tag["promoted"] is False and tag["champion"] == v1
 
     registry.log_bundle(pretrained)  # the champion again: nothing would change

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from faceops.embedding import load_backbone
 from faceops.errors import TrainingError
-from faceops.model import ModelBundle
-from faceops.training import ArcFaceHead, fit
-from faceops.training_config import AugmentConfig
-from faceops.training_features import TrunkCache, augment_crop, module_order
+from faceops.evaluation.bundle import ModelBundle
+from faceops.face.embedding import load_backbone
+from faceops.training.config import AugmentConfig
+from faceops.training.features import TrunkCache, augment_crop, module_order
+from faceops.training.fit import ArcFaceHead, fit
 
 
 def test_a_run_trains_both_stages_and_saves_a_loadable_bundle(trained, smoke_config):
@@ -64,7 +64,7 @@ def test_plots_and_report_are_written(trained):
 def test_resume_after_an_interruption_gives_the_same_model(
     smoke_config, preprocessed, trained, cache_dir, tmp_path, monkeypatch
 ):
-    import faceops.training as training
+    import faceops.training.fit as training
 
     def run(checkpoint, fail_at=None):
         model, _ = load_backbone()

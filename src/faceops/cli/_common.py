@@ -11,8 +11,8 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from faceops.config import PreprocessConfig
 from faceops.errors import FaceOpsError, InvalidImage, NoFaceDetected
+from faceops.face.config import PreprocessConfig
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_NO_FACE = 0, 1, 2, 3, 4
 EXIT_CODES_HELP = (

@@ -229,8 +229,8 @@ def validate(
     as_json: bool,
 ) -> None:
     """Validate a data version with Great Expectations; exits 1 when an expectation fails."""
-    from faceops.config import load_yaml_config
     from faceops.data.validation import ValidationConfig, validate_dataset
+    from faceops.face.config import load_yaml_config
 
     config = load_yaml_config(config_path, ValidationConfig) if config_path else ValidationConfig()
     if face_sample is not None:

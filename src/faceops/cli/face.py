@@ -16,12 +16,12 @@ from faceops.cli._common import (
     load_preprocess,
     progress,
 )
-from faceops.config import DEFAULT_THRESHOLD
 from faceops.errors import FaceOpsError, InvalidImage
-from faceops.gallery import Gallery
-from faceops.images import iter_image_paths, load_image
-from faceops.pipeline import FacePipeline
-from faceops.render import save_annotated
+from faceops.face.config import DEFAULT_THRESHOLD
+from faceops.face.gallery import Gallery
+from faceops.face.images import iter_image_paths, load_image
+from faceops.face.recognizer import FaceRecognizer
+from faceops.face.render import save_annotated
 
 threshold_option = click.option(
     "--threshold", type=click.FloatRange(-1.0, 1.0), default=DEFAULT_THRESHOLD, show_default=True,
@@ -48,7 +48,7 @@ def detect(inputs: tuple[Path, ...], out: Path, min_face_size: int | None, confi
     config = load_preprocess(config_path)
     if min_face_size:
         config = config.model_copy(update={"detector": config.detector.model_copy(update={"min_face_size": min_face_size})})
-    pipeline = FacePipeline(config)
+    pipeline = FaceRecognizer(config)
     paths = list(iter_image_paths(inputs))
     failures, results, no_face = Failures(), [], 0
     out.mkdir(parents=True, exist_ok=True)
@@ -93,7 +93,7 @@ def _unique_stem(path: Path, out: Path) -> str:
 @json_option
 def enroll(folder: Path, gallery_path: Path, config_path: Path | None, as_json: bool) -> None:
     """Enroll FOLDER (one sub-folder of photos per identity) into a gallery."""
-    pipeline = FacePipeline(load_preprocess(config_path))
+    pipeline = FaceRecognizer(load_preprocess(config_path))
     gallery = Gallery.open_or_create(gallery_path, pipeline.model_id)
     people = sorted(p for p in folder.iterdir() if p.is_dir())
     if not people:
@@ -134,7 +134,7 @@ def enroll(folder: Path, gallery_path: Path, config_path: Path | None, as_json: 
 def recognize(inputs: tuple[Path, ...], gallery_path: Path, threshold: float, top_k: int, out: Path | None,
               config_path: Path | None, as_json: bool) -> None:
     """Identify every face in IMAGES or folders against a gallery ('unknown' below the threshold)."""
-    pipeline = FacePipeline(load_preprocess(config_path))
+    pipeline = FaceRecognizer(load_preprocess(config_path))
     gallery = Gallery.load(gallery_path)
     gallery.check_model(pipeline.model_id)
     failures, results, no_face = Failures(), [], 0
@@ -182,12 +182,12 @@ def verify(images: tuple[Path, ...], pairs_path: Path | None, root: Path | None,
            roc_path: Path | None, scores_out: Path | None, threshold: float, config_path: Path | None,
            as_json: bool) -> None:
     """Verify two photos (A B), or run the LFW protocol on a pairs file (--pairs)."""
-    from faceops.verification import score_pairs, verify_images
+    from faceops.face.verification import score_pairs, verify_images
 
     if pairs_path is None:
         if len(images) != 2:
             raise click.UsageError("give two images (A B), or --pairs FILE")
-        pipeline = FacePipeline(load_preprocess(config_path))
+        pipeline = FaceRecognizer(load_preprocess(config_path))
         similarity = verify_images(pipeline, images[0], images[1])
         payload = {"a": str(images[0]), "b": str(images[1]), "similarity": round(similarity, 6),
                    "threshold": threshold, "same": similarity >= threshold}
@@ -199,17 +199,17 @@ def verify(images: tuple[Path, ...], pairs_path: Path | None, root: Path | None,
         return
     if images:
         raise click.UsageError("give either two images or --pairs, not both")
-    from faceops.pairs import read_pairs
+    from faceops.evaluation.pairs import read_pairs
 
     fold_list = [int(f) for f in folds.split(",")] if folds else None
     pairs = read_pairs(pairs_path, root or pairs_path.parent, fold_list)
-    pipeline = FacePipeline(load_preprocess(config_path))
+    pipeline = FaceRecognizer(load_preprocess(config_path))
     n_images = len({p.a for p in pairs} | {p.b for p in pairs})
     with progress(total=n_images, desc="embed") as bar:
         scored = score_pairs(pipeline, pairs, no_face=no_face, progress=bar.update)  # type: ignore[arg-type]
     report = scored.report()
     if roc_path:
-        from faceops.plots import plot_roc
+        from faceops.evaluation.plots import plot_roc
 
         plot_roc(scored.scores, scored.labels, roc_path)
     if scores_out:

@@ -56,7 +56,7 @@ def preprocess(
 ) -> None:
     """Detect and align every face of a data version once (cached, resumable) and write per-image
     statistics."""
-    from faceops.preprocess import preprocess_dataset
+    from faceops.data.crops import preprocess_dataset
 
     result = preprocess_dataset(
         data_root or Path("data"), load_preprocess(pre_path), stats_path=stats_path, chunk=chunk
@@ -103,8 +103,8 @@ def train(
 ) -> None:
     """Fine-tune the embedder on a data version, evaluate it, save the bundle and register it as
     challenger."""
-    from faceops.training_config import load_train_config
-    from faceops.training_run import flat_metrics, run_training
+    from faceops.training.config import load_train_config
+    from faceops.training.run import flat_metrics, run_training
 
     config = load_train_config(config_path)
     updates = {k: v for k, v in (("data_root", data_root), ("output_dir", out)) if v is not None}
@@ -126,7 +126,7 @@ def train(
         "timings": result.report["timings"],
     }
     if then_promote and result.version:
-        from faceops.gate import run_gate
+        from faceops.evaluation.gate import run_gate
 
         summary["gate"] = run_gate(
             config.data_root, config.gate, config.evaluation, result.version, tracking_uri, lfw_pairs=config.lfw_pairs
@@ -193,9 +193,9 @@ def evaluate(
 ) -> None:
     """Closed-set identification, open-set verification (and LFW pairs) of one or more models on a data
     version."""
-    from faceops.model import ModelBundle
-    from faceops.training_config import LfwPairsConfig, load_train_config
-    from faceops.training_run import evaluate_bundles, flat_metrics
+    from faceops.evaluation.bundle import ModelBundle
+    from faceops.training.config import LfwPairsConfig, load_train_config
+    from faceops.training.run import evaluate_bundles, flat_metrics
 
     config = load_train_config(config_path)
     bundles = {}
@@ -283,8 +283,8 @@ def promote(
     as_json: bool,
 ) -> None:
     """Evaluate challenger and champion on the same data and move 'champion' only if the gate passes."""
-    from faceops.gate import run_gate
-    from faceops.training_config import load_train_config
+    from faceops.evaluation.gate import run_gate
+    from faceops.training.config import load_train_config
 
     config = load_train_config(config_path)
     decision = run_gate(

@@ -26,7 +26,7 @@ _config_option = click.option(
 
 
 def _load(config_path: Path | None, **overrides: Any) -> Any:
-    from monitoring.config import MonitorConfig, load_monitor_config
+    from faceops.monitoring.config import MonitorConfig, load_monitor_config
 
     config = load_monitor_config(config_path)
     changes = {k: v for k, v in overrides.items() if v is not None}
@@ -77,8 +77,8 @@ def run_command(
     Exit code 0 whatever the verdict (the verdict is in the output, the report and the decision log), 1 when a
     single run could not judge at all (action 'error').
     """
-    from faceops.monitoring_stats import parse_duration
-    from monitoring.monitor import run_every, run_once
+    from faceops.monitoring.monitor import run_every, run_once
+    from faceops.telemetry.stats import parse_duration
 
     config = _load(config_path, window=window, request_log=request_log)
     if no_trigger:
@@ -126,9 +126,9 @@ def reference_command(
     """Compute a model's monitoring reference and log it with the model version's MLflow run."""
     from faceops.cli._common import progress
     from faceops.errors import ConfigError
-    from faceops.model import ModelBundle
-    from faceops.monitoring_reference import compute_reference
-    from monitoring import reference as store
+    from faceops.evaluation.bundle import ModelBundle
+    from faceops.monitoring import reference as store
+    from faceops.telemetry.reference import compute_reference
 
     config = _load(config_path)
     if no_mlflow and not out:
@@ -162,7 +162,7 @@ def reference_command(
 @json_option
 def decisions_command(config_path: Path | None, limit: int, as_json: bool) -> None:
     """The monitor's recorded decisions, newest first, with their reasons."""
-    from monitoring.state import MonitorState
+    from faceops.monitoring.state import MonitorState
 
     config = _load(config_path)
     with MonitorState(config.state_path) as state:

@@ -82,9 +82,9 @@ def _run_options(func: Any) -> Any:
 
 def _collect(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """Pipeline arguments from the options that were given (paths made absolute, YAML files read)."""
-    from faceops.config import load_yaml_config
     from faceops.data.validation import ValidationConfig
-    from faceops.training_config import TrainConfig
+    from faceops.face.config import load_yaml_config
+    from faceops.training.config import TrainConfig
 
     if name == "retraining":
         if options.get("source") or options.get("identities_file") or options.get("min_images"):
@@ -117,10 +117,10 @@ def pipeline() -> None:
     show_default=True,
     help="Folder for <pipeline>.yaml.",
 )
-@click.option("--image", help="Container image of the components (default: components.image.IMAGE).")
+@click.option("--image", help="Container image of the components (default: faceops.kfp.components.image.IMAGE).")
 def compile_(out: Path, image: str | None) -> None:
     """Write the pipeline YAML files that the Kubeflow UI uploads."""
-    from pipelines.run import compile_pipelines
+    from faceops.kfp.pipelines.run import compile_pipelines
 
     for name, path in compile_pipelines(out, image=image).items():
         click.echo(f"{name}: {path}")
@@ -148,8 +148,8 @@ def run(
     """Run a whole pipeline and wait for it; prints what happened and where to look."""
     if not local:
         raise click.UsageError("give --local (kfp.local on this machine), or use 'faceops pipeline submit'")
-    from pipelines.run import local_arguments, run_local
-    from pipelines.summary import render, summarize
+    from faceops.kfp.pipelines.run import local_arguments, run_local
+    from faceops.kfp.pipelines.summary import render, summarize
 
     arguments = local_arguments(repo or Path("."), **_collect(name, options))
     result = run_local(name, arguments, pipeline_root=pipeline_root, caching=not no_cache)
@@ -162,7 +162,7 @@ def run(
 
 @pipeline.command()
 @click.option("--host", required=True, help="Kubeflow Pipelines API, e.g. http://127.0.0.1:8080.")
-@click.option("--image", help="Container image of the components (default: components.image.IMAGE).")
+@click.option("--image", help="Container image of the components (default: faceops.kfp.components.image.IMAGE).")
 @click.option("--experiment", default="faceops", show_default=True, help="Kubeflow experiment.")
 @click.option("--tracking-uri", help="MLflow tracking URI the steps log to (as the cluster sees it).")
 @_run_options
@@ -178,7 +178,7 @@ def submit(
     **options: Any,
 ) -> None:
     """Upload a pipeline to a Kubeflow Pipelines cluster and start a run (returns at once)."""
-    from pipelines.run import submit as submit_run
+    from faceops.kfp.pipelines.run import submit as submit_run
 
     arguments = _collect(name, options)
     if repo is not None:

@@ -65,7 +65,7 @@ def serve(
     workers: int,
 ) -> None:
     """Run the FaceOps HTTP service (OpenAPI docs at /docs, web page at /ui)."""
-    from serving.security import hash_key, new_api_key
+    from faceops.serving.security import hash_key, new_api_key
 
     if new_key:
         if api_keys_file is None:
@@ -87,7 +87,7 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
-    from serving.config import ServingSettings
+    from faceops.serving.config import ServingSettings
 
     overrides = {
         k: v
@@ -106,7 +106,7 @@ def serve(
         settings = ServingSettings(**overrides)
     except ValidationError as exc:
         raise ConfigError("service settings: " + "; ".join(e["msg"] for e in exc.errors())) from exc
-    from serving.app import create_app
+    from faceops.serving.app import create_app
 
     create_app(settings)  # fail here, with a clear message, on bad settings (e.g. no API keys)
     # uvicorn's worker processes rebuild the app from the environment through the factory.
@@ -115,7 +115,7 @@ def serve(
             json.dumps(value) if isinstance(value, list) else str(value)
         )
     uvicorn.run(
-        "serving.app:create_app",
+        "faceops.serving.app:create_app",
         factory=True,
         host=host,
         port=port,
@@ -174,11 +174,11 @@ def watch(
     """Recognise and track faces in a webcam or video file; write an annotated video."""
     import cv2
 
-    from faceops.gallery import Gallery
-    from faceops.images import iter_image_paths
-    from faceops.model import ModelBundle
-    from faceops.render import draw_faces
-    from faceops.tracking import FaceTracker, recognize_frames
+    from faceops.evaluation.bundle import ModelBundle
+    from faceops.face.gallery import Gallery
+    from faceops.face.images import iter_image_paths
+    from faceops.face.render import draw_faces
+    from faceops.face.tracking import FaceTracker, recognize_frames
 
     if gallery_path and known:
         raise click.UsageError("give --gallery or --known, not both")

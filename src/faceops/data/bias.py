@@ -33,7 +33,7 @@ ITA_CATEGORIES = (
 
 
 def skin_tone_ita(image: np.ndarray, face: object) -> float:
-    """ITA in degrees of the cheek patch of ``face`` (a :class:`faceops.detection.Face`) in an RGB image."""
+    """ITA in degrees of the cheek patch of ``face`` (a :class:`faceops.face.detection.Face`) in an RGB image."""
     landmarks = np.asarray(face.landmarks, dtype=np.float64)  # type: ignore[attr-defined]
     eyes_y = (landmarks[0, 1] + landmarks[1, 1]) / 2
     mouth_y = (landmarks[3, 1] + landmarks[4, 1]) / 2

@@ -27,7 +27,7 @@ from PIL import Image
 
 from faceops.data.manifest import ManifestRow
 from faceops.errors import DataValidationFailed, InvalidImage
-from faceops.images import load_image
+from faceops.face.images import load_image
 
 __all__ = ["FACE_COLUMNS", "face_facts", "image_facts", "read_stats", "sample_paths"]
 
@@ -115,12 +115,12 @@ def face_facts(
     Args:
         root: the data folder.
         paths: the images to look at (use :func:`sample_paths` to keep this fast).
-        detector: a :class:`faceops.detection.FaceDetector` (default: one with the default config).
+        detector: a :class:`faceops.face.detection.FaceDetector` (default: one with the default config).
         batch_size: images per MTCNN batch.
         progress: called with the number of images done after each batch.
     """
     from faceops.data.bias import skin_tone_ita
-    from faceops.detection import FaceDetector, select_subject
+    from faceops.face.detection import FaceDetector, select_subject
 
     detector = detector or FaceDetector()
     root = Path(root)

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from faceops.data.manifest import MANIFEST_NAME, ManifestRow, write_manifest
 from faceops.data.splits import SplitConfig, assign_splits
 from faceops.errors import DatasetError, InvalidImage
-from faceops.images import IMAGE_SUFFIXES, load_image
+from faceops.face.images import IMAGE_SUFFIXES, load_image
 
 __all__ = [
     "IMPORT_INFO",

@@ -124,7 +124,7 @@ def build_report(
         stats: precomputed per-image statistics to use instead of running the detector.
         face_sample: images run through the face detector when no statistics are given (0: no face section).
         seed: picks the sample.
-        detector: a :class:`faceops.detection.FaceDetector` to reuse.
+        detector: a :class:`faceops.face.detection.FaceDetector` to reuse.
         progress: called with the number of images processed.
     """
     root, out = Path(data_root), Path(out_dir)

@@ -201,7 +201,7 @@ def validate_dataset(
         config: thresholds.
         stats: precomputed per-image statistics (``path, face_found, ...``); else a sample is detected.
         out_dir: where ``validation.json`` and ``data_docs/`` go (None: nothing is written).
-        detector: a :class:`faceops.detection.FaceDetector` to reuse.
+        detector: a :class:`faceops.face.detection.FaceDetector` to reuse.
         progress: called with the number of images processed.
 
     Raises:

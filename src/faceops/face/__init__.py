@@ -1,0 +1,1 @@
+"""The face path: images, detection, alignment, embedding, the gallery, verification, tracking and the video loop."""

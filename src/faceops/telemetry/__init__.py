@@ -1,0 +1,2 @@
+"""What the service records and monitoring reads: the request-log schema (one writer, one reader), the monitoring
+reference and its statistics."""
