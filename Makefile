@@ -15,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv run demo test test-all lint bench bench-lfw bench-finetune closed-loop serve monitor clean
+.PHONY: help venv browser run demo test test-all lint bench bench-lfw bench-finetune closed-loop serve monitor clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,15 +39,31 @@ run: venv ## The main job: import LFW people with >= 10 images (or DATA=folder),
 demo: venv ## Face-core demo: enrol LFW people, recognise new photos and strangers (outputs/demo)
 	$(PY) -m faceops.demo --shared $(SHARED)
 
-test: venv ## The tests (fast tier: unit + integration, no slow markers)
+# The web-page tests drive the page in headless Chromium (tests/serving/test_web.py); without it they are skipped.
+BROWSER_MISSING := chromium not found: the web-page tests (tests/serving/test_web.py) will be SKIPPED. \
+  Install it with 'sudo apt-get install -y chromium' (Debian; any chromium or chromium-browser on PATH works), \
+  then run make test again.
+
+browser: ## Install Debian's chromium for the web-page tests when missing (as root or with passwordless sudo)
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true >/dev/null 2>&1; then sudo="sudo -n"; else sudo=no; fi; \
+	if [ "$$sudo" != no ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing chromium (Debian package) for the web-page tests..."; \
+	  { $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	    || echo "apt-get could not install chromium"; \
+	fi; \
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || echo "NOTE: $(BROWSER_MISSING)"
+
+test: venv browser ## The tests (fast tier: unit + integration, no slow markers); installs chromium when it can
 	@test -d $(SHARED)/datasets || { echo "$(SHARED)/datasets not found: the tests read real images from ../shared"; exit 1; }
 	$(PY) -m pytest -m "not slow and not benchmark" $(PYTEST_ARGS)
 
-test-all: venv ## Every test, slow ones included
+test-all: venv browser ## Every test, slow ones included
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
-lint: venv ## Ruff lint
+lint: venv ## Ruff lint and mypy type check
 	$(VENV)/bin/ruff check src tests benchmarks serving monitoring components pipelines
+	$(VENV)/bin/mypy src serving monitoring components pipelines
 
 bench: venv ## Face-core and serving benchmarks (JSON under benchmarks/results/)
 	$(PY) benchmarks/bench_core.py --out benchmarks/results/core.json

@@ -116,7 +116,8 @@ def main() -> int:
     if args.augment_copies is not None:
         updates["augment"] = base.augment.model_copy(update={"copies": args.augment_copies})
     config = base.model_copy(update=updates)
-    result = run_training(config)
+    cache_dir = Path(os.environ["FACEOPS_CACHE_DIR"])
+    result = run_training(config, cache_dir=cache_dir)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     (args.work / "train_report.partial.json").write_text(json.dumps(result.report, indent=2, default=str))
     # The pretrained model, calibrated the same way, becomes the champion the fine-tuned challenger must beat.
@@ -129,7 +130,7 @@ def main() -> int:
     )
     registry.set_alias(registry.CHAMPION, baseline, "benchmark baseline: the pretrained model")
     registry.set_alias(registry.CHALLENGER, result.version, "fine-tuned challenger")
-    decision = run_gate(data, config.gate, config.evaluation, lfw_pairs=config.lfw_pairs)
+    decision = run_gate(data, config.gate, config.evaluation, lfw_pairs=config.lfw_pairs, cache_dir=cache_dir)
     models = result.report["models"]
     summary = {
         "machine": {"cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},

@@ -16,7 +16,7 @@ def data_version(
     min_images: int,
     remote: str,
     dataset: Output[Dataset],
-) -> NamedTuple("DataVersion", [("data_dir", str), ("md5", str), ("rev", str), ("info", dict)]):
+) -> NamedTuple("DataVersion", [("data_dir", str), ("md5", str), ("rev", str), ("info", dict)]):  # type: ignore[valid-type]  # kfp's idiom
     """Make the wanted data version current in ``repo``; outputs its folder, DVC md5 (cache key) and rev."""
     import json
     import shutil
@@ -25,13 +25,15 @@ def data_version(
 
     from faceops.kfp.components._io import folder
 
+    from faceops.data.versioning import pointer_path
     from faceops.steps.data import prepare_data
 
     info = prepare_data(repo, source, version, identities_file, min_images, remote=remote)
     out = folder(dataset)
-    shutil.copyfile(Path(repo) / "data.dvc", out / "data.dvc")
+    pointer = pointer_path(repo)
+    shutil.copyfile(pointer, out / pointer.name)
     shutil.copyfile(Path(info["data_dir"]) / "manifest.csv", out / "manifest.csv")
     (out / "version.json").write_text(json.dumps(info, indent=2))
     dataset.metadata.update({k: info[k] for k in ("rev", "md5", "images", "identities")})
-    result = namedtuple("DataVersion", ["data_dir", "md5", "rev", "info"])
-    return result(info["data_dir"], info["md5"], info["rev"], info)
+    DataVersion = namedtuple("DataVersion", ["data_dir", "md5", "rev", "info"])
+    return DataVersion(info["data_dir"], info["md5"], info["rev"], info)

@@ -18,11 +18,11 @@ def evaluate(
     """Evaluate ``model`` on the data version: ``report.json``, ROC and confusion-matrix PNGs, HTML."""
     import shutil
 
-    from faceops.kfp.components._io import folder, log_metrics
+    from faceops.kfp.components._io import cache_root, folder, log_metrics
 
     from faceops.steps.model import evaluate_step
 
     out = folder(evaluation)
-    values = evaluate_step(model.path, data_dir, run_config, out, cache_dir)
+    values = evaluate_step(model.path, data_dir, run_config, out, cache_root(cache_dir))
     log_metrics(metrics, values)
     shutil.copyfile(out / "report.html", report.path)

@@ -23,10 +23,14 @@ def plan_shards(data_dir: str, md5: str, shards: int) -> list[dict]:
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def preprocess_shard(work: dict, run_config: dict, cache_dir: str) -> dict:
     """MTCNN + alignment of one shard (``work`` from :func:`plan_shards`) into the shared crop cache."""
+    from faceops.kfp.components._io import cache_root, progress
+
     from faceops.steps.data import preprocess_shard as run_shard
 
     shard, shards = int(work["shard"]), int(work["shards"])
-    counts = run_shard(work["data_dir"], run_config, shard, shards, cache_dir)
+    counts = run_shard(
+        work["data_dir"], run_config, shard, shards, cache_root(cache_dir), progress("preprocess-shard", "img")
+    )
     print(f"data version {work['md5']}, shard {shard}/{shards}: {counts}")
     return counts
 
@@ -42,11 +46,11 @@ def preprocess_merge(
     metrics: Output[Metrics],
 ):
     """Gather the shards: write ``stats.csv`` and ``preprocess.json`` of the whole data version."""
-    from faceops.kfp.components._io import folder, log_metrics
+    from faceops.kfp.components._io import cache_root, folder, log_metrics
 
     from faceops.steps.data import preprocess_all
 
-    values = preprocess_all(data_dir, run_config, folder(preprocessed), cache_dir)
+    values = preprocess_all(data_dir, run_config, folder(preprocessed), cache_root(cache_dir))
     values["shards"] = float(len(shard_counts))
     preprocessed.metadata.update({"md5": md5, **values})
     log_metrics(metrics, values)

@@ -28,6 +28,8 @@ def register_and_gate(
     import json
     from pathlib import Path
 
+    from faceops.kfp.components._io import cache_root
+
     from faceops.steps.model import register_and_gate as run
 
     gate = {
@@ -36,7 +38,15 @@ def register_and_gate(
         "min_tar_at_far": min_tar_at_far,
     }
     out = run(
-        model.path, evaluation.path, data_dir, run_config, gate, tracking_uri, cache_dir, data_info, trigger
+        model.path,
+        evaluation.path,
+        data_dir,
+        run_config,
+        cache_dir=cache_root(cache_dir),
+        gate=gate,
+        tracking_uri=tracking_uri,
+        data_info=data_info,
+        trigger=trigger,
     )
     registered.metadata.update(out)
     Path(registered.path).parent.mkdir(parents=True, exist_ok=True)

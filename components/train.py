@@ -19,12 +19,12 @@ def train(
     """Fine-tune (``workers`` > 1: torch DDP over that many processes); the model is a bundle folder."""
     import shutil
 
-    from faceops.kfp.components._io import folder, log_metrics
+    from faceops.kfp.components._io import cache_root, folder, log_metrics, progress
 
     from faceops.steps.model import train_step
 
     out = folder(model)
-    values = train_step(data_dir, run_config, out, cache_dir, workers)
+    values = train_step(data_dir, run_config, out, cache_root(cache_dir), workers, progress("train", "epoch"))
     model.metadata.update(
         {"framework": "pytorch", "format": "faceops-bundle", "preprocessed": preprocessed.uri}
     )

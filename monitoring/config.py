@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from faceops.errors import ConfigError
-from faceops.face.config import load_yaml_config
+from faceops.face.config import StrictConfig, load_yaml_config
 from faceops.telemetry.stats import parse_duration
 
 __all__ = [
@@ -29,10 +29,6 @@ __all__ = [
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _duration(value: object) -> float:
     try:
         return parse_duration(value)  # type: ignore[arg-type]
@@ -40,7 +36,7 @@ def _duration(value: object) -> float:
         raise ValueError(str(exc)) from exc
 
 
-class DriftConfig(_Strict):
+class DriftConfig(StrictConfig):
     """How drift is measured (Evidently)."""
 
     method: str | None = Field(
@@ -63,7 +59,7 @@ class DriftConfig(_Strict):
     min_embeddings: int = Field(default=20, ge=5, description="Fewer embeddings in a window: not tested.")
 
 
-class PolicyConfig(_Strict):
+class PolicyConfig(StrictConfig):
     """When a window raises an alarm, and when an alarm starts a retraining."""
 
     min_faces: int = Field(default=50, ge=1, description="Fewer faces in a window: drift is not judged.")
@@ -116,12 +112,12 @@ class PolicyConfig(_Strict):
     _durations = field_validator("cooldown", "retry_after", mode="before")(_duration)
 
 
-class LogSinkConfig(_Strict):
+class LogSinkConfig(StrictConfig):
     type: Literal["log"] = "log"
     level: Literal["INFO", "WARNING", "ERROR"] = "WARNING"
 
 
-class WebhookSinkConfig(_Strict):
+class WebhookSinkConfig(StrictConfig):
     type: Literal["webhook"] = "webhook"
     url: str = Field(pattern=r"^https?://", description="Receives the alert as a JSON POST.")
     timeout_s: float = Field(default=5.0, gt=0, le=60)
@@ -129,7 +125,7 @@ class WebhookSinkConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict, description="E.g. an Authorization header.")
 
 
-class FileSinkConfig(_Strict):
+class FileSinkConfig(StrictConfig):
     type: Literal["file"] = "file"
     path: Path = Field(description="Alerts are appended here, one JSON object per line.")
 
@@ -137,7 +133,11 @@ class FileSinkConfig(_Strict):
 SinkConfig = Annotated[LogSinkConfig | WebhookSinkConfig | FileSinkConfig, Field(discriminator="type")]
 
 
-class TriggerConfig(_Strict):
+def _log_sink_only() -> list[SinkConfig]:
+    return [LogSinkConfig()]
+
+
+class TriggerConfig(StrictConfig):
     """How a retraining starts."""
 
     enabled: bool = Field(default=True, description="False: alarms only alert.")
@@ -158,7 +158,7 @@ class TriggerConfig(_Strict):
     )
 
 
-class MonitorConfig(_Strict):
+class MonitorConfig(StrictConfig):
     """Everything one monitor run depends on."""
 
     request_log: Path = Field(
@@ -192,7 +192,7 @@ class MonitorConfig(_Strict):
     log_to_mlflow: bool = True
     drift: DriftConfig = DriftConfig()
     policy: PolicyConfig = PolicyConfig()
-    alerts: list[SinkConfig] = Field(default_factory=lambda: [LogSinkConfig()])
+    alerts: list[SinkConfig] = Field(default_factory=_log_sink_only)
     trigger: TriggerConfig = TriggerConfig()
 
     _durations = field_validator("window", mode="before")(_duration)

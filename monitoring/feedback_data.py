@@ -15,7 +15,6 @@ import hashlib
 import io
 import os
 import shutil
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -23,33 +22,20 @@ from PIL import Image, UnidentifiedImageError
 
 from faceops.data.manifest import ManifestRow, read_manifest, write_manifest
 from faceops.data.versioning import DATA_DIR, ensure_repo, record_version, replace_data, staging_dir
-from faceops.errors import MonitoringError
+from faceops.telemetry.requestlog import RequestLogReader
 from faceops.telemetry.stats import NON_MATED
 
 __all__ = ["add_confirmed_images", "confirmed_images"]
 
-_SQL = """
-SELECT r.request_id, r.image, fb.truth FROM requests r JOIN feedback fb ON fb.request_id = r.request_id
-WHERE r.ts >= ? AND r.ts < ? AND r.endpoint = 'recognize' AND r.n_faces = 1 AND fb.face_index = 0
-  AND r.image IS NOT NULL ORDER BY fb.ts
-"""
-
-
 def confirmed_images(log_path: str | Path, start: float, end: float) -> dict[str, tuple[str, bytes]]:
     """``request_id -> (identity, image bytes)`` of single-face recognize requests with identity feedback."""
-    try:
-        db = sqlite3.connect(f"file:{Path(log_path).resolve()}?mode=ro", uri=True, timeout=10)
-        try:
-            rows = db.execute(_SQL, (start, end)).fetchall()
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as exc:
-        raise MonitoringError(f"cannot read confirmed images from {log_path}: {exc}") from exc
+    with RequestLogReader(log_path) as log:
+        rows = log.confirmed_images(start, end)
     out = {}
-    for request_id, image, truth in rows:  # later feedback replaces earlier
-        truth = str(truth).strip()
-        if truth and truth.lower() not in NON_MATED and truth != "genuine" and isinstance(image, bytes):
-            out[str(request_id)] = (truth, image)
+    for row in rows:  # oldest first: later feedback replaces earlier
+        truth = str(row.truth).strip()
+        if truth and truth.lower() not in NON_MATED and truth != "genuine":
+            out[row.request_id] = (truth, row.image)
     return out
 
 

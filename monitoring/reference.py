@@ -33,27 +33,11 @@ def champion_version(uri: str | None) -> str:
     return version
 
 
-def _run_id(version: str, uri: str | None) -> str:
-    from faceops import registry
-
-    for row in registry.list_versions(uri):
-        if row["version"] == str(version) and row.get("run_id"):
-            return str(row["run_id"])
-    raise ModelNotFound(f"model version {version} has no MLflow run to hold its monitoring reference")
-
-
-def _client(uri: str | None):  # type: ignore[no-untyped-def]
-    from mlflow.tracking import MlflowClient
-
-    from faceops import registry
-
-    resolved = registry.tracking_uri(uri)
-    return MlflowClient(tracking_uri=resolved, registry_uri=resolved)
-
-
 def log_reference(reference: Reference, version: str, uri: str | None = None) -> str:
     """Log ``reference`` as the ``monitoring_reference`` artifact of ``version``'s run; returns the run id."""
-    run_id = _run_id(version, uri)
+    from faceops import registry
+
+    run_id = registry.version_run_id(version, uri)
     reference.meta = {**reference.meta, "model_version": str(version)}
     try:
         log_to_run(reference, run_id, uri)
@@ -64,26 +48,22 @@ def log_reference(reference: Reference, version: str, uri: str | None = None) ->
 
 def fetch_reference(version: str, uri: str | None, cache_dir: Path) -> Reference | None:
     """The reference logged with ``version`` (cached under ``cache_dir``), or ``None`` if it has none."""
-    from mlflow.exceptions import MlflowException
+    from faceops import registry
 
     local = cache_dir / f"reference-v{version}"
     if (local / "reference.json").is_file():
         return Reference.load(local)
-    run_id = _run_id(version, uri)
-    client = _client(uri)
-    try:
-        if not any(a.path == ARTIFACT_PATH for a in client.list_artifacts(run_id)):
+    run_id = registry.version_run_id(version, uri)
+    with tempfile.TemporaryDirectory(prefix="faceops-reference-") as tmp:
+        got = registry.download_artifacts(
+            run_id, ARTIFACT_PATH, tmp, uri, context=f"cannot fetch the monitoring reference of version {version}"
+        )
+        if got is None:
             return None
-        with tempfile.TemporaryDirectory(prefix="faceops-reference-") as tmp:
-            got = Path(client.download_artifacts(run_id, ARTIFACT_PATH, tmp))
-            reference = Reference.load(got)
-            local.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(local, ignore_errors=True)
-            shutil.copytree(got, local)
-    except MlflowException as exc:
-        raise RegistryError(
-            f"cannot fetch the monitoring reference of version {version}: {exc.message}"
-        ) from exc
+        reference = Reference.load(got)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(local, ignore_errors=True)
+        shutil.copytree(got, local)
     return reference
 
 

@@ -1,16 +1,15 @@
 """A window of the service's request log: per-face features, labelled faces, and what could not be used.
 
-The log is the SQLite file ``serving/requestlog.py`` writes (its column contract, ``SCHEMA_VERSION`` 1). It is
-opened read-only, so the monitor never blocks or changes the service's writes (WAL lets readers run beside the
-writer). SQLite does not enforce column types, so every value is checked: a face row with a missing or
-out-of-range feature (text in a number column, a probability above 1, a NaN) is left out and listed in
-``Window.rejected`` with the reason, never allowed to crash the run or skew the statistics.
+The log is read through :class:`faceops.telemetry.requestlog.RequestLogReader`, the one reader of the file the
+service writes: it opens it read-only (the monitor never blocks or changes the service's writes) and refuses a
+log of another ``SCHEMA_VERSION``. SQLite does not enforce column types, so every value is checked here: a face
+row with a missing or out-of-range feature (text in a number column, a probability above 1, a NaN) is left out
+and listed in ``Window.rejected`` with the reason, never allowed to crash the run or skew the statistics.
 """
 
 from __future__ import annotations
 
 import math
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from faceops.errors import MonitoringError
 from faceops.telemetry.reference import FEATURES
+from faceops.telemetry.requestlog import FeedbackRow, RequestLogReader
 from faceops.telemetry.stats import LabelledFace
 
 __all__ = ["Window", "read_images", "read_window"]
@@ -34,18 +33,6 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     "top1_similarity": (-1.0001, 1.0001, True),
     "margin": (-1e-6, 2.0001, True),
 }
-_FACES_SQL = """
-SELECT f.request_id, f.face_index, r.ts, r.endpoint, r.model_version, f.det_probability, f.face_size,
-       f.brightness, f.blur, f.top1_similarity, f.margin, f.decision, f.predicted, {embedding}
-FROM faces f JOIN requests r ON r.request_id = f.request_id
-WHERE r.ts >= ? AND r.ts < ? {version} ORDER BY r.ts, f.request_id, f.face_index
-"""
-_FEEDBACK_SQL = """
-SELECT fb.request_id, fb.face_index, fb.truth FROM feedback fb JOIN requests r ON r.request_id = fb.request_id
-WHERE r.ts >= ? AND r.ts < ? {version} ORDER BY fb.ts
-"""
-
-
 @dataclass
 class Window:
     """The usable faces of ``[start, end)`` and their feedback."""
@@ -75,21 +62,6 @@ class Window:
         }
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    if not path.is_file():
-        raise MonitoringError(f"request log not found: {path} (is the service writing its log there?)")
-    try:
-        db = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=10)
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as exc:
-        raise MonitoringError(f"{path} is not a readable request log: {exc}") from exc
-    missing = {"requests", "faces", "feedback"} - tables
-    if missing:
-        db.close()
-        raise MonitoringError(f"{path} is not a FaceOps request log (no table {', '.join(sorted(missing))})")
-    return db
-
-
 def _number(value: Any, name: str) -> float:
     low, high, nullable = _RANGES[name]
     if value is None:
@@ -116,61 +88,36 @@ def read_window(path: str | Path, start: float, end: float, model_version: str |
 
     Raises:
         MonitoringError: the log is missing, not a SQLite file, or lacks the service's tables.
+        SchemaVersionMismatch: the log was written with another schema version.
     """
-    path = Path(path)
-    db = _connect(path)
-    try:
-        columns = {r[1] for r in db.execute("PRAGMA table_info(faces)")}
-        version_sql, params = (
-            ("AND r.model_version = ?", (start, end, model_version)) if model_version else ("", (start, end))
-        )
-        face_rows = db.execute(
-            _FACES_SQL.format(
-                embedding="f.embedding" if "embedding" in columns else "NULL", version=version_sql
-            ),
-            params,
-        ).fetchall()
-        feedback = db.execute(_FEEDBACK_SQL.format(version=version_sql), params).fetchall()
-        counts = db.execute(
-            f"SELECT COUNT(*), SUM(status != 200) FROM requests r WHERE r.ts >= ? AND r.ts < ? {version_sql}",
-            params,
-        ).fetchone()
-        versions = dict(
-            db.execute(
-                "SELECT COALESCE(model_version, '?'), COUNT(*) FROM requests "
-                "WHERE ts >= ? AND ts < ? GROUP BY 1",
-                (start, end),
-            ).fetchall()
-        )
-    except sqlite3.DatabaseError as exc:
-        raise MonitoringError(f"cannot read the request log {path}: {exc}") from exc
-    finally:
-        db.close()
+    with RequestLogReader(path) as log:
+        logged = log.faces(start, end, model_version)
+        feedback = log.feedback(start, end, model_version)
+        requests, failed = log.request_counts(start, end, model_version)
+        versions = log.model_versions(start, end)
     records, rejected, vectors = [], [], []
-    for row in face_rows:
-        request_id, face_index, ts, endpoint, version = row[:5]
+    for face in logged:
         try:
-            values = {name: _number(v, name) for name, v in zip(_RANGES, row[5:11], strict=True)}
-            decision = row[11]
-            if decision not in _DECISIONS:
-                raise ValueError(f"decision {str(decision)[:40]!r} is not one of {sorted(_DECISIONS)}")
+            values = {name: _number(getattr(face, name), name) for name in _RANGES}
+            if face.decision not in _DECISIONS:
+                raise ValueError(f"decision {str(face.decision)[:40]!r} is not one of {sorted(_DECISIONS)}")
         except (TypeError, ValueError) as exc:
-            rejected.append({"request_id": str(request_id), "face_index": face_index, "problem": str(exc)})
+            rejected.append({"request_id": str(face.request_id), "face_index": face.face_index, "problem": str(exc)})
             continue
-        values["unknown"] = {"unknown": 1.0, "known": 0.0}.get(decision, math.nan)
+        values["unknown"] = {"unknown": 1.0, "known": 0.0}.get(face.decision, math.nan)
         records.append(
             {
-                "request_id": request_id,
-                "face_index": face_index,
-                "ts": ts,
-                "endpoint": endpoint,
-                "model_version": version,
+                "request_id": face.request_id,
+                "face_index": face.face_index,
+                "ts": face.ts,
+                "endpoint": face.endpoint,
+                "model_version": face.model_version,
                 **values,
-                "decision": decision,
-                "predicted": row[12],
+                "decision": face.decision,
+                "predicted": face.predicted,
             }
         )
-        vector = _embedding(row[13])
+        vector = _embedding(face.embedding)
         if vector is not None:
             vectors.append(vector)
     faces = pd.DataFrame.from_records(
@@ -192,16 +139,20 @@ def read_window(path: str | Path, start: float, end: float, model_version: str |
         faces=faces,
         labelled=_labelled(faces, feedback),
         rejected=rejected,
-        requests=int(counts[0] or 0),
-        failed_requests=int(counts[1] or 0),
-        model_versions={str(k): int(v) for k, v in versions.items()},
+        requests=requests,
+        failed_requests=failed,
+        model_versions=versions,
         embeddings=np.stack(vectors) if vectors else None,
     )
 
 
-def _labelled(faces: pd.DataFrame, feedback: list[tuple]) -> list[LabelledFace]:
+def _labelled(faces: pd.DataFrame, feedback: list[FeedbackRow]) -> list[LabelledFace]:
     """The latest feedback of each usable face (verify: of face 0, which carries the pair's decision)."""
-    truth = {(str(r), int(i)): str(t) for r, i, t in feedback if isinstance(t, str) and isinstance(i, int)}
+    truth = {
+        (str(fb.request_id), fb.face_index): fb.truth
+        for fb in feedback
+        if isinstance(fb.truth, str) and isinstance(fb.face_index, int)
+    }
     out = []
     for row in faces.itertuples(index=False):
         key = (str(row.request_id), int(row.face_index))
@@ -214,15 +165,5 @@ def read_images(path: str | Path, request_ids: list[str]) -> dict[str, bytes]:
     """The stored images (``log_store_images``) of these requests; requests without one are left out."""
     if not request_ids:
         return {}
-    db = _connect(Path(path))
-    try:
-        marks = ",".join("?" * len(request_ids))
-        rows = db.execute(
-            f"SELECT request_id, image FROM requests WHERE request_id IN ({marks}) AND image IS NOT NULL",
-            request_ids,
-        ).fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise MonitoringError(f"cannot read images from the request log {path}: {exc}") from exc
-    finally:
-        db.close()
-    return {str(r): bytes(b) for r, b in rows if isinstance(b, (bytes, memoryview)) and len(b)}
+    with RequestLogReader(path) as log:
+        return log.images(request_ids)

@@ -3,22 +3,23 @@
 Importing this module has no side effect and imports no kfp: each function imports it when called. Local runs
 use ``kfp.local.SubprocessRunner(use_venv=False)``: every step is a process of this Python environment,
 outputs go under ``pipeline_root`` and kfp.local's cache (``<pipeline_root>/.kfp_cache``) lets a second run
-reuse every step whose inputs did not change (the data version's DVC md5 is one of them).
+reuse every step whose inputs did not change (the data version's DVC md5 is one of them). What the steps and
+kfp print goes to ``<pipeline_root>/logs/run-<time>.log``; the terminal gets one line per step and progress
+bars (:mod:`faceops.kfp.pipelines.watch`), or everything with ``verbose``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 import os
 import re
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from importlib import import_module
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from faceops.errors import ConfigError, PipelineError, PipelineUnavailable
 
@@ -89,23 +90,6 @@ def local_arguments(repo: str | Path = ".", **overrides: Any) -> dict[str, Any]:
     return {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
 
 
-class _Tee(io.TextIOBase):
-    """Writes to the real stream and keeps the text, so a failed step's error can be quoted."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream, self.parts = stream, []
-
-    def write(self, text: str) -> int:
-        self.parts.append(text)
-        return self.stream.write(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def text(self) -> str:
-        return _ANSI.sub("", "".join(self.parts))
-
-
 @contextlib.contextmanager
 def _environment(values: dict[str, str]) -> Iterator[None]:
     """Set environment variables for the steps (child processes inherit them), restored afterwards."""
@@ -128,17 +112,6 @@ def _without_none(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_none(v) for v in value]
     return value
-
-
-class _Errors(logging.Handler):
-    """Keeps the error records kfp.local logs (e.g. a step that could not even start)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(_ANSI.sub("", record.getMessage()))
 
 
 def _step_error(log: str) -> str | None:
@@ -168,21 +141,30 @@ def run_local(
     pipeline_root: str | Path | None = None,
     caching: bool = True,
     env: dict[str, str] | None = None,
+    console: TextIO | None = None,
+    verbose: bool = False,
 ) -> dict[str, Any]:
     """Run pipeline ``name`` with ``kfp.local`` (SubprocessRunner, this environment) and wait for it.
 
+    Everything kfp and the steps print goes to ``<pipeline_root>/logs/run-<time>.log``; ``console`` (default:
+    ``sys.stdout``) gets the log's path, one line per step as it ends, progress bars of the long steps and,
+    when a step fails, the last lines it printed. ``verbose`` shows the whole log on ``console`` instead.
+
     Returns:
         ``run_id`` (the run's folder under ``pipeline_root``), ``status``, ``backend``, ``executed`` (the
-        steps that ran)
-        and ``pipeline_root``.
+        steps that ran), ``steps`` (each step's name, status and seconds), ``log`` and ``pipeline_root``.
 
     Raises:
-        PipelineError: a step failed; the message names it and quotes its error.
+        PipelineError: a step failed; the message names it, quotes its error and gives the log's path.
     """
     try:
         from kfp import local
     except ImportError as exc:
         raise PipelineUnavailable(f"kfp is not installed ({exc}): pip install 'faceops[mlops]'") from exc
+    from faceops.kfp.components._io import PROGRESS_ENV
+    from faceops.kfp.pipelines.console import Console
+    from faceops.kfp.pipelines.watch import watch_run
+
     from faceops.settings import get_settings
 
     root = Path(pipeline_root or get_settings().output_dir / "pipeline" / "runs").resolve()
@@ -199,23 +181,38 @@ def run_local(
         enable_caching=caching,
     )
     started = time.time()
-    tee, errors = _Tee(sys.stdout), _Errors()
+    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    log_path = root / "logs" / f"run-{stamp}.log"
+    progress_dir = root / "logs" / f"progress-{stamp}"
+    out = console or sys.stdout
+    out.write(f"{func.name}: running on kfp.local; full log: {log_path}\n")
+    out.flush()
     settings = get_settings()
-    step_env = {"FACEOPS_MLFLOW_ARTIFACTS": str(settings.mlflow_artifacts.resolve()), **(env or {})}
-    logging.getLogger().addHandler(errors)
+    step_env = {
+        "FACEOPS_MLFLOW_ARTIFACTS": str(settings.mlflow_artifacts.resolve()),
+        PROGRESS_ENV: str(progress_dir),
+        **(env or {}),
+    }
+    watcher = watch_run(
+        log_path,
+        func.pipeline_spec,
+        None if verbose else Console(out),
+        echo=out if verbose else None,
+        progress_dir=progress_dir,
+    )
     try:
-        with _environment(step_env), contextlib.redirect_stdout(tee):
+        with watcher as watch, _environment(step_env):
             func(**_without_none(arguments or {}))
     except RuntimeError as exc:
         message = _ANSI.sub("", str(exc))
         failed = re.findall(r"Inner task failed: '([\w-]+)'", message) or re.findall(r"'([\w-]+)'", message)
-        step = failed[0] if failed else "?"
-        cause = _step_error(tee.text()) or (
-            errors.messages[-1] if errors.messages else "see the step's log above"
+        step = watch.failed[0] if watch.failed else (failed[0] if failed else "?")
+        label = watch.failed_labels[0] if watch.failed_labels else step
+        cause = _step_error("\n".join(watch.log.tail(label, lines=400, quiet=False))) or _step_error(
+            log_path.read_text(encoding="utf-8", errors="replace")
         )
-        raise PipelineError(f"pipeline {func.name} failed at step {step!r}: {cause}") from exc
-    finally:
-        logging.getLogger().removeHandler(errors)
+        cause = cause or (watch.errors[-1] if watch.errors else "see the log")
+        raise PipelineError(f"pipeline {func.name} failed at step {step!r}: {cause} (full log: {log_path})") from exc
     runs = _run_dirs(root, func.name, started)
     run_dir = runs[-1] if runs else root
     # kfp.local writes a folder with an executor output for each step it ran (not for those it reused).
@@ -227,6 +224,8 @@ def run_local(
         "pipeline": func.name,
         "pipeline_root": str(root),
         "executed": executed,
+        "steps": watch.steps,
+        "log": str(log_path),
         "seconds": round(time.time() - started, 1),
     }
 
@@ -249,7 +248,9 @@ def submit(
 
     func = pipeline_func(name, image)
     try:
-        client = kfp.Client(host=host)
+        with warnings.catch_warnings():  # kfp.Client warns on every construction that it needs a KFP >= 2 server
+            warnings.filterwarnings("ignore", "This client only works with Kubeflow Pipeline", FutureWarning)
+            client = kfp.Client(host=host)
         client.get_kfp_healthz()
         run = client.create_run_from_pipeline_func(
             func, arguments=_without_none(arguments or {}), experiment_name=experiment, run_name=run_name

@@ -46,6 +46,7 @@ def summarize(result: dict[str, Any], arguments: dict[str, Any]) -> dict[str, An
         "run folder": str(run_dir),
         "evaluation": (summary["latest"] or {}).get("reports"),
         "status log": str(Path(arguments.get("status_dir") or ".") / "status.jsonl"),
+        "full log": result.get("log"),
     }
     summary["mlflow_ui"] = (
         f"{Path(sys.executable).with_name('mlflow')} ui --backend-store-uri {registry.tracking_uri(uri)}"

@@ -5,6 +5,9 @@ own preprocessing and threshold. If the source is unreachable the app still star
 routes and ``/ready``, and keeps trying. A background task checks the source every ``poll_seconds``; a new
 version is loaded beside the running one and swapped in at once (see :mod:`faceops.serving.service`); in-flight
 requests finish on the model they started with.
+
+``/docs`` (Swagger UI) and ``/redoc`` load their scripts and styles from the service itself (``/docs-assets``,
+shipped by the ``fastapi-offline`` package), never from a CDN, so they work offline.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from faceops.telemetry.requestlog import RequestLog
 
@@ -36,6 +40,7 @@ __all__ = ["create_app", "source_for"]
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 _PRUNE_EVERY_S = 3600.0
+DOCS_ASSETS = "/docs-assets"
 
 
 def source_for(settings: ServingSettings) -> ModelSource:
@@ -87,7 +92,10 @@ def create_app(settings: ServingSettings | None = None, source: ModelSource | No
                 await watcher
             request_log.close()
 
-    app = FastAPI(
+    # FastAPI's own /docs and /redoc pages load Swagger UI and ReDoc from a CDN: these serve the same pages with
+    # the assets from the package, so the API docs work without internet access.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="FaceOps",
         version="1",
         lifespan=lifespan,

@@ -122,18 +122,19 @@ async def read_upload(
             ]
         return images, data
     if ctype == "multipart/form-data":
-        form = await request.form(max_files=ctx_max_files(request), max_fields=50)
-        images, other = {}, {}
-        for field, many in file_fields.items():
-            uploads = [u for u in form.getlist(field) if isinstance(u, UploadFile)]
-            if not uploads:
-                raise HTTPException(422, f"missing file field {field!r} (multipart form)")
-            if not many and len(uploads) > 1:
-                raise HTTPException(422, f"field {field!r} takes one image, got {len(uploads)}")
-            images[field] = [(u.filename or field, await u.read()) for u in uploads]
-        for key, value in form.multi_items():
-            if key not in file_fields and isinstance(value, str):
-                other[key] = value
+        # As a context manager: the uploads' spooled temporary files are closed on leaving it, not left to GC.
+        async with request.form(max_files=ctx_max_files(request), max_fields=50) as form:
+            images, other = {}, {}
+            for field, many in file_fields.items():
+                uploads = [u for u in form.getlist(field) if isinstance(u, UploadFile)]
+                if not uploads:
+                    raise HTTPException(422, f"missing file field {field!r} (multipart form)")
+                if not many and len(uploads) > 1:
+                    raise HTTPException(422, f"field {field!r} takes one image, got {len(uploads)}")
+                images[field] = [(u.filename or field, await u.read()) for u in uploads]
+            for key, value in form.multi_items():
+                if key not in file_fields and isinstance(value, str):
+                    other[key] = value
         return images, other
     raise HTTPException(
         415,

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from faceops.errors import GalleryError
+from faceops.face.enrol import enrol
 from faceops.face.gallery import UNKNOWN, Gallery
 from faceops.face.recognizer import FaceRecognizer
 
@@ -69,15 +70,10 @@ class EnrolledPhotos:
 
 def rebuild_gallery(photos: EnrolledPhotos, pipeline: FaceRecognizer) -> tuple[Gallery, int]:
     """A gallery for ``pipeline``'s model from the stored photos; returns it and the photos without a face."""
-    gallery, lost = Gallery(pipeline.model_id), 0
-    for identity, paths in photos.all().items():
-        if not paths:
-            continue
-        result = pipeline.embed_subjects(paths)
-        lost += len(result.errors)
-        ok = [i for i in range(len(paths)) if i not in result.errors]
-        if ok:
-            gallery.add(identity, result.embeddings[ok], [f"{identity}/{paths[i].name}" for i in ok])
+    gallery = Gallery(pipeline.model_id)
+    stored = [(identity, path) for identity, paths in photos.all().items() for path in paths]
+    done = enrol(pipeline, gallery, stored, names=[f"{identity}/{path.name}" for identity, path in stored])
+    lost = len(done.rejected)
     log.info(
         "gallery rebuilt for %s: %d identities, %d embeddings",
         pipeline.model_id,

@@ -22,6 +22,7 @@ from faceops.errors import FaceOpsError, GalleryError, NoFaceDetected, UnknownId
 from faceops.evaluation.bundle import ModelBundle
 from faceops.face.alignment import align_faces
 from faceops.face.detection import Face, select_subject
+from faceops.face.enrol import embed_people
 from faceops.face.gallery import UNKNOWN, Gallery, Match
 from faceops.face.images import load_image
 from faceops.face.quality import crop_quality
@@ -216,27 +217,29 @@ class FaceService:
             raise IdentityExists(f"identity {identity!r} is already enrolled: add images to it instead")
         if not new and not exists:
             raise UnknownIdentity(f"identity {identity!r} is not enrolled")
-        vectors, kept, errors = [], [], {}
-        for name, data in images:
-            try:
-                vectors.append(self.subject(self.decode(data, name), state, name).embedding)
-                kept.append(data)
-            except FaceOpsError as exc:
-                errors[name] = exc
-        if not vectors:
+        done = embed_people(
+            state.model.pipeline,
+            [(identity, data) for _, data in images],
+            names=[name for name, _ in images],
+            load=self.decode,  # the service's size limits
+            chunk=1,  # one decoded upload in memory at a time
+        )
+        errors: dict[str, Exception] = {r.name: r.error for r in done.rejected}  # in upload order
+        if not done.indices:
             raise next(iter(errors.values())) if errors else GalleryError("no images given")
         with self._write_lock:
             current = self.state
             if current.model.version != state.model.version:
                 raise ModelNotReady("the model changed during enrollment: please retry")
             gallery = copied(current.gallery)
+            kept = [images[i][1] for i in done.indices]
             sources = [
                 self.photos.save(identity, d) if self.settings.keep_enrollment_images else "" for d in kept
             ]
-            gallery.add(identity, np.stack(vectors), sources)
+            done.add_to(gallery, sources)
             gallery.save(self.settings.gallery_path)
             self._state = replace(current, gallery=gallery)
-        return identity, len(vectors), errors
+        return identity, len(done.indices), errors
 
     def delete(self, identity: str) -> int:
         """Remove every embedding (and stored photo) of an identity; returns how many embeddings."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from faceops.serving.deps import Client, Ctx, check_images, image_body_openapi, read_upload, run_inference
 from faceops.serving.routes._common import Tracked, face_out, face_record
@@ -20,7 +22,7 @@ from faceops.face.gallery import UNKNOWN
 
 router = APIRouter(prefix="/v1", tags=["faces"])
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 429, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 401, 413, 415, 422, 429, 503)}
 
 
 async def _one_image(

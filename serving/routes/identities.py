@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from faceops.serving.deps import Client, Ctx, check_images, image_body_openapi, read_upload, run_inference
 from faceops.serving.enrolled import IDENTITY_PATTERN
 from faceops.serving.errors import status_for
@@ -21,7 +23,7 @@ from faceops.errors import UnknownIdentity
 
 router = APIRouter(prefix="/v1/identities", tags=["identities"])
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 415, 422, 429, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 415, 422, 429, 503)}
 IdentityId = Path(description="The identity's name.", max_length=128)
 
 

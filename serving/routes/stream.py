@@ -8,6 +8,8 @@ A bad frame gets an error message and the connection stays open; frames are answ
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from faceops.serving.deps import AppContext, authenticate, check_images, decode_base64, run_inference
@@ -45,7 +47,7 @@ async def stream(websocket: WebSocket) -> None:
         return
 
 
-async def _one_frame(ctx: AppContext, tracker: FaceTracker, frame: int, message: dict) -> dict:
+async def _one_frame(ctx: AppContext, tracker: FaceTracker, frame: int, message: Mapping[str, Any]) -> dict:
     try:
         async with Tracked(ctx, "stream") as track:
             data = message.get("bytes")

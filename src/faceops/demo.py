@@ -11,10 +11,12 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
 from faceops.face.config import DEFAULT_THRESHOLD
+from faceops.face.enrol import enrol
 from faceops.face.gallery import UNKNOWN, Gallery
 from faceops.face.images import iter_image_paths
 from faceops.face.recognizer import FaceRecognizer
@@ -26,7 +28,7 @@ STRANGERS = ["Jennifer_Aniston", "Tiger_Woods", "Vladimir_Putin", "Lleyton_Hewit
 ENROL_PER_PERSON, PROBES_PER_PERSON = 5, 2
 
 
-def run_demo(shared: Path, out: Path, threshold: float = DEFAULT_THRESHOLD) -> dict[str, object]:
+def run_demo(shared: Path, out: Path, threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
     """Run the demo and return its summary (also written to ``out/summary.json``)."""
     lfw = shared / "datasets" / "lfw"
     if not lfw.is_dir():
@@ -35,22 +37,19 @@ def run_demo(shared: Path, out: Path, threshold: float = DEFAULT_THRESHOLD) -> d
     pipeline = FaceRecognizer()
     gallery = Gallery(pipeline.model_id)
     out.mkdir(parents=True, exist_ok=True)
-    enrol, probes = [], []
+    photos, probes = [], []
     missing = [n for n in KNOWN + STRANGERS if not (lfw / n).is_dir()]
     if missing:
         raise SystemExit(f"the demo's people are missing from {lfw}: {', '.join(missing)}")
     for name in KNOWN:
-        photos = list(iter_image_paths([lfw / name]))
-        enrol += [(name, p) for p in photos[:ENROL_PER_PERSON]]
-        probes += [(name, p) for p in photos[ENROL_PER_PERSON : ENROL_PER_PERSON + PROBES_PER_PERSON]]
+        mine = list(iter_image_paths([lfw / name]))
+        photos += [(name, p) for p in mine[:ENROL_PER_PERSON]]
+        probes += [(name, p) for p in mine[ENROL_PER_PERSON : ENROL_PER_PERSON + PROBES_PER_PERSON]]
     for name in STRANGERS:
         probes += [(UNKNOWN, p) for p in list(iter_image_paths([lfw / name]))[:1]]
 
-    with tqdm(total=len(enrol), desc="enrol", unit="img") as bar:
-        result = pipeline.embed_subjects([p for _, p in enrol], progress=bar.update)
-    for i, (name, path) in enumerate(enrol):
-        if i not in result.errors:
-            gallery.add(name, result.embeddings[i], [str(path)])
+    with tqdm(total=len(photos), desc="enrol", unit="img") as bar:
+        enrol(pipeline, gallery, photos, progress=bar.update)  # photos without a face are left out
     gallery.save(out / "gallery.npz")
 
     rows, correct = [], 0
@@ -89,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     summary = run_demo(args.shared, args.out, args.threshold)
     print(f"\n{'truth':<20} {'predicted':<20} score   image")
-    for row in summary["results"]:  # type: ignore[union-attr]
+    for row in summary["results"]:
         mark = "ok " if row["truth"] == row["predicted"] else "ERR"
         print(f"{row['truth']:<20} {row['predicted']:<20} {row['score'] if row['score'] is not None else '-':<7} "
               f"{mark} {Path(row['image']).name}")

@@ -11,6 +11,11 @@ The tracking URI comes from the ``FACEOPS_MLFLOW_TRACKING_URI`` setting (default
 artifacts in ``mlartifacts/``) unless a function is given one. An ``http(s)`` server is probed first so an
 unreachable server fails in seconds with :class:`~faceops.errors.TrackingUnavailable` instead of retrying for
 minutes.
+
+MLflow's failures reach callers as FaceOps errors, mapped in one place (:func:`map_exceptions`, after httpx's
+``map_exceptions``): "no such model / version / alias / run" becomes :class:`~faceops.errors.ModelNotFound`, a
+tracking server that cannot be reached :class:`~faceops.errors.TrackingUnavailable`, anything else MLflow refuses
+:class:`~faceops.errors.RegistryError`; the original exception is kept as ``__cause__``.
 """
 
 from __future__ import annotations
@@ -18,17 +23,19 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
 import mlflow.pyfunc
+import requests
 from mlflow.exceptions import MlflowException
+from mlflow.pyfunc.model import PythonModel
 from mlflow.tracking import MlflowClient
 
-from faceops.errors import ModelNotFound, RegistryError, TrackingUnavailable
+from faceops.errors import FaceOpsError, ModelNotFound, RegistryError, TrackingUnavailable
 from faceops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -41,14 +48,18 @@ __all__ = [
     "MODEL_NAME",
     "alias_version",
     "champion_history",
+    "download_artifacts",
     "list_versions",
     "load_bundle",
+    "log_artifacts",
     "log_bundle",
+    "map_exceptions",
     "open_run",
     "rollback",
     "set_alias",
     "tag_version",
     "tracking_uri",
+    "version_run_id",
 ]
 
 MODEL_NAME = "faceops"
@@ -65,7 +76,7 @@ _PIP_REQUIREMENTS = [
 ]
 
 
-class FaceOpsBundleModel(mlflow.pyfunc.PythonModel):
+class FaceOpsBundleModel(PythonModel):
     """Pyfunc wrapper so generic MLflow tools can load a bundle: input a list of image paths, output
     embeddings."""
 
@@ -91,39 +102,122 @@ def _is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
+# MLflow error codes meaning "no such thing"; any other MlflowException is a RegistryError.
+_MISSING = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"})
+# Looking a version up by alias or number also answers INVALID_PARAMETER_VALUE when there is none.
+_LOOKUP_MISSING = _MISSING | {"INVALID_PARAMETER_VALUE"}
+# Third-party exception -> FaceOps error, first match wins.
+_EXCEPTION_MAP: tuple[tuple[type[Exception], type[RegistryError]], ...] = (
+    (requests.ConnectionError, TrackingUnavailable),
+    (requests.Timeout, TrackingUnavailable),
+    (MlflowException, RegistryError),
+    (requests.RequestException, RegistryError),
+)
+
+
+def _unavailable(uri: str, exc: BaseException) -> str:
+    return (
+        f"cannot reach the MLflow tracking server at {uri} ({type(exc).__name__}); start it "
+        "(`mlflow server --host 127.0.0.1 --port 5000`) or set FACEOPS_MLFLOW_TRACKING_URI"
+    )
+
+
+def _mapped(exc: Exception, uri: str, context: str | None, missing: Collection[str]) -> RegistryError | None:
+    """The FaceOps error for ``exc``, or ``None`` when it is not a tracking / registry failure."""
+    if isinstance(exc, MlflowException):
+        exc = _request_error(exc) or exc  # MLflow re-raises a refused connection as a plain MlflowException
+    elif isinstance(exc, requests.RequestException) and not _called_by_tracking_client(exc):
+        return None  # an HTTP call of the caller's own code inside a run is not the tracking server's failure
+    target = next((target for source, target in _EXCEPTION_MAP if isinstance(exc, source)), None)
+    if target is None:
+        return None
+    if target is TrackingUnavailable:
+        return TrackingUnavailable(_unavailable(uri, exc))
+    message = exc.message if isinstance(exc, MlflowException) else str(exc)
+    if isinstance(exc, MlflowException) and exc.error_code in missing:
+        return ModelNotFound(f"{context}: {message}" if context else str(message))
+    return RegistryError(f"MLflow ({uri}): {context + ': ' if context else ''}{message}")
+
+
+def _request_error(exc: BaseException) -> requests.RequestException | None:
+    """The connection error or timeout an MLflow exception was raised from, if any."""
+    seen: list[BaseException] = []
+    link = exc.__cause__ or exc.__context__
+    while link is not None and all(link is not e for e in seen):
+        if isinstance(link, (requests.ConnectionError, requests.Timeout)):
+            return link
+        seen.append(link)
+        link = link.__cause__ or link.__context__
+    return None
+
+
+def _called_by_tracking_client(exc: BaseException) -> bool:
+    """Whether the code that called into requests (the last frame outside it) was MLflow's or this module's."""
+    caller = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        module = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if not module.startswith(("requests", "urllib3", "http.", "socket", "ssl")):
+            caller = module
+        tb = tb.tb_next
+    return caller.startswith("mlflow") or caller == __name__
+
+
+@contextmanager
+def map_exceptions(
+    uri: str | None = None, context: str | None = None, missing: Collection[str] = _MISSING
+) -> Iterator[None]:
+    """Re-raise MLflow's and requests' exceptions from the body as FaceOps errors (``raise ... from exc``).
+
+    Args:
+        uri: the tracking URI, named in the messages (default: the settings').
+        context: what was being done, put in front of MLflow's message.
+        missing: MLflow error codes that mean "no such model, version, alias or run" (:class:`ModelNotFound`).
+    """
+    try:
+        yield
+    except FaceOpsError:
+        raise
+    except Exception as exc:
+        mapped = _mapped(exc, tracking_uri(uri), context, missing)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+def _lookup(call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)``, or ``None`` when MLflow answers that the model, version or alias does not exist."""
+    try:
+        return call(*args)
+    except MlflowException as exc:
+        if exc.error_code in _LOOKUP_MISSING:
+            return None
+        raise
+
+
 def _probe(uri: str) -> None:
     if not uri.startswith(("http://", "https://")):
         return
-    import requests
-
-    try:
-        response = requests.get(uri.rstrip("/") + "/health", timeout=5)
-        response.raise_for_status()
-    except requests.RequestException as exc:
-        raise TrackingUnavailable(
-            f"cannot reach the MLflow tracking server at {uri} ({type(exc).__name__}); start it "
-            "(`mlflow server --host 127.0.0.1 --port 5000`) or set FACEOPS_MLFLOW_TRACKING_URI"
-        ) from exc
+    response = requests.get(uri.rstrip("/") + "/health", timeout=5)
+    if not response.ok:
+        raise TrackingUnavailable(_unavailable(uri, requests.HTTPError(response.status_code)))
 
 
 @contextmanager
 def _session(uri: str | None) -> Iterator[MlflowClient]:
-    """Point mlflow's fluent API at ``uri`` for the duration, and turn its errors into ``RegistryError``."""
+    """Point mlflow's fluent API at ``uri`` for the duration, with its errors mapped by :func:`map_exceptions`."""
     uri = tracking_uri(uri)
-    _probe(uri)
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield MlflowClient(tracking_uri=uri, registry_uri=uri)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise ModelNotFound(str(exc.message)) from exc
-        raise RegistryError(f"MLflow ({uri}): {exc.message}") from exc
-    finally:
-        if previous:
-            mlflow.set_tracking_uri(previous)
-            mlflow.set_registry_uri(previous)
+    with map_exceptions(uri):
+        _probe(uri)
+        previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        try:
+            yield MlflowClient(tracking_uri=uri, registry_uri=uri)
+        finally:
+            if previous:
+                mlflow.set_tracking_uri(previous)
+                mlflow.set_registry_uri(previous)
 
 
 def _experiment_id(client: MlflowClient, uri: str) -> str:
@@ -245,12 +339,8 @@ def load_bundle(model_uri: str, uri: str | None = None, dst: str | Path | None =
         return ModelBundle.load(model_uri)
     with _session(uri):
         target = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="faceops-model-"))
-        try:
+        with map_exceptions(uri, context=model_uri, missing=_LOOKUP_MISSING):
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(target)))
-        except MlflowException as exc:
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-                raise ModelNotFound(f"{model_uri}: no such model in the registry ({exc.message})") from exc
-            raise
     found = sorted(local.rglob("bundle.json"))
     if not found:
         raise ModelNotFound(f"{model_uri} is not a FaceOps model (no bundle.json in its artifacts)")
@@ -260,22 +350,16 @@ def load_bundle(model_uri: str, uri: str | None = None, dst: str | Path | None =
 def alias_version(alias: str, uri: str | None = None) -> str | None:
     """The version holding ``alias``, or ``None`` (also when nothing is registered yet)."""
     with _session(uri) as client:
-        try:
-            return str(client.get_model_version_by_alias(MODEL_NAME, alias).version)
-        except MlflowException as exc:
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-                return None
-            raise
+        held = _lookup(client.get_model_version_by_alias, MODEL_NAME, alias)
+        return None if held is None else str(held.version)
 
 
 def list_versions(uri: str | None = None) -> list[dict[str, Any]]:
     """Every registered version, newest first, with its aliases and tags."""
     with _session(uri) as client:
         versions = client.search_model_versions(f"name='{MODEL_NAME}'")
-        try:
-            aliases = dict(client.get_registered_model(MODEL_NAME).aliases or {})
-        except MlflowException:
-            aliases = {}
+        model = _lookup(client.get_registered_model, MODEL_NAME)
+        aliases = dict(model.aliases or {}) if model is not None else {}
         rows = [
             {
                 "version": str(v.version),
@@ -289,11 +373,58 @@ def list_versions(uri: str | None = None) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
 
 
+def version_run_id(version: str, uri: str | None = None) -> str:
+    """The id of the MLflow run that registered model version ``version``.
+
+    Raises:
+        ModelNotFound: no such version, or one registered without a run.
+    """
+    with _session(uri) as client:
+        found = _lookup(client.get_model_version, MODEL_NAME, str(version))
+    if found is None:
+        raise ModelNotFound(f"model '{MODEL_NAME}' has no version {version}")
+    if not found.run_id:
+        raise ModelNotFound(f"model version {version} has no MLflow run")
+    return str(found.run_id)
+
+
+def log_artifacts(
+    run_id: str, folder: str | Path, artifact_path: str, uri: str | None = None, context: str | None = None
+) -> None:
+    """Upload the files of a local ``folder`` as the artifact folder ``artifact_path`` of run ``run_id``.
+
+    Args:
+        context: what is being logged, for error messages (e.g. "cannot log the monitoring reference").
+
+    Raises:
+        RegistryError: MLflow refused the upload (no such run, a store that cannot be written).
+    """
+    with _session(uri) as client, map_exceptions(uri, context or f"cannot log to run {run_id}", missing=()):
+        client.log_artifacts(run_id, str(folder), artifact_path)
+
+
+def download_artifacts(
+    run_id: str, artifact_path: str, dst: str | Path, uri: str | None = None, context: str | None = None
+) -> Path | None:
+    """Download the artifact folder or file ``artifact_path`` of run ``run_id`` into ``dst``.
+
+    Returns:
+        the local path, or ``None`` when the run has no such artifact.
+
+    Raises:
+        RegistryError: MLflow failed to list or download it (no such run, an unreadable store).
+    """
+    wanted = artifact_path.strip("/")
+    parent = wanted.rpartition("/")[0] or None
+    with _session(uri) as client, map_exceptions(uri, context or f"cannot fetch from run {run_id}", missing=()):
+        if not any(a.path == wanted for a in client.list_artifacts(run_id, parent)):
+            return None
+        return Path(client.download_artifacts(run_id, artifact_path, str(dst)))
+
+
 def _require_version(client: MlflowClient, version: str) -> None:
-    try:
-        client.get_model_version(MODEL_NAME, str(version))
-    except MlflowException as exc:
-        raise ModelNotFound(f"model '{MODEL_NAME}' has no version {version}") from exc
+    if _lookup(client.get_model_version, MODEL_NAME, str(version)) is None:
+        raise ModelNotFound(f"model '{MODEL_NAME}' has no version {version}")
 
 
 def tag_version(version: str, tags: dict[str, Any], uri: str | None = None) -> None:
@@ -311,23 +442,16 @@ def champion_history(uri: str | None = None) -> list[dict[str, Any]]:
 
 
 def _history(client: MlflowClient) -> list[dict[str, Any]]:
-    try:
-        tags = client.get_registered_model(MODEL_NAME).tags or {}
-    except MlflowException:
-        return []
-    return json.loads(tags.get(HISTORY_TAG, "[]"))
+    model = _lookup(client.get_registered_model, MODEL_NAME)
+    return json.loads((model.tags or {}).get(HISTORY_TAG, "[]")) if model is not None else []
 
 
 def set_alias(alias: str, version: str, reason: str, uri: str | None = None, action: str = "promote") -> None:
     """Move ``alias`` to ``version``; moves of ``champion`` are appended to the history with the reason."""
     with _session(uri) as client:
         _require_version(client, version)
-        previous = None
-        if alias == CHAMPION:
-            try:
-                previous = str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version)
-            except MlflowException:
-                previous = None
+        held = _lookup(client.get_model_version_by_alias, MODEL_NAME, CHAMPION) if alias == CHAMPION else None
+        previous = None if held is None else str(held.version)
         client.set_registered_model_alias(MODEL_NAME, alias, str(version))
         if alias != CHAMPION:
             return
@@ -342,11 +466,9 @@ def set_alias(alias: str, version: str, reason: str, uri: str | None = None, act
             }
         )
         client.set_registered_model_tag(MODEL_NAME, HISTORY_TAG, json.dumps(history[-_HISTORY_KEEP:]))
-        try:
-            if str(client.get_model_version_by_alias(MODEL_NAME, CHALLENGER).version) == str(version):
-                client.delete_registered_model_alias(MODEL_NAME, CHALLENGER)
-        except MlflowException:
-            pass
+        challenger = _lookup(client.get_model_version_by_alias, MODEL_NAME, CHALLENGER)
+        if challenger is not None and str(challenger.version) == str(version):
+            client.delete_registered_model_alias(MODEL_NAME, CHALLENGER)
 
 
 def rollback(version: str | None = None, reason: str = "rollback by hand", uri: str | None = None) -> str:

@@ -23,8 +23,11 @@ def good_data(source: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def bad_data(good_data: Path, tmp_path: Path) -> tuple[Path, Path]:
-    """A data folder with one defect per check, and statistics in which 2 of the images have no face."""
+def bad_data(good_data: Path, tmp_path: Path) -> tuple[Path, Path, dict[str, set[str]]]:
+    """A data folder with one defect per check, and statistics in which 2 of the images have no face.
+
+    Returns the folder, the statistics file and, per check, the files planted to fail it (manifest paths).
+    """
     root = tmp_path / "bad"
     shutil.copytree(good_data, root)
     rows = read_manifest(root)
@@ -76,7 +79,20 @@ def bad_data(good_data: Path, tmp_path: Path) -> tuple[Path, Path]:
         f"{root / r.path},{0 if r.path in no_face else 1},0.99,60" for r in rows + extra
     ]
     stats.write_text("\n".join(lines) + "\n")
-    return root, stats
+    tiny_path, dups = f"{b}/tiny.gif", {dup_src.path, f"{b}/copy_of_a.jpg"}
+    planted = {
+        "readable": {broken.path},
+        "sha256": {broken.path},  # truncated: its bytes no longer match
+        "format": {tiny_path},
+        "width": {tiny_path},
+        "height": {tiny_path},
+        "identity_name": {"Bad Name/only.jpg"},
+        "train_images": {"Bad Name/only.jpg"},
+        "dup_identities": dups,
+        "dup_splits": dups,
+        "face_detected": no_face,
+    }
+    return root, stats, planted
 
 
 def _sha(path: Path) -> str:
@@ -96,33 +112,29 @@ def test_clean_dataset_passes_with_detection_on_a_sample(good_data: Path, tmp_pa
     assert (tmp_path / "out" / "data_docs" / "index.html").is_file()
 
 
-def test_bad_dataset_fails_and_names_the_offending_files(bad_data: tuple[Path, Path], tmp_path: Path) -> None:
-    root, stats = bad_data
+def test_bad_dataset_fails_and_names_the_offending_files(
+    bad_data: tuple[Path, Path, dict[str, set[str]]], tmp_path: Path
+) -> None:
+    root, stats, planted = bad_data
     report = validate_dataset(
         root, ValidationConfig(min_face_share=0.95), stats=stats, out_dir=tmp_path / "out"
     )
     assert not report.success
     failed = {c.name: {e.get("path") for e in c.examples} for c in report.failed()}
-    a_broken = next(p for p in failed["readable"])
-    assert failed["sha256"] >= {a_broken}
-    assert any(p.endswith("tiny.gif") for p in failed["format"])
-    assert any(p.endswith("tiny.gif") for p in failed["width"])
-    assert "Bad Name/only.jpg" in failed["identity_name"]
-    assert "Bad Name/only.jpg" in failed["train_images"]
-    assert (
-        any(p.endswith("copy_of_a.jpg") for p in failed["dup_identities"])
-        and len(failed["dup_identities"]) == 2
-    )
-    assert len(failed["dup_splits"]) == 2
-    assert len(failed["face_detected"]) == 2
-    assert "height" not in failed or any(p.endswith("tiny.gif") for p in failed["height"])
+    # exactly the planted checks fail, each naming exactly the planted files (every check has a defect)
+    assert failed == planted
+    assert {c.name: c.unexpected_count for c in report.failed()} == {k: len(v) for k, v in planted.items()}
     summary = report.summary()
-    assert summary.startswith("FAILED") and "copy_of_a.jpg" in summary and "tiny.gif" in summary
+    assert {c.name for c in report.checks} == set(planted)
+    assert summary.startswith(f"FAILED: 0/{len(planted)} checks passed on {report.images} images")
+    assert "copy_of_a.jpg" in summary and "tiny.gif" in summary
     assert (tmp_path / "out" / "data_docs" / "index.html").is_file()
 
 
-def test_cli_validate_exits_non_zero_with_a_summary(bad_data: tuple[Path, Path], tmp_path: Path) -> None:
-    root, stats = bad_data
+def test_cli_validate_exits_non_zero_with_a_summary(
+    bad_data: tuple[Path, Path, dict[str, set[str]]], tmp_path: Path
+) -> None:
+    root, stats, _ = bad_data
     config = tmp_path / "v.yaml"
     config.write_text("min_face_share: 0.5\nallowed_formats: [JPEG, GIF]\n")
     result = CliRunner().invoke(

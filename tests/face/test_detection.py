@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from faceops.errors import NoFaceDetected
 from faceops.face.alignment import TEMPLATE, align_face, similarity_transform
 from faceops.face.config import AlignConfig, DetectorConfig
 from faceops.face.detection import Face, FaceDetector, select_subject
@@ -52,6 +53,18 @@ def test_large_photo_is_detected_in_original_coordinates(pipeline, datasets: Pat
     face = select_subject(pipeline.detector.detect(image), image.shape, "largest")
     assert face is not None and face.probability > 0.95
     assert face.box[2] > 1600 or face.box[3] > 1600 or face.size > 200, "boxes are scaled back to full size"
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 2), (11, 11), (19, 19), (10, 10000), (10000, 10), (30, 5000)])
+def test_images_too_small_for_a_face_have_none(pipeline, lfw: Path, shape: tuple[int, int]) -> None:
+    # facenet-pytorch raises on these (its pyramid is empty); they sit in a batch beside a real photo.
+    real = load_image(sorted((lfw / "Hugo_Chavez").glob("*.jpg"))[0])
+    tiny = np.full((*shape, 3), 128, dtype=np.uint8)
+    found = pipeline.detector.detect_batch([tiny, real])
+    assert found[0] == []
+    assert len(found[1]) >= 1
+    with pytest.raises(NoFaceDetected):
+        pipeline.detector.detect_subject(tiny, "tiny.png")
 
 
 def test_min_face_size_is_configurable(datasets: Path) -> None:

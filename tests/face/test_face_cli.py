@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -104,6 +105,57 @@ def test_verify_pairs_csv_reaches_auc(runner: CliRunner, datasets: Path, tmp_pat
     assert report["pairs"] == 300 and report["genuine"] == 38
     assert report["auc"] >= 0.99, report
     assert roc.stat().st_size > 5_000
+
+
+def _hand_figures(scores_csv: Path, threshold: float) -> tuple[float, float, float]:
+    """Accuracy, FAR and FRR at ``threshold`` counted from the per-pair scores the command saved."""
+    rows = [(float(r["score"]), r["same"] == "1") for r in csv.DictReader(scores_csv.read_text().splitlines())]
+    genuine = [score for score, same in rows if same]
+    impostor = [score for score, same in rows if not same]
+    right = sum(score >= threshold for score in genuine) + sum(score < threshold for score in impostor)
+    return (
+        right / len(rows),
+        sum(score >= threshold for score in impostor) / len(impostor),
+        sum(score < threshold for score in genuine) / len(genuine),
+    )
+
+
+def test_verify_pairs_on_one_fold_reports_accuracy_far_frr_at_the_threshold(
+    runner: CliRunner, lfw: Path, tmp_path: Path
+) -> None:
+    from faceops.face.config import DEFAULT_THRESHOLD
+
+    pairs = tmp_path / "pairs.csv"
+    genuine = [(f"{n}/{n}_0001.jpg", f"{n}/{n}_0002.jpg", 1) for n in ("Colin_Powell", "Serena_Williams",
+                                                                          "Hugo_Chavez", "Tony_Blair")]
+    impostor = [("Colin_Powell/Colin_Powell_0003.jpg", "Donald_Rumsfeld/Donald_Rumsfeld_0001.jpg", 0),
+                ("Serena_Williams/Serena_Williams_0003.jpg", "Venus_Williams/Venus_Williams_0001.jpg", 0),
+                ("Hugo_Chavez/Hugo_Chavez_0003.jpg", "Jean_Chretien/Jean_Chretien_0001.jpg", 0),
+                ("Tony_Blair/Tony_Blair_0003.jpg", "Venus_Williams/Venus_Williams_0002.jpg", 0)]
+    pairs.write_text("a,b,same_person\n" + "".join(f"{a},{b},{same}\n" for a, b, same in genuine + impostor))
+
+    scores = tmp_path / "scores.csv"
+    result = runner.invoke(cli, ["verify", "--pairs", str(pairs), "--root", str(lfw), "--json",
+                                 "--scores-out", str(scores)])
+    assert result.exit_code == 0, result.output
+    report = _json(result.stdout)
+    assert report["accuracy_mean"] is None and report["threshold"] == DEFAULT_THRESHOLD  # one fold, the default
+    accuracy, far, frr = _hand_figures(scores, DEFAULT_THRESHOLD)
+    assert (report["accuracy_at_threshold"], report["far_at_threshold"], report["frr_at_threshold"]) == (
+        pytest.approx(accuracy), pytest.approx(far), pytest.approx(frr))
+    assert 0.5 < report["auc"] <= 1 and "0.001" in report["tar_at_far"]
+
+    # A threshold just above the second-lowest genuine score rejects at least two genuine pairs.
+    genuine_scores = sorted(float(r["score"]) for r in csv.DictReader(scores.read_text().splitlines()) if r["same"] == "1")
+    strict = round(genuine_scores[1] + 1e-4, 4)
+    table = runner.invoke(cli, ["verify", "--pairs", str(pairs), "--root", str(lfw), "--threshold", str(strict),
+                                "--scores-out", str(scores)])
+    assert table.exit_code == 0, table.output
+    accuracy, far, frr = _hand_figures(scores, strict)
+    assert frr >= 0.5 and accuracy < 1
+    lines = {line.split("  ")[0]: line.split("  ", 1)[1].strip() for line in table.stdout.splitlines() if "  " in line}
+    assert lines["accuracy"] == f"{100 * accuracy:.2f}% (threshold {strict:.4f})", table.stdout
+    assert lines["FAR / FRR"] == f"{100 * far:.2f}% / {100 * frr:.2f}% (threshold {strict:.4f})", table.stdout
 
 
 def test_exit_codes(runner: CliRunner, lfw: Path, datasets: Path, tmp_path: Path) -> None:

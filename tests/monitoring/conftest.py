@@ -47,15 +47,13 @@ def reference_dir(mon_bundle, mon_data_root: Path, tmp_path_factory: pytest.Temp
 def gallery(mon_bundle, mon_data_root: Path):
     """The service's gallery: the KNOWN people's train photos (one embedding per photo)."""
     from faceops.data.manifest import read_manifest
+    from faceops.face.enrol import enrol
     from faceops.face.gallery import Gallery
 
     pipeline = mon_bundle.pipeline()
     rows = [r for r in read_manifest(mon_data_root) if r.split == "train"]
-    result = pipeline.embed_subjects([mon_data_root / r.path for r in rows])
     g = Gallery(pipeline.model_id)
-    for row, vector, ok in zip(rows, result.embeddings, result.ok, strict=True):
-        if ok:
-            g.add(row.identity, vector[None], [row.path])
+    enrol(pipeline, g, [(r.identity, mon_data_root / r.path) for r in rows], names=[r.path for r in rows])
     return g
 
 

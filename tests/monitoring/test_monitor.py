@@ -9,10 +9,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import RecordingTrigger
 from faceops.monitoring.config import DriftConfig, FileSinkConfig, MonitorConfig, PolicyConfig
 from faceops.monitoring.monitor import run_once
 from faceops.monitoring.state import MonitorState
+
+from tests.monitoring.conftest import RecordingTrigger
 
 
 def make_config(

@@ -132,7 +132,7 @@ def test_cli_compile_with_image(tmp_path: Path) -> None:
 
 def test_importing_the_runner_has_no_side_effect(tmp_path: Path) -> None:
     code = (
-        "import sys, pipelines, pipelines.run; "
+        "import sys, faceops.kfp.pipelines, faceops.kfp.pipelines.run, faceops.kfp.pipelines.watch; "
         "assert 'kfp' not in sys.modules, 'kfp imported'; "
         "import os; assert os.listdir('.') == [], os.listdir('.')"
     )

@@ -6,6 +6,7 @@ Every store is in tmp_path: a git + DVC repository for the data, the MLflow SQLi
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,15 @@ def _status(workspace: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_training_pipeline_end_to_end(workspace: Path, source_tree: Path, smoke_config: dict) -> None:
+def _step_lines(console: str) -> dict[str, str]:
+    """Step name -> status, from the step lines of a run's console output."""
+    found = re.findall(r"^  ([\w-]+(?: \[\d+\])?) +(ok|failed|cached|skipped)\b", console, re.M)
+    return dict(found)
+
+
+def test_training_pipeline_end_to_end(
+    workspace: Path, source_tree: Path, smoke_config: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
     from faceops.kfp.pipelines.run import local_arguments, run_local
 
     from faceops import registry
@@ -31,8 +40,23 @@ def test_training_pipeline_end_to_end(workspace: Path, source_tree: Path, smoke_
         shards=2,
     )
     result = run_local("training", arguments)
+    console = capsys.readouterr().out
 
     assert result["status"] == "SUCCEEDED" and result["backend"] == "local"
+    # the terminal got the log's path and one line per step, none of kfp's executor output ...
+    log = Path(result["log"])
+    assert str(log) in console.splitlines()[0]
+    steps = _step_lines(console)
+    assert steps == {s["name"]: s["status"] for s in result["steps"]}
+    progress = re.compile(r"^  [\w-]+: \d+/\d+ \w+ \(\d+%\)$")  # spaced progress lines (no terminal)
+    others = [line for line in console.splitlines()[1:] if not progress.match(line)]
+    assert len(others) == len(steps) == len(result["steps"])
+    assert {"preprocess-shard [0]", "preprocess-shard [1]", "train", "promote", "record-status"} <= set(steps)
+    assert set(steps.values()) == {"ok"}
+    assert "executor_input" not in console and "parameterValues" not in console and "KFP Executor" not in console
+    # ... which is all in the log file
+    text = log.read_text()
+    assert "Got executor_input" in text and "parameterValues" in text and "head epoch 1" in text
     assert set(result["executed"]) >= {
         "data-version",
         "validate",
@@ -72,12 +96,16 @@ def test_training_pipeline_end_to_end(workspace: Path, source_tree: Path, smoke_
     # a second time (nor "promoted" over itself)
     again = run_local("training", arguments)
     assert again["status"] == "SUCCEEDED"
+    steps = _step_lines(capsys.readouterr().out)
+    assert steps["train"] == "cached" and steps["promote"] == "skipped" and steps["data-version"] == "ok"
     assert not {"validate", "preprocess-shard", "train", "evaluate", "promote"} & set(again["executed"])
     assert [v["version"] for v in registry.list_versions(arguments["tracking_uri"])] == ["1"]
     assert [h["version"] for h in registry.champion_history(arguments["tracking_uri"])] == ["1"]
 
 
-def test_failed_validation_stops_the_run(workspace: Path, bad_source: Path) -> None:
+def test_failed_validation_stops_the_run(
+    workspace: Path, bad_source: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Images below the size floor: the validate step fails, the run stops there and nothing is registered."""
     from faceops.kfp.pipelines.run import local_arguments, run_local
 
@@ -91,6 +119,13 @@ def test_failed_validation_stops_the_run(workspace: Path, bad_source: Path) -> N
     message = str(failure.value)
     assert "failed at step 'validate'" in message
     assert "DataValidationFailed" in message and "width" in message  # the step's own error, quoted
+    log = Path(re.search(r"full log: (\S+)\)$", message).group(1))
+    assert log.is_file() and "DataValidationFailed" in log.read_text()
+    # the terminal: the failed step with the end of its output, the steps after it skipped
+    console = capsys.readouterr().out
+    steps = _step_lines(console)
+    assert steps["data-version"] == "ok" and steps["validate"] == "failed" and steps["train"] == "skipped"
+    assert re.search(r"^    \| .*DataValidationFailed", console, re.M)
     assert registry.list_versions(arguments["tracking_uri"]) == []
     assert registry.alias_version(registry.CHAMPION, arguments["tracking_uri"]) is None
     status = _status(workspace)[-1]

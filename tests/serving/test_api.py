@@ -7,10 +7,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import BUNDLE_THRESHOLD
 from PIL import Image
 
 from faceops.face.gallery import Gallery
+from tests.serving.conftest import BUNDLE_THRESHOLD
 
 
 def _upload(path: Path, field: str = "image") -> dict:
@@ -44,7 +44,8 @@ def test_detect_multipart_and_base64_agree(client, key_header, people) -> None:
     multipart = client.post("/v1/detect", files=_upload(photo), headers=key_header)
     assert multipart.status_code == 200, multipart.text
     body = multipart.json()
-    width, height = Image.open(photo).size
+    with Image.open(photo) as image:
+        width, height = image.size
     assert (body["width"], body["height"]) == (width, height)
     assert len(body["faces"]) >= 1
     x1, y1, x2, y2 = body["faces"][0]["box"]

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from faceops.telemetry.requestlog import FaceRecord, RequestLog, RequestRecord, UnknownRequest
@@ -33,6 +34,7 @@ def test_rows_survive_a_hard_kill(tmp_path: Path) -> None:
     assert proc.stdout is not None and proc.stdout.readline().strip() == "written"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
+    proc.stdout.close()
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("SELECT COUNT(*) FROM requests").fetchone()[0] == 25
@@ -66,8 +68,6 @@ def test_sampling_retention_feedback_and_images(tmp_path: Path) -> None:
 
 
 def test_embeddings_only_when_asked_and_old_logs_gain_the_column(tmp_path: Path) -> None:
-    import numpy as np
-
     vector = np.random.default_rng(0).standard_normal(512).astype(np.float32)
     vector /= np.linalg.norm(vector)
     face = FaceRecord(0, 0.99, 60.0, embedding=vector)
@@ -92,3 +92,87 @@ def test_embeddings_only_when_asked_and_old_logs_gain_the_column(tmp_path: Path)
         )
     migrated = RequestLog(old)
     assert migrated.query("SELECT request_id, embedding FROM faces") == [("x", None)]
+
+
+def test_the_reader_returns_what_the_writer_wrote(tmp_path: Path) -> None:
+    from faceops.telemetry.requestlog import RequestLogReader
+
+    path = tmp_path / "requests.sqlite"
+    log = RequestLog(path, store_images=True, store_embeddings=True)
+    vector = np.linspace(-1, 1, 512, dtype=np.float32)
+    t0 = 1_000_000.0
+    log.append(
+        RequestRecord(
+            "a",
+            "recognize",
+            200,
+            8.0,
+            model_version="2",
+            faces=[FaceRecord(0, 0.99, 80.0, 120.0, 300.0, "ann", 0.8, 0.3, "known", "ann", embedding=vector)],
+            image=b"jpeg-a",
+            ts=t0,
+        )
+    )
+    log.append(RequestRecord("b", "recognize", 422, 2.0, model_version="3", error="no face", ts=t0 + 1))
+    log.append(RequestRecord("late", "detect", 200, 2.0, faces=[FaceRecord(0, 0.9, 40.0)], ts=t0 + 100))
+    log.add_feedback("a", "bob")
+    log.add_feedback("a", "ann")
+    log.close()
+
+    with RequestLogReader(path) as reader:
+        (face,) = reader.faces(t0, t0 + 10)
+        assert (face.request_id, face.face_index, face.ts, face.endpoint, face.model_version) == (
+            "a",
+            0,
+            t0,
+            "recognize",
+            "2",
+        )
+        assert (face.det_probability, face.brightness, face.margin, face.decision) == (0.99, 120.0, 0.3, "known")
+        assert face.embedding is not None and len(face.embedding) == 1024
+        assert reader.faces(t0, t0 + 10, model_version="3") == []
+        assert [(f.truth, f.face_index) for f in reader.feedback(t0, t0 + 10)] == [("bob", 0), ("ann", 0)]
+        assert reader.feedback(t0, t0 + 10, model_version="3") == []
+        assert reader.request_counts(t0, t0 + 10) == (2, 1)
+        assert reader.request_counts(t0, t0 + 10, model_version="2") == (1, 0)
+        assert reader.model_versions(t0, t0 + 1000) == {"2": 1, "3": 1, "?": 1}
+        assert reader.images(["a", "b", "missing"]) == {"a": b"jpeg-a"}
+        assert [(c.request_id, c.truth, c.image) for c in reader.confirmed_images(t0, t0 + 10)] == [
+            ("a", "bob", b"jpeg-a"),
+            ("a", "ann", b"jpeg-a"),
+        ]
+        assert reader.confirmed_images(t0 + 1, t0 + 10) == []
+
+
+def test_the_reader_refuses_another_schema_version_and_non_logs(tmp_path: Path) -> None:
+    from faceops.errors import MonitoringError
+    from faceops.telemetry.requestlog import SCHEMA_VERSION, RequestLogReader, SchemaVersionMismatch
+
+    path = tmp_path / "requests.sqlite"
+    RequestLog(path).close()
+    with RequestLogReader(path) as reader:
+        assert reader.request_counts(0, 1) == (0, 0)
+    with sqlite3.connect(path) as db:  # a log written by a newer (or older) release
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaVersionMismatch) as info:
+        RequestLogReader(path)
+    assert (info.value.path, info.value.found, info.value.expected) == (path, SCHEMA_VERSION + 1, SCHEMA_VERSION)
+    message = str(info.value)
+    assert str(path) in message and f"version {SCHEMA_VERSION + 1}" in message
+    assert f"reads version {SCHEMA_VERSION}" in message
+    with pytest.raises(SchemaVersionMismatch):  # the writer does not stamp its own version over it either
+        RequestLog(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+
+    with pytest.raises(MonitoringError, match="request log not found"):
+        RequestLogReader(tmp_path / "nothing.sqlite")
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE requests (x)")
+    with pytest.raises(MonitoringError, match="not a FaceOps request log .no table faces, feedback"):
+        RequestLogReader(other)
+    text = tmp_path / "text.sqlite"
+    text.write_text("not a database at all " * 100)
+    with pytest.raises(MonitoringError, match="not a readable request log|cannot read the request log"):
+        RequestLogReader(text)

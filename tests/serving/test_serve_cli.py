@@ -35,7 +35,7 @@ def test_serve_refuses_to_start_without_keys_or_with_two_sources(tmp_path: Path,
 
 def test_serving_is_importable_from_anywhere(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-c", "import serving.app; print(serving.app.STATIC)"],
+        [sys.executable, "-c", "import faceops.serving.app as app; print(app.STATIC)"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -9,6 +9,8 @@ import cv2
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
+from faceops.face.gallery import UNKNOWN
+
 
 def _frames(video: Path, count: int, every: int) -> list[bytes]:
     capture = cv2.VideoCapture(str(video))
@@ -23,7 +25,17 @@ def _frames(video: Path, count: int, every: int) -> list[bytes]:
     return out
 
 
-def test_stream_tracks_faces_across_frames(client, api_key, datasets: Path) -> None:
+def test_stream_tracks_faces_across_frames(client, api_key, key_header, datasets: Path) -> None:
+    known = sorted((datasets / "video" / "known_faces").iterdir())  # the singer and the pianist, one still each
+    for person in known:
+        still = next(person.glob("*.png"))
+        response = client.post(
+            "/v1/identities",
+            data={"identity": person.name},
+            files=[("images", (still.name, still.read_bytes(), "image/png"))],
+            headers=key_header,
+        )
+        assert response.status_code == 201 and response.json()["added"] == 1, response.text
     frames = _frames(datasets / "video" / "short_hamilton_clip.mp4", 4, 4)
     replies = []
     with client.websocket_connect(f"/v1/stream?api_key={api_key}") as ws:
@@ -44,9 +56,12 @@ def test_stream_tracks_faces_across_frames(client, api_key, datasets: Path) -> N
     assert [r["frame"] for r in replies] == [1, 2, 4, 5]
     assert all((r["width"], r["height"]) == (640, 360) for r in replies)
     # the most prominent face (the singer) keeps one track id in every frame
-    ids = [max(r["faces"], key=lambda f: f["box"][2] - f["box"][0])["track_id"] for r in replies]
+    singer = [max(r["faces"], key=lambda f: f["box"][2] - f["box"][0]) for r in replies]
+    ids = [f["track_id"] for f in singer]
     assert len(set(ids)) == 1, replies
-    assert all(f["identity"] is not None for r in replies for f in r["faces"])  # recognised (maybe 'unknown')
+    # recognised as the enrolled singer in every frame; every other face is an enrolled name or 'unknown'
+    assert [f["identity"] for f in singer] == ["lin_manuel_miranda"] * len(replies), replies
+    assert {f["identity"] for r in replies for f in r["faces"]} <= {p.name for p in known} | {UNKNOWN}
 
     log = client.app.state.ctx.log
     rows = log.query(
@@ -55,6 +70,8 @@ def test_stream_tracks_faces_across_frames(client, api_key, datasets: Path) -> N
         (ids[0],),
     )
     assert rows[0][1] == 4
+    for person in known:
+        assert client.delete(f"/v1/identities/{person.name}", headers=key_header).status_code == 200
 
 
 def test_stream_needs_a_key(client) -> None:

@@ -54,6 +54,26 @@ def test_lost_tracks_expire_and_identity_is_a_vote() -> None:
     assert tracker.update([(0, 0, 50, 50)])[0] != tid
 
 
+def test_video_reader_yields_every_nth_rgb_frame(datasets: Path, tmp_path: Path) -> None:
+    from faceops.errors import ConfigError
+    from faceops.face.video import VideoReader
+
+    clip = datasets / "video" / "short_hamilton_clip.mp4"
+    capture = cv2.VideoCapture(str(clip))
+    bgr = [capture.read()[1] for _ in range(9)]
+    capture.release()
+    with VideoReader(str(clip), every=4, max_frames=10) as video:
+        assert video.frames_to_process == 3 and video.fps > 0
+        frames = list(video)
+    assert len(frames) == 3
+    for frame, source in zip(frames, (bgr[0], bgr[4], bgr[8]), strict=True):
+        assert np.array_equal(frame, source[:, :, ::-1])  # RGB of frames 0, 4 and 8
+    with pytest.raises(ConfigError, match="cannot open video source"):
+        VideoReader(str(tmp_path / "none.mp4"))
+    with pytest.raises(ConfigError, match="at least 1"):
+        VideoReader(str(clip), every=0)
+
+
 @pytest.fixture(scope="module")
 def watched(datasets: Path, bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     video = datasets / "video"

@@ -136,3 +136,20 @@ def test_webcam_streams_tracked_faces(server, api_key, datasets, tmp_path) -> No
         browser.eval("document.getElementById('stop').click()")
     finally:
         browser.close()
+
+
+def test_api_docs_render_offline(server, tmp_path) -> None:
+    # Every host but the service's is unresolvable: a page that still needed a CDN would stay blank.
+    browser = Browser(tmp_path / "profile", ["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"])
+    try:
+        browser.goto(f"{server.url}/docs")
+        count = wait_until(
+            lambda: browser.eval("document.querySelectorAll('.opblock').length") or None, 120, "the operations"
+        )
+        paths = browser.eval("[...document.querySelectorAll('.opblock-summary-path')].map(e => e.textContent)")
+        assert count >= 5 and any("/v1/recognize" in p for p in paths), paths
+        loaded = browser.eval("performance.getEntriesByType('resource').map(e => e.name)")
+        assert any(name.endswith("swagger-ui-bundle.js") for name in loaded), loaded
+        assert all(name.startswith(server.url) for name in loaded), loaded
+    finally:
+        browser.close()

@@ -66,11 +66,11 @@ def smoke_config(data_root: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def trained(smoke_config, preprocessed):
+def trained(smoke_config, preprocessed, cache_dir: Path):
     """One real (tiny) training run, evaluated, with its bundle saved; not logged to MLflow."""
     from faceops.training.run import run_training
 
-    return run_training(smoke_config, log_to_mlflow=False)
+    return run_training(smoke_config, log_to_mlflow=False, cache_dir=cache_dir)
 
 
 @pytest.fixture(scope="session")

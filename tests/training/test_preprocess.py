@@ -35,7 +35,9 @@ def test_crops_come_back_aligned_and_a_second_run_reads_only_the_cache(preproces
     crops = preprocessed.crops(shas)
     assert crops.shape == (len(shas), 160, 160, 3) and crops.dtype == np.uint8
     assert crops.reshape(len(shas), -1).std(axis=1).min() > 10  # real pixels, no blank crop
-    again = preprocess_dataset(data_root, cache_dir=cache_dir, show_progress=False)
+    seen: list[tuple[int, int]] = []
+    again = preprocess_dataset(data_root, cache_dir=cache_dir, show_progress=False, progress=lambda *a: seen.append(a))
+    assert seen == []  # nothing to run through MTCNN: no progress to report
     assert again.processed == 0 and again.usable == len(shas)
     assert np.array_equal(again.crops(shas), crops)
 
@@ -74,9 +76,15 @@ def test_an_interrupted_run_resumes_where_it_stopped(data_root, tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         preprocess_dataset(root, cache_dir=tmp_path / "cache", chunk=6, show_progress=False)
     monkeypatch.setattr(pre, "_process_chunk", real)
-    resumed = preprocess_dataset(root, cache_dir=tmp_path / "cache", chunk=6, show_progress=False)
+    seen: list[tuple[int, int]] = []
+    resumed = preprocess_dataset(
+        root, cache_dir=tmp_path / "cache", chunk=6, show_progress=False, progress=lambda *a: seen.append(a)
+    )
     assert resumed.processed == 6  # the first chunk was kept
     assert resumed.usable == 12
+    assert seen == [(0, 6), (6, 6)]  # (done, to do) before and after each batch run through MTCNN
+    # the cache is the folder given, not the FACEOPS_CACHE_DIR setting
+    assert resumed.cache.root.parent == tmp_path / "cache" and any(resumed.cache.root.glob("shard-*.npz"))
 
 
 def test_bad_images_are_reported_not_fatal(data_root, tmp_path):

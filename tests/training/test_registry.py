@@ -60,10 +60,10 @@ def test_a_failed_registration_leaves_no_version(local_store, trained, monkeypat
 
 
 def test_gate_refuses_worse_and_identical_challengers_promotes_a_stricter_one_and_rolls_back(
-    local_store, pretrained, smoke_config
+    local_store, pretrained, smoke_config, cache_dir
 ):
     def gate():
-        return run_gate(smoke_config.data_root, smoke_config.gate, smoke_config.evaluation)
+        return run_gate(smoke_config.data_root, smoke_config.gate, smoke_config.evaluation, cache_dir=cache_dir)
 
     v1 = registry.log_bundle(pretrained)
     first = gate()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -93,23 +94,20 @@ def _unique_stem(path: Path, out: Path) -> str:
 @json_option
 def enroll(folder: Path, gallery_path: Path, config_path: Path | None, as_json: bool) -> None:
     """Enroll FOLDER (one sub-folder of photos per identity) into a gallery."""
+    from faceops.errors import DatasetError
+    from faceops.face.enrol import enrol, people_in_folder
+
+    try:
+        people = people_in_folder(folder)
+    except DatasetError as exc:
+        raise click.UsageError(str(exc)) from exc
     pipeline = FaceRecognizer(load_preprocess(config_path))
     gallery = Gallery.open_or_create(gallery_path, pipeline.model_id)
-    people = sorted(p for p in folder.iterdir() if p.is_dir())
-    if not people:
-        raise click.UsageError(f"{folder} has no sub-folders: expected one folder of photos per identity")
-    failures, added = Failures(), {}
-    jobs = [(person.name, path) for person in people for path in iter_image_paths([person])]
-    known = {(name, src) for name in gallery.identities for src in gallery.sources(name)}
-    jobs = [(name, path) for name, path in jobs if (name, str(path)) not in known]
-    with progress(total=len(jobs), desc="enroll") as bar:
-        result = pipeline.embed_subjects([path for _, path in jobs], progress=bar.update)
-    for i, (name, path) in enumerate(jobs):
-        if i in result.errors:
-            failures.add(str(path), result.errors[i])
-            continue
-        gallery.add(name, result.embeddings[i], [str(path)])
-        added[name] = added.get(name, 0) + 1
+    with progress(total=len(people), desc="enroll") as bar:
+        done = enrol(pipeline, gallery, people, progress=bar.update)  # photos already held are skipped
+    failures, added = Failures(), done.added
+    for rejected in done.rejected:
+        failures.add(rejected.name, rejected.error)
     gallery.save(gallery_path)
     summary = {"gallery": str(gallery_path), "added": added, "identities": gallery.identities,
                "failures": failures.as_json()}
@@ -156,7 +154,8 @@ def recognize(inputs: tuple[Path, ...], gallery_path: Path, threshold: float, to
         echo_json({"threshold": threshold, "results": results, "failures": failures.as_json()})
     else:
         for r in results:
-            names = ", ".join(f"{f['identity']} ({f['score']:.3f})" for f in r["faces"]) or "no face"  # type: ignore[index]
+            faces_of: list[dict[str, Any]] = r["faces"]  # type: ignore[assignment]
+            names = ", ".join(f"{f['identity']} ({f['score']:.3f})" for f in faces_of) or "no face"
             click.echo(f"{r['image']}: {names}")
     failures.report()
     _exit(failures.exit_code() or (EXIT_NO_FACE if no_face else 0))
@@ -207,7 +206,9 @@ def verify(images: tuple[Path, ...], pairs_path: Path | None, root: Path | None,
     n_images = len({p.a for p in pairs} | {p.b for p in pairs})
     with progress(total=n_images, desc="embed") as bar:
         scored = score_pairs(pipeline, pairs, no_face=no_face, progress=bar.update)  # type: ignore[arg-type]
-    report = scored.report()
+    from faceops.evaluation.metrics import verification_report
+
+    report = verification_report(scored.scores, scored.labels, scored.folds, threshold=threshold)
     if roc_path:
         from faceops.evaluation.plots import plot_roc
 
@@ -242,6 +243,12 @@ def _report_table(r: dict) -> str:
     if r.get("accuracy_mean") is not None:
         rows.append(("accuracy", f"{100 * r['accuracy_mean']:.2f}% ± {100 * r['accuracy_std']:.2f} "
                                  f"over {len(r['fold_accuracies'])} folds (threshold chosen on the other folds)"))
+    at = f"threshold {r['threshold']:.4f}"  # the model's: a single fold has no other fold to choose one on
+    if r.get("accuracy_mean") is None:
+        rows.append(("accuracy", f"{100 * r['accuracy_at_threshold']:.2f}% ({at})"))
+    else:
+        rows.append((f"accuracy @ {at}", f"{100 * r['accuracy_at_threshold']:.2f}%"))
+    rows.append(("FAR / FRR", f"{100 * r['far_at_threshold']:.2f}% / {100 * r['frr_at_threshold']:.2f}% ({at})"))
     rows += [("ROC AUC", f"{r['auc']:.4f}"), ("EER", f"{100 * r['eer']:.2f}% (threshold {r['eer_threshold']:.4f})")]
     for far, tar in r["tar_at_far"].items():
         rows.append((f"TAR @ FAR={far}", f"{100 * tar:.2f}% (threshold {r['threshold_at_far'][far]:.4f})"))

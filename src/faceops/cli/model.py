@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -57,9 +58,14 @@ def preprocess(
     """Detect and align every face of a data version once (cached, resumable) and write per-image
     statistics."""
     from faceops.data.crops import preprocess_dataset
+    from faceops.settings import get_settings
 
     result = preprocess_dataset(
-        data_root or Path("data"), load_preprocess(pre_path), stats_path=stats_path, chunk=chunk
+        data_root or Path("data"),
+        load_preprocess(pre_path),
+        cache_dir=get_settings().cache_dir,
+        stats_path=stats_path,
+        chunk=chunk,
     )
     summary = {
         "images": len(result.rows),
@@ -107,7 +113,7 @@ def train(
     from faceops.training.run import flat_metrics, run_training
 
     config = load_train_config(config_path)
-    updates = {k: v for k, v in (("data_root", data_root), ("output_dir", out)) if v is not None}
+    updates: dict[str, Any] = {k: v for k, v in (("data_root", data_root), ("output_dir", out)) if v is not None}
     if no_mlflow:
         updates["mlflow"] = False
     config = config.model_copy(update=updates)
@@ -115,7 +121,10 @@ def train(
         from faceops import registry
 
         registry.alias_version(registry.CHAMPION, tracking_uri)  # fail fast on an unreachable server
-    result = run_training(config, tracking_uri)
+    from faceops.settings import get_settings
+
+    cache_dir = get_settings().cache_dir
+    result = run_training(config, tracking_uri, cache_dir=cache_dir)
     summary = {
         "output_dir": str(result.output_dir),
         "bundle": str(result.bundle_dir),
@@ -129,7 +138,13 @@ def train(
         from faceops.evaluation.gate import run_gate
 
         summary["gate"] = run_gate(
-            config.data_root, config.gate, config.evaluation, result.version, tracking_uri, lfw_pairs=config.lfw_pairs
+            config.data_root,
+            config.gate,
+            config.evaluation,
+            result.version,
+            tracking_uri,
+            lfw_pairs=config.lfw_pairs,
+            cache_dir=cache_dir,
         ).to_dict()
     if as_json:
         echo_json(summary)
@@ -211,7 +226,11 @@ def evaluate(
     except ValueError as exc:
         raise click.BadParameter(f"folds must be comma-separated integers, got {folds!r}") from exc
     lfw = LfwPairsConfig(pairs=lfw_pairs, root=lfw_pairs.parent, folds=fold_list) if lfw_pairs else None
-    result = evaluate_bundles(bundles, data_root or config.data_root, config.evaluation, out, lfw)
+    from faceops.settings import get_settings
+
+    result = evaluate_bundles(
+        bundles, data_root or config.data_root, config.evaluation, out, lfw, cache_dir=get_settings().cache_dir
+    )
     metrics = {name: flat_metrics(result.report, name) for name in bundles}
     if log_run:
         from faceops import registry
@@ -284,11 +303,19 @@ def promote(
 ) -> None:
     """Evaluate challenger and champion on the same data and move 'champion' only if the gate passes."""
     from faceops.evaluation.gate import run_gate
+    from faceops.settings import get_settings
     from faceops.training.config import load_train_config
 
     config = load_train_config(config_path)
     decision = run_gate(
-        data_root or config.data_root, config.gate, config.evaluation, version, tracking_uri, force, config.lfw_pairs
+        data_root or config.data_root,
+        config.gate,
+        config.evaluation,
+        version,
+        tracking_uri,
+        force,
+        config.lfw_pairs,
+        cache_dir=get_settings().cache_dir,
     )
     if as_json:
         echo_json(decision.to_dict())

@@ -135,6 +135,9 @@ def compile_(out: Path, image: str | None) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where step outputs go (default: <output_dir>/pipeline/runs).",
 )
+@click.option(
+    "--verbose", is_flag=True, help="Show everything kfp and the steps print (it always goes to the log file)."
+)
 @json_option
 def run(
     local: bool,
@@ -142,17 +145,28 @@ def run(
     repo: Path | None,
     no_cache: bool,
     pipeline_root: Path | None,
+    verbose: bool,
     as_json: bool,
     **options: Any,
 ) -> None:
-    """Run a whole pipeline and wait for it; prints what happened and where to look."""
+    """Run a whole pipeline and wait for it: one line per step as it ends, progress bars, then what happened
+    and where to look; the full output of kfp and the steps goes to a log file."""
     if not local:
         raise click.UsageError("give --local (kfp.local on this machine), or use 'faceops pipeline submit'")
+    import sys
+
     from faceops.kfp.pipelines.run import local_arguments, run_local
     from faceops.kfp.pipelines.summary import render, summarize
 
     arguments = local_arguments(repo or Path("."), **_collect(name, options))
-    result = run_local(name, arguments, pipeline_root=pipeline_root, caching=not no_cache)
+    result = run_local(
+        name,
+        arguments,
+        pipeline_root=pipeline_root,
+        caching=not no_cache,
+        console=sys.stderr if as_json else sys.stdout,  # --json: stdout holds the JSON alone
+        verbose=verbose,
+    )
     summary = summarize(result, arguments)
     if as_json:
         echo_json(summary)

@@ -7,12 +7,9 @@ the core never depends on the web stack.
 from __future__ import annotations
 
 import json
-import time
-from collections import defaultdict
 from pathlib import Path
 
 import click
-import numpy as np
 
 from faceops.cli._common import echo_json, json_option, progress
 from faceops.errors import ConfigError, FaceOpsError
@@ -172,13 +169,9 @@ def watch(
     as_json: bool,
 ) -> None:
     """Recognise and track faces in a webcam or video file; write an annotated video."""
-    import cv2
-
     from faceops.evaluation.bundle import ModelBundle
     from faceops.face.gallery import Gallery
-    from faceops.face.images import iter_image_paths
-    from faceops.face.render import draw_faces
-    from faceops.face.tracking import FaceTracker, recognize_frames
+    from faceops.face.video import VideoReader, annotate_video
 
     if gallery_path and known:
         raise click.UsageError("give --gallery or --known, not both")
@@ -199,78 +192,20 @@ def watch(
         gallery = Gallery.load(gallery_path)
         gallery.check_model(pipeline.model_id)
     elif known:
+        from faceops.face.enrol import enrol
+
         gallery = Gallery(pipeline.model_id)
-        for person in sorted(p for p in known.iterdir() if p.is_dir()):
-            paths = list(iter_image_paths([person]))
-            result = pipeline.embed_subjects(paths)
-            ok = [i for i in range(len(paths)) if i not in result.errors]
-            if ok:
-                gallery.add(person.name, result.embeddings[ok], [str(paths[i]) for i in ok])
+        enrol(pipeline, gallery, known)
         if not len(gallery):
             raise FaceOpsError(f"no face found in the photos under {known}")
-    capture = cv2.VideoCapture(int(source) if source.isdigit() else source)
-    if not capture.isOpened():
-        raise ConfigError(f"cannot open video source {source!r} (a webcam index or a readable video file)")
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    limit = min(total, max_frames) if total and max_frames else (max_frames or total)
-
-    current: list[np.ndarray] = []  # the frame being recognised (recognize_frames yields faces, not frames)
-
-    def frames():  # type: ignore[no-untyped-def]
-        index = 0
-        while limit is None or index < limit:
-            ok, bgr = capture.read()
-            if not ok:
-                return
-            if index % every == 0:
-                current[:] = [cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)]
-                yield current[0]
-            index += 1
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    writer, tracks = None, defaultdict(lambda: defaultdict(int))
-    n_frames = n_faces = 0
-    started = time.perf_counter()
-    tracker = FaceTracker(max_missed=max(2, 15 // every))
-    try:
-        bar = progress(total=(-(-limit // every) if limit else None), desc="watch")
-        for found in recognize_frames(frames(), pipeline, gallery, bundle.threshold, tracker):
-            frame = current[0]
-            if writer is None:
-                writer = cv2.VideoWriter(
-                    str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps / every, (frame.shape[1], frame.shape[0])
-                )
-            labels = [f"#{t.track_id} {t.identity}" if t.identity else f"#{t.track_id}" for t in found]
-            known = [bool(t.identity) and t.identity != "unknown" for t in found]
-            canvas = np.asarray(draw_faces(frame, [t.face for t in found], labels, known))
-            writer.write(cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
-            for t in found:
-                tracks[t.track_id][t.identity or "-"] += 1
-            n_frames += 1
-            n_faces += len(found)
-            bar.update(1)
+    with VideoReader(source, every, max_frames) as video:
+        bar = progress(total=video.frames_to_process, desc="watch")
+        summary = annotate_video(video, out, pipeline, gallery, bundle.threshold, on_frame=lambda _: bar.update(1))
         bar.close()
-    finally:
-        capture.release()
-        if writer is not None:
-            writer.release()
-    if n_frames == 0:
-        raise ConfigError(f"no frames could be read from {source!r}")
-    seconds = time.perf_counter() - started
-    summary = {
-        "source": source,
-        "out": str(out),
-        "frames": n_frames,
-        "faces": n_faces,
-        "fps_processed": round(n_frames / seconds, 2),
-        "threshold": bundle.threshold,
-        "tracks": {str(tid): dict(names) for tid, names in sorted(tracks.items())},
-    }
     if as_json:
-        echo_json(summary)
+        echo_json(summary.to_dict())
     else:
         click.echo(
-            f"{n_frames} frames, {n_faces} faces in {len(tracks)} tracks at {summary['fps_processed']} "
-            f"frames/s; annotated video: {out}"
+            f"{summary.frames} frames, {summary.faces} faces in {len(summary.tracks)} tracks at "
+            f"{summary.fps_processed:.2f} frames/s; annotated video: {out}"
         )

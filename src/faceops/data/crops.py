@@ -26,7 +26,7 @@ import csv
 import hashlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +39,6 @@ from faceops.errors import DataValidationFailed, InvalidImage
 from faceops.face.config import PreprocessConfig
 from faceops.face.images import load_image
 from faceops.face.recognizer import FaceRecognizer
-from faceops.settings import get_settings
 
 __all__ = [
     "STATS_COLUMNS",
@@ -70,13 +69,12 @@ class CropCache:
 
     Args:
         config: the preprocessing config (its fingerprint names the cache folder).
-        cache_dir: the root of all caches; default: the ``FACEOPS_CACHE_DIR`` setting.
+        cache_dir: the root of all caches (callers pass e.g. the ``FACEOPS_CACHE_DIR`` setting).
     """
 
-    def __init__(self, config: PreprocessConfig, cache_dir: str | Path | None = None) -> None:
+    def __init__(self, config: PreprocessConfig, cache_dir: str | Path) -> None:
         self.config = config
-        root = Path(cache_dir) if cache_dir else get_settings().cache_dir
-        self.root = root / f"crops-{config.fingerprint()}"
+        self.root = Path(cache_dir) / f"crops-{config.fingerprint()}"
         self._index: dict[str, tuple[Path, int]] | None = None
 
     def index(self) -> dict[str, tuple[Path, int]]:
@@ -98,7 +96,7 @@ class CropCache:
         name = f"shard-{time.time_ns()}-{str(records['sha256'][0])[:8]}.npz"
         tmp = self.root / (name + ".tmp")
         with tmp.open("wb") as handle:
-            np.savez(handle, **records)
+            np.savez(handle, **records)  # type: ignore[arg-type]  # numpy's stub types **kwds like allow_pickle
         tmp.replace(self.root / name)
         for row, sha in enumerate(records["sha256"]):
             self.index()[str(sha)] = (self.root / name, row)
@@ -220,26 +218,39 @@ def _process_chunk(
 def preprocess_dataset(
     data_root: str | Path,
     config: PreprocessConfig | None = None,
-    cache_dir: str | Path | None = None,
+    *,
+    cache_dir: str | Path,
     stats_path: str | Path | None = None,
     chunk: int = 64,
     show_progress: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PreprocessResult:
     """Detect and align the subject face of every manifest image not yet cached, then write ``stats.csv``.
 
     Args:
         data_root: the data version (a folder with ``manifest.csv``).
         config: the preprocessing config; default: the built-in one.
-        cache_dir: the cache root; default: the ``FACEOPS_CACHE_DIR`` setting.
+        cache_dir: the cache root (the crops go to ``<cache_dir>/crops-<fingerprint>/``).
         stats_path: where to write the statistics CSV; ``None`` writes none.
         chunk: images per MTCNN batch (and per cache shard).
         show_progress: a tqdm bar on stderr.
+        progress: called with (images done, images to run through MTCNN) before the first batch and after
+            each one (not called when every image is cached).
 
     Raises:
         DataValidationFailed: no manifest, an empty one, or not a single usable face in the data version.
     """
     root = Path(data_root)
-    result = preprocess_rows(root, read_manifest(root), config, cache_dir, stats_path, chunk, show_progress)
+    result = preprocess_rows(
+        root,
+        read_manifest(root),
+        config,
+        cache_dir=cache_dir,
+        stats_path=stats_path,
+        chunk=chunk,
+        show_progress=show_progress,
+        progress=progress,
+    )
     if result.usable == 0:
         raise DataValidationFailed(
             f"{root}: no image of the data version has a usable face "
@@ -252,10 +263,12 @@ def preprocess_rows(
     root: Path,
     rows: list[ManifestRow],
     config: PreprocessConfig | None = None,
-    cache_dir: str | Path | None = None,
+    *,
+    cache_dir: str | Path,
     stats_path: str | Path | None = None,
     chunk: int = 64,
     show_progress: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PreprocessResult:
     """:func:`preprocess_dataset` on given rows (paths relative to ``root``), e.g. the images of a pairs
     file."""
@@ -278,6 +291,8 @@ def preprocess_rows(
             disable=not show_progress,
             mininterval=0.5 if sys.stderr.isatty() else 15,
         )
+        if progress is not None:
+            progress(0, len(todo))
         for start in range(0, len(todo), chunk):
             batch = todo[start : start + chunk]
             records, read_errors = _process_chunk(pipeline, root, batch, config.align.image_size)
@@ -285,6 +300,8 @@ def preprocess_rows(
                 cache.add(records)
             errors.update(read_errors)
             bar.update(len(batch))
+            if progress is not None:
+                progress(start + len(batch), len(todo))
         bar.close()
     _, stats = cache.load([r.sha256 for r in rows])
     errors.update(_cached_errors(cache, rows))

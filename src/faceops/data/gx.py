@@ -106,6 +106,7 @@ def run_checks(
     """
     import great_expectations as gx
     import great_expectations.expectations as gxe
+    from great_expectations.checkpoint.actions import ValidationAction
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     context = _context(docs_dir)
@@ -120,7 +121,7 @@ def run_checks(
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=suite_name, data=batch, suite=suite)
     )
-    actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if docs_dir is not None else []
+    actions: list[ValidationAction] = [gx.checkpoint.UpdateDataDocsAction(name="data_docs")] if docs_dir is not None else []
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(
             name=suite_name,

@@ -24,11 +24,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from faceops.data.manifest import MANIFEST_NAME, ManifestRow, write_manifest
 from faceops.data.splits import SplitConfig, assign_splits
 from faceops.errors import DatasetError, InvalidImage
+from faceops.face.config import StrictConfig
 from faceops.face.images import IMAGE_SUFFIXES, load_image
 
 __all__ = [
@@ -45,10 +46,8 @@ IMPORT_INFO = "import.json"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class ImportFilters(BaseModel):
+class ImportFilters(StrictConfig):
     """Which identities and images of a source are taken."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_images: int = Field(default=1, ge=1, description="Identities with fewer usable images are left out.")
     max_images: int | None = Field(

@@ -15,15 +15,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from faceops.face.config import StrictConfig
 
 __all__ = ["SplitConfig", "assign_splits"]
 
 
-class SplitConfig(BaseModel):
+class SplitConfig(StrictConfig):
     """How a data version is split."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     test_fraction: float = Field(
         default=0.2, ge=0.0, lt=1.0, description="Share of identities held out (open set)."

@@ -29,21 +29,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from faceops.data.facts import face_facts, image_facts, read_stats, sample_paths
 from faceops.data.gx import Check, CheckResult, run_checks
 from faceops.data.ingest import SAFE_NAME
 from faceops.data.manifest import read_manifest
 from faceops.errors import DataValidationFailed
+from faceops.face.config import StrictConfig
 
 __all__ = ["ValidationConfig", "ValidationReport", "build_frame", "checks_for", "validate_dataset"]
 
 
-class ValidationConfig(BaseModel):
+class ValidationConfig(StrictConfig):
     """Thresholds of the data checks (``faceops data validate --config FILE.yaml``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     allowed_formats: tuple[str, ...] = ("JPEG", "PNG")
     min_width: int = Field(default=64, ge=1)

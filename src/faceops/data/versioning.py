@@ -2,8 +2,9 @@
 
 A *data version* is a git commit that changed ``data.dvc`` (the pointer file DVC writes for ``data/``). Its
 ``meta`` section carries the image and identity counts, so ``faceops data versions`` lists versions without
-fetching any data. Restoring checks ``data.dvc`` out of an old commit and lets DVC put the matching files in
-place, from the local cache or, when they are not there, from a remote.
+fetching any data; :func:`read_pointer` is the one reader of that file (in the working tree or in a commit).
+Restoring checks ``data.dvc`` out of an old commit and lets DVC put the matching files in place, from the
+local cache or, when they are not there, from a remote.
 
 This module is the only place that runs ``git`` and ``dvc`` (DVC through its command line, run with this
 Python so the venv's DVC is used); DVC's API churn stays here. Nothing here deletes anything from the DVC
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,14 @@ import yaml
 from faceops.errors import VersioningError
 
 __all__ = [
+    "DataPointer",
     "DataVersion",
     "dvc",
     "ensure_repo",
     "git",
     "list_versions",
+    "pointer_path",
+    "read_pointer",
     "record_version",
     "replace_data",
     "restore_version",
@@ -42,6 +46,84 @@ __all__ = [
 ]
 
 DATA_DIR = "data"
+
+
+@dataclass(frozen=True)
+class DataPointer:
+    """What a DVC pointer file (``data.dvc``) says about its data version, read without fetching any data.
+
+    Attributes:
+        md5: DVC's hash of the folder (``outs[0].md5``): equal hashes mean equal data.
+        files: how many files the folder holds (``nfiles``), when DVC recorded it.
+        size: its size in bytes, when recorded.
+        meta: what ``faceops data import`` recorded (``images``, ``identities``, ``splits``, ``source``,
+            ``filters``); empty for a pointer written by DVC alone.
+    """
+
+    md5: str
+    files: int | None = None
+    size: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images(self) -> int | None:
+        return self.meta.get("images")
+
+    @property
+    def identities(self) -> int | None:
+        return self.meta.get("identities")
+
+    @property
+    def splits(self) -> dict[str, int] | None:
+        return self.meta.get("splits")
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> DataPointer:
+        """The pointer from the YAML text of a ``.dvc`` file (``where`` names it in errors)."""
+        try:
+            content = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise VersioningError(f"{where}: not a DVC pointer file ({exc})") from exc
+        outs = content.get("outs") if isinstance(content, dict) else None
+        if not outs or not isinstance(outs[0], dict):
+            raise VersioningError(f"{where}: not a DVC pointer file (no 'outs' entry)")
+        out = outs[0]
+        return cls(
+            md5=str(out.get("md5") or ""),
+            files=out.get("nfiles"),
+            size=out.get("size"),
+            meta=dict(content.get("meta") or {}),
+        )
+
+
+def pointer_path(root: str | Path, target: str = DATA_DIR) -> Path:
+    """Where the pointer file of ``root/target`` is: ``root/<target>.dvc``."""
+    return Path(root) / f"{target}.dvc"
+
+
+def read_pointer(root: str | Path, rev: str | None = None, target: str = DATA_DIR) -> DataPointer | None:
+    """The pointer of ``root/target`` (``data.dvc``): in the working tree, or as commit ``rev`` recorded it.
+
+    Returns:
+        None when there is no such file (no data version yet, or a commit that did not hold it).
+
+    Raises:
+        VersioningError: the file is not a DVC pointer; git failed for another reason than a missing file.
+    """
+    name = f"{target}.dvc"
+    if rev is None:
+        path = pointer_path(root, target)
+        return DataPointer.parse(path.read_text(), str(path)) if path.is_file() else None
+    root = Path(root)
+    try:
+        text = git(root, "show", f"{rev}:{name}")
+    except VersioningError:
+        try:
+            git(root, "cat-file", "-e", f"{rev}^{{commit}}")
+        except VersioningError:
+            raise  # not a revision at all
+        return None  # a revision without the file
+    return DataPointer.parse(text, f"{rev}:{name}")
 
 
 def _run(cmd: Sequence[str], root: Path, env: Mapping[str, str] | None, what: str) -> str:
@@ -201,22 +283,22 @@ def list_versions(root: str | Path, limit: int | None = None) -> list[DataVersio
     for line in git(root, *args).splitlines():
         rev, date, message = line.split("\x1f", 2)
         try:
-            content = yaml.safe_load(git(root, "show", f"{rev}:{DATA_DIR}.dvc")) or {}
+            pointer = read_pointer(root, rev)
         except VersioningError:
+            continue  # a commit whose data.dvc is not a DVC pointer: not a data version
+        if pointer is None:
             continue  # the commit deleted data.dvc
-        out = (content.get("outs") or [{}])[0]
-        meta = content.get("meta") or {}
         versions.append(
             DataVersion(
                 rev,
                 date,
                 message,
-                out.get("md5"),
-                meta.get("images"),
-                meta.get("identities"),
-                out.get("nfiles"),
-                out.get("size"),
-                meta.get("splits"),
+                pointer.md5 or None,
+                pointer.images,
+                pointer.identities,
+                pointer.files,
+                pointer.size,
+                pointer.splits,
             )
         )
     return versions

@@ -93,7 +93,7 @@ def _tail_embed(model: nn.Module, cut: str, views: dict[str, torch.Tensor], devi
     chunks = []
     n = len(next(iter(views.values())))
     for start in range(0, n, 256):
-        total = sum(run_tail(model, cut, v[start : start + 256].float().to(device)) for v in views.values())
+        total = torch.stack([run_tail(model, cut, v[start : start + 256].float().to(device)) for v in views.values()]).sum(0)
         chunks.append(torch.nn.functional.normalize(total, dim=1).cpu())
     return torch.cat(chunks).numpy()
 
@@ -190,12 +190,15 @@ def lfw_pairs_report(
     models: dict[str, nn.Module],
     config: LfwPairsConfig,
     preprocess: PreprocessConfig,
-    cache_dir: Path | None,
+    cache_dir: Path,
     trunk: TrunkCache | None,
     exclude: set[str] | None = None,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """LFW's pairs protocol for each model (cached crops; images with no face score -1, i.e. 'different')."""
+    """LFW's pairs protocol for each model (cached crops; images with no face score -1, i.e. 'different').
+
+    ``cache_dir`` is the cache root the pairs' crops are read from and added to.
+    """
     pairs = read_lfw_pairs(config.pairs, config.root, config.folds)
     paths = sorted({p.a for p in pairs} | {p.b for p in pairs})
     rows = []
@@ -204,7 +207,7 @@ def lfw_pairs_report(
         rows.append(
             ManifestRow(str(path.relative_to(config.root)), path.parent.name, "test", digest, 0, 0, "")
         )
-    pre = preprocess_rows(Path(config.root), rows, preprocess, cache_dir)
+    pre = preprocess_rows(Path(config.root), rows, preprocess, cache_dir=cache_dir)
     ok = [r for r in rows if r.path not in pre.failed]
     where = {Path(config.root) / r.path: i for i, r in enumerate(ok)}
     embeddings = embed_models(

@@ -124,9 +124,11 @@ def run_gate(
     uri: str | None = None,
     force: bool = False,
     lfw_pairs: LfwPairsConfig | None = None,
+    *,
+    cache_dir: Path,
 ) -> GateDecision:
     """Evaluate challenger (or ``version``) and champion on ``data_root`` (and on LFW pairs when given) and
-    promote or refuse.
+    promote or refuse; ``cache_dir`` is the crop and trunk cache root.
 
     Raises:
         ModelNotFound: no such version, or no challenger.
@@ -157,7 +159,9 @@ def run_gate(
                 uri,
             )
             return GateDecision(False, reason, challenger, champion)
-    results = with_lfw(evaluate_bundles(bundles, data_root, evaluation, lfw_pairs=lfw_pairs).report)
+    results = with_lfw(
+        evaluate_bundles(bundles, data_root, evaluation, lfw_pairs=lfw_pairs, cache_dir=cache_dir).report
+    )
     promoted, reason = decide(results["challenger"], results.get("champion"), gate)
     decision = GateDecision(promoted, reason, challenger, champion, {k: key_metrics(v) for k, v in results.items()})
     registry.tag_version(

@@ -1,4 +1,4 @@
-"""Verification metrics: ROC, AUC, EER, TAR at a FAR, FAR/FRR at a threshold, and k-fold accuracy.
+"""Verification metrics: ROC, AUC, EER, TAR at a FAR, accuracy/FAR/FRR at a threshold, and k-fold accuracy.
 
 Scores are similarities (higher = more alike); labels are 1 for genuine (same person) pairs, 0 for impostors.
 """
@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 __all__ = [
     "VerificationReport",
+    "accuracy_at_threshold",
     "best_accuracy_threshold",
     "equal_error_rate",
     "far_frr",
@@ -44,6 +45,14 @@ def far_frr(scores: np.ndarray, labels: np.ndarray, threshold: float) -> tuple[f
     far = float(np.mean(impostors >= threshold)) if len(impostors) else float("nan")
     frr = float(np.mean(genuine < threshold)) if len(genuine) else float("nan")
     return far, frr
+
+
+def accuracy_at_threshold(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float:
+    """Share of pairs judged right at a threshold (genuine: score >= threshold; impostor: below)."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
+    if len(scores) == 0:
+        raise ValueError("no scores")
+    return float(np.mean((scores >= threshold) == labels))
 
 
 def tar_at_far(scores: np.ndarray, labels: np.ndarray, far: float) -> tuple[float, float]:
@@ -110,6 +119,10 @@ class VerificationReport:
     accuracy_std: float | None = None
     fold_accuracies: list[float] | None = None
     fold_thresholds: list[float] | None = None
+    threshold: float | None = None
+    accuracy_at_threshold: float | None = None
+    far_at_threshold: float | None = None
+    frr_at_threshold: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -120,8 +133,13 @@ def verification_report(
     labels: np.ndarray,
     folds: np.ndarray | None = None,
     far_targets: tuple[float, ...] = (1e-2, 1e-3),
+    threshold: float | None = None,
 ) -> VerificationReport:
-    """All verification metrics for scored pairs; k-fold accuracy when fold numbers are given."""
+    """All verification metrics for scored pairs.
+
+    K-fold accuracy (each fold judged at the threshold chosen on the others) needs fold numbers of two or more
+    folds; accuracy, FAR and FRR at a fixed ``threshold`` (a model's own) work on any number of folds.
+    """
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(int)
     if len(np.unique(labels)) < 2:
         raise ValueError("verification metrics need both genuine and impostor pairs")
@@ -135,13 +153,17 @@ def verification_report(
         eer_threshold=eer_threshold,
     )
     for far in far_targets:
-        tar, threshold = tar_at_far(scores, labels, far)
+        tar, at_far = tar_at_far(scores, labels, far)
         report.tar_at_far[f"{far:g}"] = tar
-        report.threshold_at_far[f"{far:g}"] = threshold
+        report.threshold_at_far[f"{far:g}"] = at_far
     if folds is not None and len(np.unique(folds)) > 1:
         accuracies, thresholds = kfold_accuracy(scores, labels, folds)
         report.accuracy_mean = float(accuracies.mean())
         report.accuracy_std = float(accuracies.std())
         report.fold_accuracies = [float(a) for a in accuracies]
         report.fold_thresholds = [float(t) for t in thresholds]
+    if threshold is not None:
+        report.threshold = float(threshold)
+        report.accuracy_at_threshold = accuracy_at_threshold(scores, labels, threshold)
+        report.far_at_threshold, report.frr_at_threshold = far_frr(scores, labels, threshold)
     return report

@@ -3,6 +3,9 @@
 One :class:`PreprocessConfig` drives detection, subject choice, alignment and normalisation everywhere (CLI,
 training, evaluation, serving). It is saved next to every model and read back by whoever uses that model, so the
 pixels a model sees in production are the pixels it was evaluated on.
+
+:class:`StrictConfig` (unknown keys refused, instances frozen) and :func:`load_yaml_config` are the base and the
+loader of every typed config of FaceOps: training's, the monitor's, the data import's, splits and validation.
 """
 
 from __future__ import annotations
@@ -22,17 +25,21 @@ __all__ = [
     "DetectorConfig",
     "EmbedderConfig",
     "PreprocessConfig",
+    "StrictConfig",
     "load_yaml_config",
 ]
 
 _M = TypeVar("_M", bound=BaseModel)
 
 
-class _Strict(BaseModel):
+class StrictConfig(BaseModel):
+    """Base of every typed config: unknown keys are refused (a typo never passes silently) and instances are
+    frozen (a config logged with a run is the config that ran)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DetectorConfig(_Strict):
+class DetectorConfig(StrictConfig):
     """MTCNN settings (facenet-pytorch)."""
 
     min_face_size: int = Field(default=20, ge=8, description="Smallest face side in pixels that is searched for.")
@@ -55,7 +62,7 @@ class DetectorConfig(_Strict):
         return value
 
 
-class AlignConfig(_Strict):
+class AlignConfig(StrictConfig):
     """How a detected face becomes a fixed-size crop.
 
     The defaults were measured on LFW pairs fold 3 with the CASIA-WebFace weights
@@ -78,7 +85,7 @@ class AlignConfig(_Strict):
     )
 
 
-class EmbedderConfig(_Strict):
+class EmbedderConfig(StrictConfig):
     """How crops become embeddings.
 
     Flip averaging is off by default: on LFW fold 3 it changed accuracy by one or two pairs of 600 either way
@@ -92,7 +99,7 @@ class EmbedderConfig(_Strict):
     batch_size: int = Field(default=32, ge=1, le=1024)
 
 
-class PreprocessConfig(_Strict):
+class PreprocessConfig(StrictConfig):
     """Everything between an image file and the embedding network's input; stored with each model."""
 
     version: int = Field(default=1, description="Bumped when the meaning of a field changes.")

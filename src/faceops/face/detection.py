@@ -86,12 +86,18 @@ class FaceDetector:
         return self.detect_batch([image])[0]
 
     def detect_batch(self, images: Sequence[np.ndarray], batch_size: int = 16) -> list[list[Face]]:
-        """All faces in each image; images of equal shape go through MTCNN together."""
+        """All faces in each image; images of equal shape go through MTCNN together.
+
+        An image (after scaling very large ones down) whose shorter side is under ``min_face_size`` has no faces.
+        """
         results: list[list[Face]] = [[] for _ in images]
         prepared: list[tuple[np.ndarray, float]] = [_scale_for_detection(img) for img in images]
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for index, (small, _) in enumerate(prepared):
-            groups[small.shape].append(index)
+            # MTCNN's pyramid has no level for an image whose shorter side is under the minimum face size (and
+            # facenet-pytorch then fails on an empty torch.cat): such an image cannot hold a detectable face.
+            if min(small.shape[:2]) >= self.config.min_face_size:
+                groups[small.shape].append(index)
         for indices in groups.values():
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +19,18 @@ import numpy as np
 
 from faceops.errors import GalleryError, UnknownIdentity
 
-__all__ = ["Gallery", "Match", "UNKNOWN"]
+__all__ = ["Gallery", "Match", "UNKNOWN", "valid_identity"]
 
 UNKNOWN = "unknown"
 _FORMAT_VERSION = 1
+
+
+def valid_identity(identity: str) -> str:
+    """The identity name, stripped; :class:`GalleryError` for an empty name or the reserved ``unknown``."""
+    name = identity.strip()
+    if not name or name == UNKNOWN:
+        raise GalleryError(f"invalid identity name {identity!r}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -73,9 +82,7 @@ class Gallery:
 
     def add(self, identity: str, embeddings: np.ndarray, sources: list[str] | None = None) -> None:
         """Enrol more embeddings for an identity (new or existing)."""
-        identity = identity.strip()
-        if not identity or identity == UNKNOWN:
-            raise GalleryError(f"invalid identity name {identity!r}")
+        identity = valid_identity(identity)
         vectors = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
         if len(vectors) == 0:
             return
@@ -105,7 +112,7 @@ class Gallery:
         return int(self._embeddings.shape[1]) if self._embeddings.size else 0
 
     # -- search -------------------------------------------------------------------------------------------------
-    def scores(self, queries: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    def scores(self, queries: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, list[str]]:
         """Cosine score of each query against each identity (the best of its embeddings): (Q, I) and the names."""
         if len(self) == 0:
             raise GalleryError("the gallery is empty: enrol identities first")
@@ -116,7 +123,9 @@ class Gallery:
         names, starts = np.unique(self._labels, return_index=True)  # labels are kept sorted, so groups are runs
         return np.maximum.reduceat(sims, starts, axis=1), [str(n) for n in names]
 
-    def identify(self, queries: np.ndarray, threshold: float, top_k: int = 3) -> list[Match]:
+    def identify(
+        self, queries: np.ndarray | Sequence[np.ndarray], threshold: float, top_k: int = 3
+    ) -> list[Match]:
         """The best identities for each query; ``unknown`` when the best score is below ``threshold``."""
         per_identity, names = self.scores(queries)
         k = min(top_k, len(names))

@@ -8,13 +8,11 @@ them. The model steps (train, evaluate, register and gate) are in :mod:`faceops.
 
 from __future__ import annotations
 
-import html
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from faceops.errors import ConfigError, DatasetError, DataValidationFailed, VersioningError
@@ -27,7 +25,6 @@ __all__ = [
     "prepare_data",
     "shard_of",
     "train_config",
-    "use_cache_dir",
     "validate_step",
 ]
 
@@ -50,27 +47,7 @@ def train_config(run_config: dict[str, Any] | None, data_dir: str | Path, out_di
     return parse_config(TrainConfig, values, "run config")
 
 
-def use_cache_dir(cache_dir: str | Path | None) -> None:
-    """Point this process's settings at ``cache_dir`` (the crop and trunk caches), when one is given.
-
-    Components run in a process of their own, so changing the process's settings is safe there; the core's
-    training and evaluation read the cache folder from the settings only.
-    """
-    if cache_dir:
-        from faceops.settings import get_settings
-
-        os.environ["FACEOPS_CACHE_DIR"] = str(Path(cache_dir).resolve())
-        get_settings.cache_clear()
-
-
 # --- the data version ------------------------------------------------------------------------------------
-
-
-def _pointer(root: Path) -> dict[str, Any]:
-    path = root / "data.dvc"
-    if not path.is_file():
-        return {}
-    return yaml.safe_load(path.read_text()) or {}
 
 
 def data_version_info(root: str | Path) -> dict[str, Any]:
@@ -78,35 +55,35 @@ def data_version_info(root: str | Path) -> dict[str, Any]:
 
     ``rev`` is ``"uncommitted"`` when ``data.dvc`` differs from the last commit (e.g. after a restore).
     """
-    from faceops.data.versioning import git
+    from faceops.data.versioning import git, pointer_path, read_pointer
 
     root = Path(root).resolve()
-    pointer = _pointer(root)
-    if not pointer:
+    pointer = read_pointer(root)
+    if pointer is None:
         raise DatasetError(
             f"{root} holds no data version (no data.dvc): import one first "
             "('faceops data import SRC' or 'faceops pipeline run --source SRC')"
         )
-    out = (pointer.get("outs") or [{}])[0]
-    meta = pointer.get("meta") or {}
-    changed = git(root, "status", "--porcelain", "--", "data.dvc").strip()
-    rev = "uncommitted" if changed else git(root, "log", "-n1", "--format=%H", "--", "data.dvc").strip()
+    name = pointer_path(root).name
+    changed = git(root, "status", "--porcelain", "--", name).strip()
+    rev = "uncommitted" if changed else git(root, "log", "-n1", "--format=%H", "--", name).strip()
     return {
         "rev": rev or "uncommitted",
-        "md5": str(out.get("md5", "")),
+        "md5": pointer.md5,
         "data_dir": str(root / "data"),
-        "images": int(meta.get("images") or 0),
-        "identities": int(meta.get("identities") or 0),
-        "splits": meta.get("splits") or {},
-        "source": meta.get("source"),
+        "images": int(pointer.images or 0),
+        "identities": int(pointer.identities or 0),
+        "splits": pointer.splits or {},
+        "source": pointer.meta.get("source"),
     }
 
 
 def _wants_import(root: Path, source: Path, filters: dict[str, Any]) -> bool:
     """Whether ``source`` with ``filters`` must be imported (not when it is the clean current version)."""
-    from faceops.data.versioning import workspace_status
+    from faceops.data.versioning import read_pointer, workspace_status
 
-    meta = _pointer(root).get("meta") or {}
+    pointer = read_pointer(root)
+    meta = pointer.meta if pointer else {}
     same = meta.get("source") == str(source) and meta.get("filters") == filters
     return not (same and (root / "data").is_dir() and not workspace_status(root))
 
@@ -134,7 +111,7 @@ def prepare_data(
     from faceops.data.importer import import_dataset
     from faceops.data.ingest import ImportFilters
     from faceops.data.remotes import push, remote_env
-    from faceops.data.versioning import ensure_repo, resolve_rev, restore_version, workspace_status
+    from faceops.data.versioning import ensure_repo, read_pointer, resolve_rev, restore_version, workspace_status
 
     root = ensure_repo(repo)
     imported = False
@@ -146,9 +123,8 @@ def prepare_data(
             import_dataset(src, root, filters, progress=_progress("import"))
             imported = True
     elif data_version:
-        wanted = (yaml.safe_load(_show(root, resolve_rev(root, data_version))) or {}).get("outs") or [{}]
-        current = (_pointer(root).get("outs") or [{}])[0]
-        if wanted[0].get("md5") != current.get("md5") or workspace_status(root):
+        wanted, current = read_pointer(root, resolve_rev(root, data_version)), read_pointer(root)
+        if wanted is None or current is None or wanted.md5 != current.md5 or workspace_status(root):
             restore_version(root, data_version, env=remote_env())
     info = data_version_info(root)
     if workspace_status(root):
@@ -159,12 +135,6 @@ def prepare_data(
     if remote:
         push(root, remote)
     return {**info, "imported": imported, "pushed_to": remote or None}
-
-
-def _show(root: Path, rev: str) -> str:
-    from faceops.data.versioning import git
-
-    return git(root, "show", f"{rev}:data.dvc")
 
 
 def _read_identities(path: Path) -> tuple[str, ...]:
@@ -211,7 +181,7 @@ def validate_step(data_dir: str | Path, out_dir: str | Path, overrides: dict[str
         out / "report.html",
         "Data validation",
         {
-            "Summary": html.escape(report.summary()).replace("\n", "<br>"),
+            "Summary": report.summary(),  # text: escaped by the writer, line breaks kept
             "Checks": checks,
             "Skipped": report.skipped or "-",
         },
@@ -241,18 +211,29 @@ def _preprocess_config(run_config: dict[str, Any] | None) -> Any:
 
 
 def preprocess_shard(
-    data_dir: str | Path, run_config: dict[str, Any] | None, shard: int, shards: int, cache_dir: str = ""
+    data_dir: str | Path,
+    run_config: dict[str, Any] | None,
+    shard: int,
+    shards: int,
+    cache_dir: str | Path,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
-    """Detect and align the faces of one shard of the data version into the shared crop cache."""
+    """Detect and align the faces of one shard of the data version into the shared crop cache.
+
+    Args:
+        cache_dir: the cache root shared by every step (the crops go to ``<cache_dir>/crops-<fingerprint>``).
+        progress: called with (images done, images to do) as batches finish.
+    """
     from faceops.data.crops import preprocess_rows
     from faceops.data.manifest import read_manifest
 
     if not 0 <= shard < shards:
         raise ConfigError(f"shard {shard} is not in [0, {shards})")
-    use_cache_dir(cache_dir)
     root = Path(data_dir)
     rows = [r for r in read_manifest(root) if shard_of(r.sha256, shards) == shard]
-    result = preprocess_rows(root, rows, _preprocess_config(run_config))
+    result = preprocess_rows(
+        root, rows, _preprocess_config(run_config), cache_dir=Path(cache_dir), progress=progress
+    )
     return {
         "shard": float(shard),
         "images": float(len(rows)),
@@ -262,21 +243,19 @@ def preprocess_shard(
 
 
 def preprocess_all(
-    data_dir: str | Path, run_config: dict[str, Any] | None, out_dir: str | Path, cache_dir: str = ""
+    data_dir: str | Path, run_config: dict[str, Any] | None, out_dir: str | Path, cache_dir: str | Path
 ) -> dict[str, float]:
     """Gather the shards (every image is now cached): write ``stats.csv`` and ``preprocess.json``."""
     from faceops.data.crops import preprocess_dataset
-    from faceops.settings import get_settings
 
-    use_cache_dir(cache_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = _preprocess_config(run_config)
-    result = preprocess_dataset(data_dir, config, stats_path=out / "stats.csv")
+    result = preprocess_dataset(data_dir, config, cache_dir=Path(cache_dir), stats_path=out / "stats.csv")
     summary = {
         "data_dir": str(data_dir),
         "fingerprint": config.fingerprint(),
-        "cache_dir": str(get_settings().cache_dir),
+        "cache_dir": str(Path(cache_dir).resolve()),
         "images": len(result.rows),
         "usable": result.usable,
         "processed_now": result.processed,

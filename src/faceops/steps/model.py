@@ -7,13 +7,15 @@ the challenger and decides, :func:`promote` moves the ``champion`` alias when th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from faceops.steps.data import parse_config, train_config, use_cache_dir
+from faceops.steps.data import parse_config, train_config
 
 __all__ = ["evaluate_step", "promote", "record_status", "register_and_gate", "train_step"]
 
@@ -35,29 +37,67 @@ def _key_metrics(flat: dict[str, float]) -> dict[str, float]:
     return {k.replace("@", "_at_"): float(v) for k, v in out.items()}
 
 
+class _EpochCounter(logging.Handler):
+    """Counts the epochs :func:`faceops.training.fit.fit` logs (one INFO record per finished epoch) and reports
+    them to ``progress``; fit takes no callback, its log is how it says an epoch is done."""
+
+    def __init__(self, progress: Callable[[int, int], None], total: int) -> None:
+        super().__init__(logging.INFO)
+        self.progress, self.total, self.done = progress, total, 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.msg, str) and " epoch " in record.msg and record.msg.startswith("%s epoch"):
+            self.done += 1
+            self.progress(min(self.done, self.total), self.total)
+
+
+@contextlib.contextmanager
+def _epoch_progress(progress: Callable[[int, int], None] | None, total: int) -> Iterator[None]:
+    if progress is None:
+        yield
+        return
+    logger = logging.getLogger("faceops.training.fit")
+    counter = _EpochCounter(progress, total)
+    level = logger.level
+    if not logger.isEnabledFor(logging.INFO):
+        logger.setLevel(logging.INFO)
+    logger.addHandler(counter)
+    progress(0, total)
+    try:
+        yield
+    finally:
+        logger.removeHandler(counter)
+        logger.setLevel(level)
+
+
 def train_step(
     data_dir: str | Path,
     run_config: dict[str, Any] | None,
     out_dir: str | Path,
-    cache_dir: str = "",
+    cache_dir: str | Path,
     workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Fine-tune on the data version; ``out_dir`` gets ``bundle/``, ``report.json``, plots, ``report.html``.
 
     Args:
+        cache_dir: the cache root of the crops and the trunk activations.
         workers: data-parallel worker processes (torch DDP, gloo); 1 trains in this process.
+        progress: called with (epochs done, most epochs of the two stages) as epochs finish (early stopping
+            may end a stage sooner); with DDP the epochs run in the workers and only the start is reported.
     """
     from faceops.reports.page import write_page
     from faceops.training.run import flat_metrics, run_training
 
-    use_cache_dir(cache_dir)
     config = train_config(run_config, data_dir, out_dir)
-    if workers > 1:
-        from faceops.training.ddp import run_training_ddp
+    epochs = config.head_stage.epochs + config.finetune_stage.epochs
+    with _epoch_progress(progress, epochs):
+        if workers > 1:
+            from faceops.training.ddp import run_training_ddp
 
-        result = run_training_ddp(config, workers)
-    else:
-        result = run_training(config, log_to_mlflow=False)
+            result = run_training_ddp(config, workers, Path(cache_dir))
+        else:
+            result = run_training(config, log_to_mlflow=False, cache_dir=Path(cache_dir))
     metrics = {
         **_key_metrics(flat_metrics(result.report, "finetuned")),
         **{f"baseline_{k}": v for k, v in _key_metrics(flat_metrics(result.report, "pretrained")).items()},
@@ -80,18 +120,23 @@ def evaluate_step(
     data_dir: str | Path,
     run_config: dict[str, Any] | None,
     out_dir: str | Path,
-    cache_dir: str = "",
+    cache_dir: str | Path,
 ) -> dict[str, float]:
-    """Evaluate the trained bundle at its stored threshold; ``out_dir`` gets ``report.json``, plots, HTML."""
+    """Evaluate the trained bundle at its stored threshold; ``out_dir`` gets ``report.json``, plots, HTML.
+    ``cache_dir`` is the crop and trunk cache root."""
     from faceops.evaluation.bundle import ModelBundle
     from faceops.reports.page import write_page
     from faceops.training.run import evaluate_bundles, flat_metrics
 
-    use_cache_dir(cache_dir)
     config = train_config(run_config, data_dir, out_dir)
     bundle = ModelBundle.load(Path(model_dir) / "bundle")
     result = evaluate_bundles(
-        {"challenger": bundle}, Path(data_dir), config.evaluation, Path(out_dir), lfw_pairs=config.lfw_pairs
+        {"challenger": bundle},
+        Path(data_dir),
+        config.evaluation,
+        Path(out_dir),
+        lfw_pairs=config.lfw_pairs,
+        cache_dir=Path(cache_dir),
     )
     metrics = _key_metrics(flat_metrics(result.report, "challenger"))
     stored = result.report["models"]["challenger"]["open_set"].get("far_at_stored_threshold")
@@ -107,16 +152,18 @@ def register_and_gate(
     eval_dir: str | Path,
     data_dir: str | Path,
     run_config: dict[str, Any] | None,
+    *,
+    cache_dir: str | Path,
     gate: dict[str, Any] | None = None,
     tracking_uri: str = "",
-    cache_dir: str = "",
     data_info: dict[str, Any] | None = None,
     trigger: str = "",
 ) -> dict[str, Any]:
     """Log the run, register its bundle as ``challenger``, then decide (not promote) against the champion.
 
-    Both models are measured on the same data version at their stored thresholds; the decision and its reason
-    are tagged on the new model version (``faceops.evaluation.gate``).
+    Both models are measured on the same data version at their stored thresholds (crops and trunk
+    activations from ``cache_dir``); the decision and its reason are tagged on the new model version
+    (``faceops.evaluation.gate``).
 
     Returns:
         ``version``, ``run_id``, ``decision`` ('promote' or 'reject'), ``reason``, ``champion`` (or None).
@@ -127,7 +174,6 @@ def register_and_gate(
     from faceops.training.config import GateConfig
     from faceops.training.run import RunResult, _log_run, evaluate_bundles
 
-    use_cache_dir(cache_dir)
     uri = tracking_uri or None
     model_dir = Path(model_dir)
     config = train_config(run_config, data_dir, model_dir)
@@ -154,7 +200,13 @@ def register_and_gate(
     previous = None
     if old is not None:
         previous = with_lfw(
-            evaluate_bundles({"champion": old}, Path(data_dir), config.evaluation, lfw_pairs=config.lfw_pairs).report
+            evaluate_bundles(
+                {"champion": old},
+                Path(data_dir),
+                config.evaluation,
+                lfw_pairs=config.lfw_pairs,
+                cache_dir=Path(cache_dir),
+            ).report
         )["champion"]
     promoted, reason = decide(challenger, previous, gate_config)
     tags = {

@@ -27,6 +27,7 @@ import numpy as np
 
 from faceops.data.manifest import read_manifest
 from faceops.errors import DataValidationFailed
+from faceops.face.enrol import enrol
 from faceops.face.gallery import UNKNOWN, Gallery
 from faceops.face.quality import crop_quality
 from faceops.telemetry.stats import LabelledFace, performance
@@ -141,25 +142,27 @@ def compute_reference(
             "(the probes)"
         )
     pipeline = bundle.pipeline()
-    every = gallery_rows + probe_rows
-    crops, faces, errors = pipeline.subject_crops([root / r.path for r in every], progress=progress)
-    ok = [i for i in range(len(every)) if i not in errors]
-    embeddings = np.zeros((len(every), 512), dtype=np.float32)
-    if ok:
-        embeddings[ok] = pipeline.embedder.embed(crops[ok])
-    gallery = Gallery(pipeline.model_id)
-    for i in (j for j in ok if j < len(gallery_rows)):
-        gallery.add(every[i].identity, embeddings[i][None], [every[i].path])
-    probes = [i for i in ok if i >= len(gallery_rows)]
+    gallery = Gallery(pipeline.model_id)  # as the service enrols: one embedding per photo
+    enrolled = enrol(
+        pipeline,
+        gallery,
+        [(r.identity, root / r.path) for r in gallery_rows],
+        names=[r.path for r in gallery_rows],
+        progress=progress,
+    )
+    crops, faces, errors = pipeline.subject_crops([root / r.path for r in probe_rows], progress=progress)
+    probes = [i for i in range(len(probe_rows)) if i not in errors]
     if len(gallery) == 0 or not probes:
         raise DataValidationFailed(f"{root}: no face found in the gallery or probe images of the reference")
-    matches = gallery.identify(embeddings[probes], bundle.threshold, top_k=3)
+    embeddings = pipeline.embedder.embed(crops[probes])
+    matches = gallery.identify(embeddings, bundle.threshold, top_k=3)
     columns: dict[str, list[float]] = {c: [] for c in FEATURES}
     labelled = []
     for i, match in zip(probes, matches, strict=True):
         for key, value in _probe_features(faces[i], crops[i], match).items():
             columns[key].append(value)
-        truth = every[i].identity if every[i].split == "val" else "impostor"
+        row = probe_rows[i]
+        truth = row.identity if row.split == "val" else "impostor"
         decision = "unknown" if match.identity == UNKNOWN else "known"
         labelled.append(LabelledFace("recognize", decision, match.identity, truth))
     rng = np.random.default_rng(seed)
@@ -173,12 +176,12 @@ def compute_reference(
         "gallery_images": len(gallery),
         "gallery_identities": len(gallery.identities),
         "probes": len(probes),
-        "no_face": len(errors),
+        "no_face": len(enrolled.rejected) + len(errors),
         "performance": performance(labelled).to_dict(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     features = {c: np.asarray(v, dtype=np.float64) for c, v in columns.items()}
-    return Reference(features, embeddings[probes][pick], meta)
+    return Reference(features, embeddings[pick], meta)
 
 
 def log_to_run(reference: Reference, run_id: str, uri: str | None = None) -> None:
@@ -189,19 +192,11 @@ def log_to_run(reference: Reference, run_id: str, uri: str | None = None) -> Non
     """
     import tempfile
 
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
     from faceops import registry
-    from faceops.errors import RegistryError
 
-    resolved = registry.tracking_uri(uri)
     with tempfile.TemporaryDirectory(prefix="faceops-reference-") as tmp:
         reference.meta = {**reference.meta, "run_id": run_id}
         folder = reference.save(Path(tmp) / ARTIFACT_PATH)
-        try:
-            MlflowClient(tracking_uri=resolved, registry_uri=resolved).log_artifacts(
-                run_id, str(folder), ARTIFACT_PATH
-            )
-        except MlflowException as exc:
-            raise RegistryError(f"cannot log the monitoring reference to run {run_id}: {exc.message}") from exc
+        registry.log_artifacts(
+            run_id, folder, ARTIFACT_PATH, uri, context=f"cannot log the monitoring reference to run {run_id}"
+        )

@@ -1,5 +1,8 @@
 """The request log: one row per request and one per face, appended durably to SQLite for monitoring.
 
+:class:`RequestLog` is the one writer (the service), :class:`RequestLogReader` the one reader (monitoring): both
+hold the SQL, and the reader refuses a log whose ``SCHEMA_VERSION`` (SQLite's ``user_version``) is not this one.
+
 SQLite runs in WAL mode with ``synchronous=FULL``: a row is on disk when the request's insert returns, and a
 crash (even a power cut) never loses or corrupts committed rows. No raw images are stored unless
 ``log_store_images`` is set; ``log_sample_rate`` logs a share of requests; rows older than the retention are
@@ -26,12 +29,24 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from faceops.errors import FaceOpsError
+from faceops.errors import FaceOpsError, MonitoringError
 
-__all__ = ["SCHEMA_VERSION", "FaceRecord", "RequestLog", "RequestRecord", "UnknownRequest"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "ConfirmedImage",
+    "FaceRecord",
+    "FeedbackRow",
+    "LoggedFace",
+    "RequestLog",
+    "RequestLogReader",
+    "RequestRecord",
+    "SchemaVersionMismatch",
+    "UnknownRequest",
+]
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -55,6 +70,23 @@ CREATE INDEX IF NOT EXISTS feedback_request ON feedback(request_id);
 
 class UnknownRequest(FaceOpsError):
     """Feedback for a request id that is not in the log (never logged, sampled out or pruned)."""
+
+
+class SchemaVersionMismatch(MonitoringError):
+    """A request log written with another ``SCHEMA_VERSION`` than this FaceOps reads and writes.
+
+    Attributes:
+        path: the log file.
+        found: its schema version (SQLite ``user_version``).
+        expected: :data:`SCHEMA_VERSION`.
+    """
+
+    def __init__(self, path: Path, found: int, expected: int = SCHEMA_VERSION) -> None:
+        super().__init__(
+            f"{path}: request log schema version {found}, but this FaceOps reads version {expected} "
+            "(the log was written by another FaceOps release; monitor it with that release or start a new log)"
+        )
+        self.path, self.found, self.expected = path, found, expected
 
 
 @dataclass
@@ -110,6 +142,10 @@ class RequestLog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        found = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if found not in (0, SCHEMA_VERSION):  # 0: a new file (or one from before the version was stamped)
+            self._db.close()
+            raise SchemaVersionMismatch(path, found)
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(faces)")}
         if "embedding" not in columns:  # a log made before the column existed: add it, keep the rows
@@ -204,10 +240,182 @@ class RequestLog:
             return self._db.execute("DELETE FROM requests WHERE ts < ?", (cutoff,)).rowcount
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
-        """Read rows (for tests and tools; monitoring opens the file itself)."""
+        """Read rows (for tests and tools; monitoring reads through :class:`RequestLogReader`)."""
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+@dataclass(frozen=True)
+class LoggedFace:
+    """One logged face with its request's time, endpoint and model version.
+
+    The feature values (``det_probability`` to ``predicted``) are as stored: SQLite does not enforce column
+    types, so a damaged row may hold text in a number column; check them before use.
+    """
+
+    request_id: str
+    face_index: int
+    ts: float
+    endpoint: str
+    model_version: str | None
+    det_probability: Any
+    face_size: Any
+    brightness: Any
+    blur: Any
+    top1_similarity: Any
+    margin: Any
+    decision: Any
+    predicted: Any
+    embedding: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class FeedbackRow:
+    """A ground truth given for a logged face (values as stored, see :class:`LoggedFace`)."""
+
+    request_id: str
+    face_index: Any
+    truth: Any
+    ts: float
+
+
+@dataclass(frozen=True)
+class ConfirmedImage:
+    """The stored image of a single-face ``recognize`` request and the truth given for its face."""
+
+    request_id: str
+    image: bytes = field(repr=False)
+    truth: Any
+    ts: float
+
+
+_TABLES = ("requests", "faces", "feedback")
+_FACE_COLUMNS = (  # LoggedFace's fields but the embedding, in order
+    "f.request_id", "f.face_index", "r.ts", "r.endpoint", "r.model_version", "f.det_probability", "f.face_size",
+    "f.brightness", "f.blur", "f.top1_similarity", "f.margin", "f.decision", "f.predicted",
+)
+_WINDOW = "r.ts >= ? AND r.ts < ?"
+
+
+class RequestLogReader:
+    """Read-only access to a request log (WAL lets it read beside the service's writes without blocking them).
+
+    Args:
+        path: the SQLite file the service writes.
+
+    Raises:
+        MonitoringError: the file is missing, not SQLite, or lacks the log's tables.
+        SchemaVersionMismatch: the log has another schema version than :data:`SCHEMA_VERSION`.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise MonitoringError(f"request log not found: {self.path} (is the service writing its log there?)")
+        try:
+            self._db = sqlite3.connect(f"file:{self.path.resolve()}?mode=ro", uri=True, timeout=10)
+        except sqlite3.DatabaseError as exc:
+            raise MonitoringError(f"{self.path} is not a readable request log: {exc}") from exc
+        try:
+            tables = {r[0] for r in self._read("SELECT name FROM sqlite_master WHERE type='table'")}
+            missing = set(_TABLES) - tables
+            if missing:
+                raise MonitoringError(
+                    f"{self.path} is not a FaceOps request log (no table {', '.join(sorted(missing))})"
+                )
+            found = self._read("PRAGMA user_version")[0][0]
+            if found != SCHEMA_VERSION:
+                raise SchemaVersionMismatch(self.path, found)
+            self._has_embedding = "embedding" in {r[1] for r in self._read("PRAGMA table_info(faces)")}
+        except BaseException:
+            self._db.close()
+            raise
+
+    def __enter__(self) -> RequestLogReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise MonitoringError(f"cannot read the request log {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _where(start: float, end: float, model_version: str | None) -> tuple[str, tuple[object, ...]]:
+        if model_version is None:
+            return _WINDOW, (start, end)
+        return f"{_WINDOW} AND r.model_version = ?", (start, end, model_version)
+
+    def faces(self, start: float, end: float, model_version: str | None = None) -> list[LoggedFace]:
+        """The faces of the requests in ``[start, end)`` (unix seconds), in time order."""
+        where, params = self._where(start, end, model_version)
+        rows = self._read(
+            f"SELECT {', '.join(_FACE_COLUMNS)}, {'f.embedding' if self._has_embedding else 'NULL'} "
+            f"FROM faces f JOIN requests r ON r.request_id = f.request_id WHERE {where} "
+            "ORDER BY r.ts, f.request_id, f.face_index",
+            params,
+        )
+        names = [column.split(".")[1] for column in _FACE_COLUMNS]
+        return [
+            LoggedFace(**dict(zip(names, row[:-1], strict=True)), embedding=row[-1] if isinstance(row[-1], bytes) else None)
+            for row in rows
+        ]
+
+    def feedback(self, start: float, end: float, model_version: str | None = None) -> list[FeedbackRow]:
+        """The feedback on the requests of ``[start, end)``, oldest first (so later feedback can replace it)."""
+        where, params = self._where(start, end, model_version)
+        rows = self._read(
+            "SELECT fb.request_id, fb.face_index, fb.truth, fb.ts FROM feedback fb "
+            f"JOIN requests r ON r.request_id = fb.request_id WHERE {where} ORDER BY fb.ts",
+            params,
+        )
+        return [FeedbackRow(*row) for row in rows]
+
+    def request_counts(self, start: float, end: float, model_version: str | None = None) -> tuple[int, int]:
+        """``(requests, failed requests)`` of ``[start, end)``; failed: any HTTP status but 200."""
+        where, params = self._where(start, end, model_version)
+        total, failed = self._read(f"SELECT COUNT(*), SUM(r.status != 200) FROM requests r WHERE {where}", params)[0]
+        return int(total or 0), int(failed or 0)
+
+    def model_versions(self, start: float, end: float) -> dict[str, int]:
+        """Requests per model version in ``[start, end)`` (``'?'``: logged without a version)."""
+        rows = self._read(
+            f"SELECT COALESCE(r.model_version, '?'), COUNT(*) FROM requests r WHERE {_WINDOW} GROUP BY 1",
+            (start, end),
+        )
+        return {str(version): int(n) for version, n in rows}
+
+    def images(self, request_ids: Sequence[str]) -> dict[str, bytes]:
+        """The stored images (``log_store_images``) of these requests; requests without one are left out."""
+        out: dict[str, bytes] = {}
+        ids = list(request_ids)
+        for i in range(0, len(ids), 500):  # under SQLite's limit on parameters per statement
+            chunk = ids[i : i + 500]
+            rows = self._read(
+                f"SELECT request_id, image FROM requests WHERE request_id IN ({','.join('?' * len(chunk))}) "
+                "AND image IS NOT NULL",
+                chunk,
+            )
+            out.update({str(r): bytes(b) for r, b in rows if isinstance(b, (bytes, memoryview)) and len(b)})
+        return out
+
+    def confirmed_images(self, start: float, end: float) -> list[ConfirmedImage]:
+        """Single-face ``recognize`` requests of ``[start, end)`` with a stored image and feedback on the
+        face, oldest feedback first."""
+        rows = self._read(
+            "SELECT r.request_id, r.image, fb.truth, fb.ts FROM requests r "
+            f"JOIN feedback fb ON fb.request_id = r.request_id WHERE {_WINDOW} AND r.endpoint = 'recognize' "
+            "AND r.n_faces = 1 AND fb.face_index = 0 AND r.image IS NOT NULL ORDER BY fb.ts",
+            (start, end),
+        )
+        return [ConfirmedImage(str(r), bytes(b), t, ts) for r, b, t, ts in rows if isinstance(b, bytes)]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from faceops.face.config import PreprocessConfig, load_yaml_config
+from faceops.face.config import PreprocessConfig, StrictConfig, load_yaml_config
 
 __all__ = [
     "AugmentConfig",
@@ -24,11 +24,7 @@ __all__ = [
 CUT_POINTS = ("repeat_3", "block8", "last_linear")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HeadConfig(_Strict):
+class HeadConfig(StrictConfig):
     """The classification head over the training identities (dropped after training)."""
 
     type: Literal["softmax", "arcface"] = Field(
@@ -39,7 +35,7 @@ class HeadConfig(_Strict):
     margin: float = Field(default=0.3, ge=0, lt=1.0, description="arcface: angular margin m (radians).")
 
 
-class AugmentConfig(_Strict):
+class AugmentConfig(StrictConfig):
     """Pixel augmentation of training crops; each copy costs one more trunk pass per training image, once."""
 
     copies: int = Field(
@@ -62,14 +58,14 @@ class AugmentConfig(_Strict):
     blur_sigma: float = Field(default=1.2, gt=0, le=5, description="Largest blur sigma in pixels.")
 
 
-class StageConfig(_Strict):
+class StageConfig(StrictConfig):
     """One training stage."""
 
     epochs: int = Field(ge=0, le=1000)
     lr: float = Field(gt=0, le=1.0)
 
 
-class EvalConfig(_Strict):
+class EvalConfig(StrictConfig):
     """Evaluation and threshold calibration."""
 
     target_far: float = Field(
@@ -92,7 +88,7 @@ class EvalConfig(_Strict):
     )
 
 
-class LfwPairsConfig(_Strict):
+class LfwPairsConfig(StrictConfig):
     """LFW's pairs protocol, scored on the available folds."""
 
     pairs: Path = Field(description="pairs.txt")
@@ -100,7 +96,7 @@ class LfwPairsConfig(_Strict):
     folds: list[int] | None = Field(default=None, description="Folds to use (1-based); default: all.")
 
 
-class GateConfig(_Strict):
+class GateConfig(StrictConfig):
     """Promotion gate: the challenger must not be worse than the champion beyond these tolerances."""
 
     max_accuracy_drop: float = Field(
@@ -134,7 +130,7 @@ class GateConfig(_Strict):
     )
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictConfig):
     """Everything a training run depends on; logged with the run."""
 
     seed: int = 0

@@ -224,10 +224,13 @@ def fit_ddp(
     return state, ts.classes
 
 
-def run_training_ddp(config: TrainConfig, workers: int) -> Any:
-    """:func:`faceops.training.run.run_training` (no MLflow) with its fitting done by :func:`fit_ddp`."""
+def run_training_ddp(config: TrainConfig, workers: int, cache_dir: Path) -> Any:
+    """:func:`faceops.training.run.run_training` (no MLflow) with its fitting done by :func:`fit_ddp`;
+    ``cache_dir`` is the crop and trunk cache root."""
     from functools import partial
 
-    from faceops import training_run
+    from faceops.training.run import run_training
 
-    return training_run.run_training(config, log_to_mlflow=False, fit_fn=partial(fit_ddp, workers=workers))
+    return run_training(
+        config, log_to_mlflow=False, fit_fn=partial(fit_ddp, workers=workers), cache_dir=cache_dir
+    )

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -62,8 +63,10 @@ def run_trunk(model: nn.Module, cut: str, batch: torch.Tensor) -> torch.Tensor:
     return batch
 
 
-def run_tail(model: nn.Module, cut: str, features: torch.Tensor) -> torch.Tensor:
-    """Activations at the cut point -> the un-normalised 512-d embedding (InceptionResnetV1's own forward)."""
+def run_tail(model: Any, cut: str, features: torch.Tensor) -> torch.Tensor:
+    """Activations at the cut point -> the un-normalised 512-d embedding (InceptionResnetV1's own forward).
+
+    ``model`` is the backbone, or any object holding its tail modules as attributes (DDP's tail holder)."""
     x = features
     for name in module_order(cut)[1]:
         if name == "last_linear":
@@ -84,7 +87,7 @@ def trunk_id(model: nn.Module, cut: str) -> str:
 
 def augment_crop(crop: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """A randomly flipped, colour-jittered, rotated and blurred copy of an RGB ``uint8`` crop."""
-    out = crop.astype(np.float32)
+    out: np.ndarray = crop.astype(np.float32)
     if config.flip and rng.random() < 0.5:
         out = out[:, ::-1]
     j = config.color_jitter

@@ -23,12 +23,12 @@ import yaml
 
 from faceops.data.crops import preprocess_dataset
 from faceops.data.manifest import read_manifest
+from faceops.data.versioning import read_pointer
 from faceops.evaluation.bundle import ModelBundle
 from faceops.evaluation.evaluate import evaluate_models, lfw_pairs_report
 from faceops.evaluation.plots import write_plots
 from faceops.face.device import resolve_device
 from faceops.face.embedding import load_backbone
-from faceops.settings import get_settings
 from faceops.training.config import EvalConfig, LfwPairsConfig, TrainConfig
 from faceops.training.features import TrunkCache
 from faceops.training.fit import fit
@@ -53,10 +53,9 @@ def data_version(data_root: Path) -> dict[str, str]:
     revision."""
     root = Path(data_root)
     out = {"manifest_sha256": hashlib.sha256((root / "manifest.csv").read_bytes()).hexdigest()[:16]}
-    dvc_file = root.parent / f"{root.name}.dvc"
-    if dvc_file.is_file():
-        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or [{}]
-        out["dvc_md5"] = str(outs[0].get("md5", ""))
+    pointer = read_pointer(root.parent, target=root.name)
+    if pointer is not None:
+        out["dvc_md5"] = pointer.md5
     try:
         out["git_rev"] = (
             subprocess.run(
@@ -114,21 +113,26 @@ def run_training(
     tracking_uri: str | None = None,
     log_to_mlflow: bool | None = None,
     fit_fn: Callable[..., Any] = fit,
+    *,
+    cache_dir: Path,
 ) -> RunResult:
     """Train (with ``fit_fn``, :func:`faceops.training.fit.fit` or e.g. its DDP twin), evaluate (against the
-    pretrained model too), save the bundle and (by default) register it."""
+    pretrained model too), save the bundle and (by default) register it.
+
+    ``cache_dir`` is the cache root of the crops and the trunk activations (the CLI passes the
+    ``FACEOPS_CACHE_DIR`` setting, a pipeline its ``cache_dir`` parameter).
+    """
     read_manifest(config.data_root)  # no manifest, an empty one: the error before anything is written
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    cache_dir = get_settings().cache_dir
     clock = [time.perf_counter()]
 
     def lap() -> float:
         clock.append(time.perf_counter())
         return round(clock[-1] - clock[-2], 1)
 
-    pre = preprocess_dataset(config.data_root, config.preprocess, cache_dir, stats_path=out / "stats.csv")
+    pre = preprocess_dataset(config.data_root, config.preprocess, cache_dir=cache_dir, stats_path=out / "stats.csv")
     timings = {"preprocess_s": lap()}
     device = resolve_device(None if config.device == "auto" else config.device)
     backbone, base_id = load_backbone()
@@ -213,17 +217,18 @@ def evaluate_bundles(
     output_dir: Path | None = None,
     lfw_pairs: LfwPairsConfig | None = None,
     device: str | None = None,
+    *,
+    cache_dir: Path,
 ) -> RunResult:
     """Evaluate saved models on a data version, each with its own preprocessing, at their stored
     thresholds; with ``lfw_pairs``, also LFW's pairs protocol (its ``clean`` subset: the pairs of people
-    outside the data version's train and val identities)."""
+    outside the data version's train and val identities). ``cache_dir``: the crop and trunk cache root."""
     device = resolve_device(device)
     trained = {r.identity for r in read_manifest(data_root) if r.split in ("train", "val")} if lfw_pairs else set()
-    cache_dir = get_settings().cache_dir
     results: dict[str, Any] = {}
     lfw: dict[str, Any] = {}
     for name, bundle in bundles.items():
-        pre = preprocess_dataset(data_root, bundle.preprocess, cache_dir, show_progress=True)
+        pre = preprocess_dataset(data_root, bundle.preprocess, cache_dir=cache_dir, show_progress=True)
         trunk = TrunkCache(
             cache_dir,
             bundle.backbone,
