@@ -32,9 +32,9 @@ $(STAMP): pyproject.toml
 	@$(PY) -c "import faceops, facenet_pytorch, torch" || { echo "installation failed"; exit 1; }
 	@rm -f $(VENV)/.installed-* && touch $@
 
-run: venv ## The main job: import LFW people with >= 10 images (or DATA=folder), validate, preprocess, train, evaluate, register, promote (kfp.local)
+run: venv ## The main job (kfp.local): import LFW people with >= 10 images (or DATA=folder), validate, preprocess, train, evaluate, register, promote; RUN_ARGS=--verbose shows every log line
 	$(VENV)/bin/faceops pipeline run --local --config $(or $(RUN_CONFIG),configs/train.yaml) \
-	  $(if $(DATA),--source "$(DATA)" --min-images $(or $(MIN_IMAGES),10),--source $(SHARED)/datasets/lfw --identities $(SHARED)/datasets/lfw/people_min10.txt)
+	  $(if $(DATA),--source "$(DATA)" --min-images $(or $(MIN_IMAGES),10),--source $(SHARED)/datasets/lfw --identities $(SHARED)/datasets/lfw/people_min10.txt) $(RUN_ARGS)
 
 demo: venv ## Face-core demo: enrol LFW people, recognise new photos and strangers (outputs/demo)
 	$(PY) -m faceops.demo --shared $(SHARED)
