@@ -41,29 +41,29 @@ def _measure(stage: str, batch: int, n: int, queue: mp.Queue) -> None:
 
     config = PreprocessConfig()
     config = config.model_copy(update={"embedder": config.embedder.model_copy(update={"batch_size": batch})})
-    pipeline = FaceRecognizer(config)
+    recognizer = FaceRecognizer(config)
     images = [load_image(p) for p in _paths(n)]
-    detections = pipeline.detector.detect_batch(images)
+    detections = recognizer.detector.detect_batch(images)
     crops = np.stack([
         align_face(img, select_subject(f, img.shape, config.detector.subject), config.align)
         for img, f in zip(images, detections, strict=True) if f
     ])
-    pipeline.embedder.embed(crops[:2])  # warm-up
+    recognizer.embedder.embed(crops[:2])  # warm-up
 
     def detect() -> None:
         for start in range(0, len(images), batch):
-            pipeline.detector.detect_batch(images[start : start + batch], batch_size=batch)
+            recognizer.detector.detect_batch(images[start : start + batch], batch_size=batch)
 
     def embed() -> None:
         for start in range(0, len(crops), batch):
-            pipeline.embedder.embed(crops[start : start + batch])
+            recognizer.embedder.embed(crops[start : start + batch])
 
     def both() -> None:
         for start in range(0, len(images), batch):
             chunk = images[start : start + batch]
-            found = pipeline.detector.detect_batch(chunk, batch_size=batch)
+            found = recognizer.detector.detect_batch(chunk, batch_size=batch)
             faces = [(img, select_subject(f, img.shape, config.detector.subject)) for img, f in zip(chunk, found, strict=True)]
-            pipeline.embedder.embed(np.stack([align_face(i, f, config.align) for i, f in faces if f is not None]))
+            recognizer.embedder.embed(np.stack([align_face(i, f, config.align) for i, f in faces if f is not None]))
 
     work = {"detect": (detect, len(images)), "embed": (embed, len(crops)), "detect+embed": (both, len(images))}
     fn, count = work[stage]

@@ -92,11 +92,11 @@ def _embeddings(
     found = state.cached_embeddings(model, ids)
     images = read_images(config.request_log, [i for i in ids if i not in found])
     if images:
-        pipeline = loader().pipeline()
+        recognizer = loader().recognizer()
         fresh = {}
         for request_id, data in images.items():
             try:
-                _, faces = pipeline.analyze(data)
+                _, faces = recognizer.analyze(data)
             except FaceOpsError as exc:
                 log.debug("stored image of %s not embedded: %s", request_id, exc)
                 faces = []

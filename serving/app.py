@@ -132,7 +132,7 @@ async def _refresh(ctx: AppContext) -> None:
     metrics.source_up.set(0 if service.source_error else 1)
     if changed:
         state = service.state
-        metrics.set_model(state.model.version, state.model.pipeline.model_id, state.model.threshold)
+        metrics.set_model(state.model.version, state.model.recognizer.model_id, state.model.threshold)
         metrics.gallery_size.set(len(state.gallery.identities))
         if service.swaps:
             metrics.swaps.inc()

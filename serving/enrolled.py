@@ -68,15 +68,15 @@ class EnrolledPhotos:
         }
 
 
-def rebuild_gallery(photos: EnrolledPhotos, pipeline: FaceRecognizer) -> tuple[Gallery, int]:
-    """A gallery for ``pipeline``'s model from the stored photos; returns it and the photos without a face."""
-    gallery = Gallery(pipeline.model_id)
+def rebuild_gallery(photos: EnrolledPhotos, recognizer: FaceRecognizer) -> tuple[Gallery, int]:
+    """A gallery for ``recognizer``'s model from the stored photos; returns it and the photos without a face."""
+    gallery = Gallery(recognizer.model_id)
     stored = [(identity, path) for identity, paths in photos.all().items() for path in paths]
-    done = enrol(pipeline, gallery, stored, names=[f"{identity}/{path.name}" for identity, path in stored])
+    done = enrol(recognizer, gallery, stored, names=[f"{identity}/{path.name}" for identity, path in stored])
     lost = len(done.rejected)
     log.info(
         "gallery rebuilt for %s: %d identities, %d embeddings",
-        pipeline.model_id,
+        recognizer.model_id,
         len(gallery.identities),
         len(gallery),
     )

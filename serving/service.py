@@ -41,7 +41,7 @@ class ModelNotReady(FaceOpsError):
 class LoadedModel:
     version: str
     bundle: ModelBundle
-    pipeline: FaceRecognizer
+    recognizer: FaceRecognizer
     loaded_at: float
 
     @property
@@ -130,22 +130,22 @@ class FaceService:
 
     def _load(self, version: str) -> LoadedModel:
         bundle = self.source.load(version)
-        pipeline = bundle.pipeline(device=self.settings.device)
+        recognizer = bundle.recognizer(device=self.settings.device)
         if self.settings.torch_threads:
             import torch  # the one torch call of the service: a process setting, applied with the model
 
             torch.set_num_threads(self.settings.torch_threads)
         # Warm up (first calls allocate and compile kernels) before the model meets real requests.
-        pipeline.detector.detect(np.zeros((160, 160, 3), dtype=np.uint8))
-        pipeline.embedder.embed(
+        recognizer.detector.detect(np.zeros((160, 160, 3), dtype=np.uint8))
+        recognizer.embedder.embed(
             np.zeros(
                 (1, bundle.preprocess.align.image_size, bundle.preprocess.align.image_size, 3), dtype=np.uint8
             )
         )
-        return LoadedModel(version, bundle, pipeline, time.time())
+        return LoadedModel(version, bundle, recognizer, time.time())
 
     def _gallery_for(self, model: LoadedModel) -> Gallery:
-        model_id = model.pipeline.model_id
+        model_id = model.recognizer.model_id
         current = self._state
         if current is not None and current.gallery.model_id == model_id:
             return current.gallery
@@ -160,7 +160,7 @@ class FaceService:
                     "gallery %s was made by another model and no photos are kept: starting empty", path
                 )
             return Gallery(model_id)
-        gallery, lost = rebuild_gallery(self.photos, model.pipeline)
+        gallery, lost = rebuild_gallery(self.photos, model.recognizer)
         if lost:
             log.warning("%d enrollment photo(s) gave no face with the new model", lost)
         gallery.save(path)
@@ -174,12 +174,12 @@ class FaceService:
 
     def analyze(self, pixels: np.ndarray, state: ServingState, recognize: bool) -> list[AnalyzedFace]:
         """Every face of an image with quality features, and its gallery match when ``recognize``."""
-        pipeline = state.model.pipeline
-        faces = pipeline.detector.detect(pixels)
+        recognizer = state.model.recognizer
+        faces = recognizer.detector.detect(pixels)
         if not faces:
             return []
-        crops = align_faces(pixels, faces, pipeline.config.align)
-        embeddings = pipeline.embedder.embed(crops)
+        crops = align_faces(pixels, faces, recognizer.config.align)
+        embeddings = recognizer.embedder.embed(crops)
         matches: list[Match | None] = [None] * len(faces)
         if recognize:
             matches = list(self.identify(embeddings, state))
@@ -218,7 +218,7 @@ class FaceService:
         if not new and not exists:
             raise UnknownIdentity(f"identity {identity!r} is not enrolled")
         done = embed_people(
-            state.model.pipeline,
+            state.model.recognizer,
             [(identity, data) for _, data in images],
             names=[name for name, _ in images],
             load=self.decode,  # the service's size limits

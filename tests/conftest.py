@@ -1,4 +1,4 @@
-"""Shared fixtures: the real images in ../shared and one face pipeline per test session."""
+"""Shared fixtures: the real images in ../shared and one face recognizer per test session."""
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ def lfw() -> Path:
 
 
 @pytest.fixture(scope="session")
-def pipeline():
-    """The default face pipeline (MTCNN + the shared CASIA-WebFace weights), built once."""
+def recognizer():
+    """The default face recognizer (MTCNN + the shared CASIA-WebFace weights), built once."""
     from faceops.face.recognizer import FaceRecognizer
 
     return FaceRecognizer()

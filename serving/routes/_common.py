@@ -74,7 +74,7 @@ class Tracked:
 
     def use_state(self, state: ServingState) -> ServingState:
         self.record.model_version = state.model.version
-        self.record.model_id = state.model.pipeline.model_id
+        self.record.model_id = state.model.recognizer.model_id
         self.record.threshold = state.model.threshold
         return state
 

@@ -44,7 +44,7 @@ async def ready(ctx: Ctx, client: Client) -> JSONResponse:
         state = service.state
         body["model"] = {
             "version": state.model.version,
-            "model_id": state.model.pipeline.model_id,
+            "model_id": state.model.recognizer.model_id,
             "threshold": state.model.threshold,
             "target_far": state.model.bundle.target_far,
             "loaded_at": state.model.loaded_at,

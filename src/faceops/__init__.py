@@ -3,8 +3,8 @@
 The public API is re-exported here lazily (importing ``faceops`` does not import torch)::
 
     from faceops import FaceRecognizer, Gallery
-    pipeline = FaceRecognizer()
-    face = pipeline.embed_subject("photo.jpg")
+    recognizer = FaceRecognizer()
+    face = recognizer.embed_subject("photo.jpg")
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ def run_demo(shared: Path, out: Path, threshold: float = DEFAULT_THRESHOLD) -> d
     if not lfw.is_dir():
         raise SystemExit(f"LFW not found at {lfw}: pass --shared with the path of the shared folder")
     started = time.time()
-    pipeline = FaceRecognizer()
-    gallery = Gallery(pipeline.model_id)
+    recognizer = FaceRecognizer()
+    gallery = Gallery(recognizer.model_id)
     out.mkdir(parents=True, exist_ok=True)
     photos, probes = [], []
     missing = [n for n in KNOWN + STRANGERS if not (lfw / n).is_dir()]
@@ -49,12 +49,12 @@ def run_demo(shared: Path, out: Path, threshold: float = DEFAULT_THRESHOLD) -> d
         probes += [(UNKNOWN, p) for p in list(iter_image_paths([lfw / name]))[:1]]
 
     with tqdm(total=len(photos), desc="enrol", unit="img") as bar:
-        enrol(pipeline, gallery, photos, progress=bar.update)  # photos without a face are left out
+        enrol(recognizer, gallery, photos, progress=bar.update)  # photos without a face are left out
     gallery.save(out / "gallery.npz")
 
     rows, correct = [], 0
     for truth, path in tqdm(probes, desc="recognise", unit="img"):
-        image, found = pipeline.analyze(path)
+        image, found = recognizer.analyze(path)
         matches = gallery.identify([f.embedding for f in found], threshold) if found else []
         annotated = save_annotated(out / f"{path.stem}.jpg", image, [f.face for f in found],
                                    [m.identity for m in matches])

@@ -84,13 +84,13 @@ class FaceOpsBundleModel(PythonModel):
         from faceops.evaluation.bundle import ModelBundle
 
         self.bundle = ModelBundle.load(context.artifacts["bundle"])
-        self.pipeline = self.bundle.pipeline()
+        self.recognizer = self.bundle.recognizer()
 
     def predict(
         self, context: Any, model_input: list[str], params: dict[str, Any] | None = None
     ) -> list[list[float]]:
         """Image paths -> subject-face embeddings (zero rows where no face was found)."""
-        return self.pipeline.embed_subjects(list(model_input)).embeddings.tolist()
+        return self.recognizer.embed_subjects(list(model_input)).embeddings.tolist()
 
 
 def tracking_uri(uri: str | None = None) -> str:

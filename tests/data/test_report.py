@@ -42,8 +42,8 @@ def data_with_duplicate(source: Path, tmp_path: Path) -> Path:
     return root
 
 
-def test_report_with_face_detection_on_a_sample(data_with_duplicate: Path, tmp_path: Path, pipeline) -> None:
-    report = build_report(data_with_duplicate, tmp_path / "eda", face_sample=6, detector=pipeline.detector)
+def test_report_with_face_detection_on_a_sample(data_with_duplicate: Path, tmp_path: Path, recognizer) -> None:
+    report = build_report(data_with_duplicate, tmp_path / "eda", face_sample=6, detector=recognizer.detector)
     html = report.html.read_text(encoding="utf-8")
     for section in (
         "Identity distribution",

@@ -101,9 +101,9 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_clean_dataset_passes_with_detection_on_a_sample(good_data: Path, tmp_path: Path, pipeline) -> None:
+def test_clean_dataset_passes_with_detection_on_a_sample(good_data: Path, tmp_path: Path, recognizer) -> None:
     report = validate_dataset(
-        good_data, ValidationConfig(face_sample=4), out_dir=tmp_path / "out", detector=pipeline.detector
+        good_data, ValidationConfig(face_sample=4), out_dir=tmp_path / "out", detector=recognizer.detector
     )
     assert report.success, report.summary()
     assert {c.name for c in report.checks} >= {"readable", "format", "dup_identities", "face_detected"}

@@ -11,9 +11,9 @@ from faceops.evaluation.pairs import read_lfw_pairs
 from faceops.face.verification import score_pairs
 
 
-def test_lfw_fold1_accuracy_with_threshold_from_fold2(pipeline, lfw: Path) -> None:
+def test_lfw_fold1_accuracy_with_threshold_from_fold2(recognizer, lfw: Path) -> None:
     pairs = read_lfw_pairs(lfw / "pairs.txt", lfw, folds=[1, 2])
-    scored = score_pairs(pipeline, pairs)
+    scored = score_pairs(recognizer, pairs)
     assert not scored.unreadable
     assert len(scored.no_face) <= 5, scored.no_face
     fold1, fold2 = scored.folds == 1, scored.folds == 2

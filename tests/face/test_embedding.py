@@ -50,11 +50,11 @@ def test_a_file_that_is_not_a_state_dict(fresh_settings, tmp_path: Path) -> None
         load_backbone(text)
 
 
-def test_embeddings_are_batched_unit_vectors(pipeline, lfw: Path) -> None:
+def test_embeddings_are_batched_unit_vectors(recognizer, lfw: Path) -> None:
     paths = sorted((lfw / "Serena_Williams").glob("*.jpg"))[:5]
-    crops, _, errors = pipeline.subject_crops(paths)
+    crops, _, errors = recognizer.subject_crops(paths)
     assert not errors
-    embedder: Embedder = pipeline.embedder
+    embedder: Embedder = recognizer.embedder
     batch = embedder.embed(crops)
     assert batch.shape == (5, 512) and batch.dtype == np.float32
     assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
@@ -64,9 +64,9 @@ def test_embeddings_are_batched_unit_vectors(pipeline, lfw: Path) -> None:
     assert same[np.triu_indices(5, 1)].min() > 0.4, "five photos of one person are alike"
 
 
-def test_flip_average_is_mirror_invariant(pipeline, lfw: Path) -> None:
-    crops, _, _ = pipeline.subject_crops([lfw / "Colin_Powell" / "Colin_Powell_0001.jpg"])
-    flip = Embedder(pipeline.embedder.config.model_copy(update={"flip_average": True}),
-                    model=pipeline.embedder.model, model_id="x")
+def test_flip_average_is_mirror_invariant(recognizer, lfw: Path) -> None:
+    crops, _, _ = recognizer.subject_crops([lfw / "Colin_Powell" / "Colin_Powell_0001.jpg"])
+    flip = Embedder(recognizer.embedder.config.model_copy(update={"flip_average": True}),
+                    model=recognizer.embedder.model, model_id="x")
     a, b = flip.embed(crops), flip.embed(crops[:, :, ::-1].copy())
     assert float(a[0] @ b[0]) > 0.9999

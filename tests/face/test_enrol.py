@@ -38,18 +38,18 @@ def no_face(datasets: Path) -> bytes:
     return out.getvalue()
 
 
-def test_a_folder_is_enrolled_with_reasons_for_what_was_not_and_again_only_adds_new_photos(pipeline, people):
+def test_a_folder_is_enrolled_with_reasons_for_what_was_not_and_again_only_adds_new_photos(recognizer, people):
     photos = people_in_folder(people)
     assert [identity for identity, _ in photos].count(PEOPLE[0]) == 3 and len(photos) == 5
-    gallery, done_steps = Gallery(pipeline.model_id), []
-    done = enrol(pipeline, gallery, people, progress=done_steps.append)
+    gallery, done_steps = Gallery(recognizer.model_id), []
+    done = enrol(recognizer, gallery, people, progress=done_steps.append)
     assert done.added == {PEOPLE[0]: 2, PEOPLE[1]: 2} and gallery.identities == done.added
     assert sum(done_steps) == len(photos)
     [bad] = done.rejected
     assert bad.identity == PEOPLE[0] and bad.name.endswith("broken.jpg") and isinstance(bad.error, InvalidImage)
     assert "broken.jpg" in bad.reason and photos[bad.index][1] == Path(bad.name)
     assert sorted(gallery.sources(PEOPLE[1])) == sorted(str(path) for who, path in photos if who == PEOPLE[1])
-    one = pipeline.embed_subject(photos[done.indices[0]][1]).embedding  # the same face path, photo by photo
+    one = recognizer.embed_subject(photos[done.indices[0]][1]).embedding  # the same face path, photo by photo
     cosine = float(done.embeddings[0] @ one) / float(np.linalg.norm(done.embeddings[0]) * np.linalg.norm(one))
     assert cosine == pytest.approx(1.0, abs=1e-4)
 
@@ -57,7 +57,7 @@ def test_a_folder_is_enrolled_with_reasons_for_what_was_not_and_again_only_adds_
     shutil.copy(photos[-1][1], extra)
     try:
         steps: list[int] = []
-        again = enrol(pipeline, gallery, people, progress=steps.append)
+        again = enrol(recognizer, gallery, people, progress=steps.append)
     finally:
         extra.unlink()
     assert again.added == {PEOPLE[1]: 1} and again.names == [str(extra)]
@@ -66,7 +66,7 @@ def test_a_folder_is_enrolled_with_reasons_for_what_was_not_and_again_only_adds_
     assert gallery.identities == {PEOPLE[0]: 2, PEOPLE[1]: 3}
 
 
-def test_in_memory_photos_with_names_and_a_loader(pipeline, people, no_face):
+def test_in_memory_photos_with_names_and_a_loader(recognizer, people, no_face):
     face = next((people / PEOPLE[1]).glob("*.jpg")).read_bytes()
     photos = [("Serena", face), ("Serena", no_face), ("Serena", b"tiny"), ("Serena", face)]
     names = ["a.jpg", "chips.jpg", "tiny.jpg", "b.jpg"]
@@ -76,7 +76,7 @@ def test_in_memory_photos_with_names_and_a_loader(pipeline, people, no_face):
             raise ImageTooLarge("stand-in for a service's own limit", name)
         return load_image(data, name=name)
 
-    done = embed_people(pipeline, photos, names=names, load=strict, chunk=1)
+    done = embed_people(recognizer, photos, names=names, load=strict, chunk=1)
     assert done.indices == [0, 3] and done.names == ["a.jpg", "b.jpg"]
     assert [(r.index, r.name, type(r.error)) for r in done.rejected] == [
         (1, "chips.jpg", NoFaceDetected),
@@ -84,14 +84,14 @@ def test_in_memory_photos_with_names_and_a_loader(pipeline, people, no_face):
     ]
     assert "chips.jpg" in done.rejected[0].reason, "a photo without a face is named in the error"
     assert np.allclose(done.embeddings[0], done.embeddings[1], atol=1e-5)
-    gallery = Gallery(pipeline.model_id)
+    gallery = Gallery(recognizer.model_id)
     done.add_to(gallery, ["store/1", "store/2"])
     assert gallery.sources("Serena") == ["store/1", "store/2"]
     with pytest.raises(GalleryError, match="2 accepted"):
         done.add_to(gallery, ["only one"])
 
 
-def test_bad_input_is_refused_before_any_photo_is_embedded(pipeline, people, tmp_path):
+def test_bad_input_is_refused_before_any_photo_is_embedded(recognizer, people, tmp_path):
     (tmp_path / "photo.jpg").write_bytes(b"")
     with pytest.raises(DatasetError, match="no sub-folders"):
         people_in_folder(tmp_path)
@@ -100,9 +100,9 @@ def test_bad_input_is_refused_before_any_photo_is_embedded(pipeline, people, tmp
     steps: list[int] = []
     photos = [("Colin", next((people / PEOPLE[0]).glob("*.jpg"))), ("unknown", tmp_path / "photo.jpg")]
     with pytest.raises(GalleryError, match="invalid identity name 'unknown'"):
-        enrol(pipeline, Gallery(pipeline.model_id), photos, progress=steps.append)
+        enrol(recognizer, Gallery(recognizer.model_id), photos, progress=steps.append)
     assert steps == []
     with pytest.raises(GalleryError, match="one name per photo"):
-        embed_people(pipeline, photos[:1], names=["a", "b"])
+        embed_people(recognizer, photos[:1], names=["a", "b"])
     with pytest.raises(GalleryError, match="another model|current model"):
-        enrol(pipeline, Gallery("some-other-model"), photos[:1])
+        enrol(recognizer, Gallery("some-other-model"), photos[:1])

@@ -107,7 +107,7 @@ def test_bytes_and_arrays(face_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "CMYK", "I;16"])
-def test_modes_become_rgb8_and_keep_the_face(tmp_path: Path, face_path: Path, mode: str, pipeline) -> None:
+def test_modes_become_rgb8_and_keep_the_face(tmp_path: Path, face_path: Path, mode: str, recognizer) -> None:
     original = Image.open(face_path)
     if mode == "I;16":
         grey = np.asarray(original.convert("L"), dtype=np.uint16) * 257  # full 16-bit range
@@ -121,11 +121,11 @@ def test_modes_become_rgb8_and_keep_the_face(tmp_path: Path, face_path: Path, mo
     pixels = load_image(path)
     assert pixels.dtype == np.uint8 and pixels.shape == (original.height, original.width, 3)
     assert 40 < pixels.mean() < 215, "pixels must keep their brightness, not clip to black or white"
-    assert pipeline.detector.detect(pixels)[0].probability > 0.95
+    assert recognizer.detector.detect(pixels)[0].probability > 0.95
 
 
 @pytest.mark.parametrize(("orientation", "rotate"), [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270)])
-def test_exif_rotation_is_applied(tmp_path: Path, face_path: Path, orientation: int, rotate, pipeline) -> None:
+def test_exif_rotation_is_applied(tmp_path: Path, face_path: Path, orientation: int, rotate, recognizer) -> None:
     upright = Image.open(face_path)
     stored = upright.transpose(rotate)  # what a camera writes: sideways pixels + an orientation tag
     exif = Image.Exif()
@@ -134,17 +134,17 @@ def test_exif_rotation_is_applied(tmp_path: Path, face_path: Path, orientation: 
     stored.save(path, exif=exif.tobytes(), quality=95)
     pixels = load_image(path)
     assert np.abs(pixels.astype(int) - np.asarray(upright, dtype=int)).mean() < 6
-    face = pipeline.detector.detect(pixels)[0]
+    face = recognizer.detector.detect(pixels)[0]
     eyes = face.landmarks[:2]
     assert abs(eyes[0, 1] - eyes[1, 1]) < 10, "after EXIF rotation the eyes are level"
 
 
-def test_photo_without_a_face(datasets: Path, tmp_path: Path, pipeline) -> None:
+def test_photo_without_a_face(datasets: Path, tmp_path: Path, recognizer) -> None:
     table = Image.open(datasets / "multiface" / "t1.jpg").crop((300, 620, 1100, 880))  # poker chips, no people
     path = tmp_path / "table.jpg"
     table.save(path)
     with pytest.raises(NoFaceDetected, match="no face detected"):
-        pipeline.embed_subject(path)
+        recognizer.embed_subject(path)
 
 
 def test_iter_image_paths_keeps_named_files_and_filters_folders(tmp_path: Path) -> None:

@@ -50,10 +50,10 @@ def gallery(mon_bundle, mon_data_root: Path):
     from faceops.face.enrol import enrol
     from faceops.face.gallery import Gallery
 
-    pipeline = mon_bundle.pipeline()
+    recognizer = mon_bundle.recognizer()
     rows = [r for r in read_manifest(mon_data_root) if r.split == "train"]
-    g = Gallery(pipeline.model_id)
-    enrol(pipeline, g, [(r.identity, mon_data_root / r.path) for r in rows], names=[r.path for r in rows])
+    g = Gallery(recognizer.model_id)
+    enrol(recognizer, g, [(r.identity, mon_data_root / r.path) for r in rows], names=[r.path for r in rows])
     return g
 
 
@@ -65,17 +65,17 @@ def traffic_log(lfw: Path, mon_bundle, gallery, tmp_path_factory: pytest.TempPat
 
     path = tmp_path_factory.mktemp("mon-log") / "requests.sqlite"
     log = RequestLog(path, store_images=True)
-    pipeline = mon_bundle.pipeline()
+    recognizer = mon_bundle.recognizer()
     t0 = time.time() - 7200
     normal = traffic.photos(lfw, traffic.KNOWN, 6, 3) + traffic.photos(
         lfw, traffic.HELD_OUT, 6, 3, truth="impostor"
     )
-    traffic.replay(log, pipeline, gallery, THRESHOLD, normal, t0)
+    traffic.replay(log, recognizer, gallery, THRESHOLD, normal, t0)
     t1 = t0 + 3600
     bad = traffic.photos(lfw, traffic.KNOWN, 6, 3, degraded=True) + traffic.photos(
         lfw, traffic.STRANGERS, 0, 2, degraded=True, truth="impostor"
     )
-    traffic.replay(log, pipeline, gallery, THRESHOLD, bad, t1)
+    traffic.replay(log, recognizer, gallery, THRESHOLD, bad, t1)
     log.close()
     return {"path": path, "normal": (t0, t0 + 1800), "degraded": (t1, t1 + 1800)}
 

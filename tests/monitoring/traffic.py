@@ -1,4 +1,4 @@
-"""Helpers of the monitoring tests: real photos through the real face pipeline into a real request log.
+"""Helpers of the monitoring tests: real photos through the real face recognizer into a real request log.
 
 ``replay`` does what the service's /v1/recognize logs (detect, align, embed, identify, quality features), so
 the
@@ -61,7 +61,7 @@ def make_data_root(lfw: Path, root: Path, per_person: int = 6) -> Path:
 
 def replay(
     log,
-    pipeline,
+    recognizer,
     gallery,
     threshold: float,
     photos: list[tuple[bytes, str]],
@@ -79,11 +79,11 @@ def replay(
     ids = []
     for k, (data, truth) in enumerate(photos):
         pixels = load_image(data)
-        faces = pipeline.detector.detect(pixels)
+        faces = recognizer.detector.detect(pixels)
         records = []
         if faces:
-            crops = align_faces(pixels, faces, pipeline.config.align)
-            matches = gallery.identify(pipeline.embedder.embed(crops), threshold, 3)
+            crops = align_faces(pixels, faces, recognizer.config.align)
+            matches = gallery.identify(recognizer.embedder.embed(crops), threshold, 3)
             for i, (face, crop, match) in enumerate(zip(faces, crops, matches, strict=True)):
                 bright, blur = crop_quality(crop)
                 scores = [s for _, s in match.candidates]

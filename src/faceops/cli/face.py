@@ -49,7 +49,7 @@ def detect(inputs: tuple[Path, ...], out: Path, min_face_size: int | None, confi
     config = load_preprocess(config_path)
     if min_face_size:
         config = config.model_copy(update={"detector": config.detector.model_copy(update={"min_face_size": min_face_size})})
-    pipeline = FaceRecognizer(config)
+    recognizer = FaceRecognizer(config)
     paths = list(iter_image_paths(inputs))
     failures, results, no_face = Failures(), [], 0
     out.mkdir(parents=True, exist_ok=True)
@@ -59,7 +59,7 @@ def detect(inputs: tuple[Path, ...], out: Path, min_face_size: int | None, confi
         except InvalidImage as exc:
             failures.add(str(path), exc)
             continue
-        faces = pipeline.detector.detect(image)
+        faces = recognizer.detector.detect(image)
         no_face += not faces
         stem = _unique_stem(path, out)
         annotated = save_annotated(out / f"{stem}.jpg", image, faces)
@@ -101,10 +101,10 @@ def enroll(folder: Path, gallery_path: Path, config_path: Path | None, as_json: 
         people = people_in_folder(folder)
     except DatasetError as exc:
         raise click.UsageError(str(exc)) from exc
-    pipeline = FaceRecognizer(load_preprocess(config_path))
-    gallery = Gallery.open_or_create(gallery_path, pipeline.model_id)
+    recognizer = FaceRecognizer(load_preprocess(config_path))
+    gallery = Gallery.open_or_create(gallery_path, recognizer.model_id)
     with progress(total=len(people), desc="enroll") as bar:
-        done = enrol(pipeline, gallery, people, progress=bar.update)  # photos already held are skipped
+        done = enrol(recognizer, gallery, people, progress=bar.update)  # photos already held are skipped
     failures, added = Failures(), done.added
     for rejected in done.rejected:
         failures.add(rejected.name, rejected.error)
@@ -132,13 +132,13 @@ def enroll(folder: Path, gallery_path: Path, config_path: Path | None, as_json: 
 def recognize(inputs: tuple[Path, ...], gallery_path: Path, threshold: float, top_k: int, out: Path | None,
               config_path: Path | None, as_json: bool) -> None:
     """Identify every face in IMAGES or folders against a gallery ('unknown' below the threshold)."""
-    pipeline = FaceRecognizer(load_preprocess(config_path))
+    recognizer = FaceRecognizer(load_preprocess(config_path))
     gallery = Gallery.load(gallery_path)
-    gallery.check_model(pipeline.model_id)
+    gallery.check_model(recognizer.model_id)
     failures, results, no_face = Failures(), [], 0
     for path in progress(list(iter_image_paths(inputs)), desc="recognize"):
         try:
-            image, found = pipeline.analyze(path)
+            image, found = recognizer.analyze(path)
         except InvalidImage as exc:
             failures.add(str(path), exc)
             continue
@@ -186,8 +186,8 @@ def verify(images: tuple[Path, ...], pairs_path: Path | None, root: Path | None,
     if pairs_path is None:
         if len(images) != 2:
             raise click.UsageError("give two images (A B), or --pairs FILE")
-        pipeline = FaceRecognizer(load_preprocess(config_path))
-        similarity = verify_images(pipeline, images[0], images[1])
+        recognizer = FaceRecognizer(load_preprocess(config_path))
+        similarity = verify_images(recognizer, images[0], images[1])
         payload = {"a": str(images[0]), "b": str(images[1]), "similarity": round(similarity, 6),
                    "threshold": threshold, "same": similarity >= threshold}
         if as_json:
@@ -202,10 +202,10 @@ def verify(images: tuple[Path, ...], pairs_path: Path | None, root: Path | None,
 
     fold_list = [int(f) for f in folds.split(",")] if folds else None
     pairs = read_pairs(pairs_path, root or pairs_path.parent, fold_list)
-    pipeline = FaceRecognizer(load_preprocess(config_path))
+    recognizer = FaceRecognizer(load_preprocess(config_path))
     n_images = len({p.a for p in pairs} | {p.b for p in pairs})
     with progress(total=n_images, desc="embed") as bar:
-        scored = score_pairs(pipeline, pairs, no_face=no_face, progress=bar.update)  # type: ignore[arg-type]
+        scored = score_pairs(recognizer, pairs, no_face=no_face, progress=bar.update)  # type: ignore[arg-type]
     from faceops.evaluation.metrics import verification_report
 
     report = verification_report(scored.scores, scored.labels, scored.folds, threshold=threshold)

@@ -186,21 +186,21 @@ def watch(
             bundle = load_bundle(model_uri, dst=tmp)  # weights are read into memory: the folder can go
     else:
         bundle = ModelBundle.load(bundle_dir) if bundle_dir else ModelBundle.pretrained()
-    pipeline = bundle.pipeline()
+    recognizer = bundle.recognizer()
     gallery = None
     if gallery_path:
         gallery = Gallery.load(gallery_path)
-        gallery.check_model(pipeline.model_id)
+        gallery.check_model(recognizer.model_id)
     elif known:
         from faceops.face.enrol import enrol
 
-        gallery = Gallery(pipeline.model_id)
-        enrol(pipeline, gallery, known)
+        gallery = Gallery(recognizer.model_id)
+        enrol(recognizer, gallery, known)
         if not len(gallery):
             raise FaceOpsError(f"no face found in the photos under {known}")
     with VideoReader(source, every, max_frames) as video:
         bar = progress(total=video.frames_to_process, desc="watch")
-        summary = annotate_video(video, out, pipeline, gallery, bundle.threshold, on_frame=lambda _: bar.update(1))
+        summary = annotate_video(video, out, recognizer, gallery, bundle.threshold, on_frame=lambda _: bar.update(1))
         bar.close()
     if as_json:
         echo_json(summary.to_dict())

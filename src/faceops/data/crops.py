@@ -175,7 +175,7 @@ def _read_checked(path: Path, expected: str) -> bytes:
 
 
 def _process_chunk(
-    pipeline: FaceRecognizer, root: Path, rows: list[ManifestRow], size: int
+    recognizer: FaceRecognizer, root: Path, rows: list[ManifestRow], size: int
 ) -> tuple[dict[str, np.ndarray] | None, dict[str, str]]:
     """Detect, align and measure one batch of images with distinct sha256.
 
@@ -196,7 +196,7 @@ def _process_chunk(
     if not kept:
         return None, read_errors
     n = len(kept)
-    crops, faces, failures = pipeline.subject_crops(sources, chunk=n)
+    crops, faces, failures = recognizer.subject_crops(sources, chunk=n)
     records: dict[str, np.ndarray] = {
         "sha256": np.array([r.sha256 for r in kept]),
         "crops": crops,
@@ -282,7 +282,7 @@ def preprocess_rows(
     result = PreprocessResult(rows=rows, cache=cache, processed=len(todo))
     errors: dict[str, str] = {}
     if todo:
-        pipeline = FaceRecognizer(config)
+        recognizer = FaceRecognizer(config)
         bar = tqdm(
             total=len(todo),
             desc="preprocess",
@@ -295,7 +295,7 @@ def preprocess_rows(
             progress(0, len(todo))
         for start in range(0, len(todo), chunk):
             batch = todo[start : start + chunk]
-            records, read_errors = _process_chunk(pipeline, root, batch, config.align.image_size)
+            records, read_errors = _process_chunk(recognizer, root, batch, config.align.image_size)
             if records is not None:
                 cache.add(records)
             errors.update(read_errors)

@@ -60,8 +60,8 @@ class ModelBundle:
             model_id=model_id,
         )
 
-    def pipeline(self, device: str | None = None) -> FaceRecognizer:
-        """A face pipeline that uses this model and its preprocessing."""
+    def recognizer(self, device: str | None = None) -> FaceRecognizer:
+        """A face recognizer that uses this model and its preprocessing."""
         embedder = Embedder(self.preprocess.embedder, device=device, model=self.backbone, model_id=self.model_id)
         return FaceRecognizer(self.preprocess, embedder=embedder)
 

@@ -143,7 +143,7 @@ def load_yaml_config(path: str | Path, model: type[_M]) -> _M:
         raise ConfigError(f"{path}: {problems}") from exc
 
 
-# Cosine threshold of the default pipeline at FAR = 1e-3, calibrated on LFW pairs folds 3-8 (3,600 pairs, disjoint
+# Cosine threshold of the default preprocessing and weights at FAR = 1e-3, calibrated on LFW pairs folds 3-8 (3,600 pairs, disjoint
 # from the test folds 1-2) by benchmarks/calibrate_threshold.py -> benchmarks/results/threshold.json. On folds 1-2
 # it gives FAR 0 and FRR 13%. A trained model carries its own calibrated threshold in its bundle.
 DEFAULT_THRESHOLD = 0.556

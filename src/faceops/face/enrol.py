@@ -134,7 +134,7 @@ def embed_people(
     """The subject embedding of every photo of ``people``, without touching a gallery.
 
     Args:
-        recognizer: the face pipeline (its model must be the gallery's).
+        recognizer: the face recognizer (its model must be the gallery's).
         people: a folder with one sub-folder per identity, or ``(identity, image)`` pairs.
         names: how to name each photo in errors and as its gallery source (default: its path, else "").
         load: decodes ``(image, name)`` into an RGB array or raises :class:`~faceops.errors.InvalidImage`, e.g.
@@ -203,7 +203,7 @@ def enrol(
     """Embed the photos of ``people`` and add them to ``gallery`` (which is changed in place, not saved).
 
     Args:
-        recognizer: the face pipeline; it must use the model that built the gallery.
+        recognizer: the face recognizer; it must use the model that built the gallery.
         gallery: where the embeddings go.
         people: a folder with one sub-folder per identity, or ``(identity, image)`` pairs.
         names: how to name each photo in errors and as its gallery source (default: its path).

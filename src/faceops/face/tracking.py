@@ -159,7 +159,7 @@ class TrackedFace:
 
 def recognize_frames(
     frames: Iterable[np.ndarray],
-    pipeline: FaceRecognizer,
+    recognizer: FaceRecognizer,
     gallery: Gallery | None,
     threshold: float,
     tracker: FaceTracker | None = None,
@@ -167,12 +167,12 @@ def recognize_frames(
     """Detect, embed, track and (with a gallery) recognise the faces of each RGB frame, in order."""
     tracker = tracker or FaceTracker()
     for frame in frames:
-        faces = pipeline.detector.detect(frame)
+        faces = recognizer.detector.detect(frame)
         if not faces:
             tracker.update([])
             yield []
             continue
-        embeddings = pipeline.embedder.embed(align_faces(frame, faces, pipeline.config.align))
+        embeddings = recognizer.embedder.embed(align_faces(frame, faces, recognizer.config.align))
         ids = tracker.update([f.box for f in faces], embeddings)
         matches = gallery.identify(embeddings, threshold, 1) if gallery is not None and len(gallery) else None
         out = []

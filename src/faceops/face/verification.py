@@ -44,10 +44,10 @@ class PairScores:
         return verification_report(self.scores, self.labels, self.folds, far_targets)
 
 
-def verify_images(pipeline: FaceRecognizer, a: object, b: object) -> float:
+def verify_images(recognizer: FaceRecognizer, a: object, b: object) -> float:
     """Cosine similarity of the subject faces of two photos (raises ``InvalidImage`` / ``NoFaceDetected``)."""
-    ea = pipeline.embed_subject(a)  # type: ignore[arg-type]
-    eb = pipeline.embed_subject(b)  # type: ignore[arg-type]
+    ea = recognizer.embed_subject(a)  # type: ignore[arg-type]
+    eb = recognizer.embed_subject(b)  # type: ignore[arg-type]
     return float(ea.embedding @ eb.embedding)
 
 
@@ -63,7 +63,7 @@ def _center_face(image: np.ndarray, fraction: float) -> Face:
 
 
 def score_pairs(
-    pipeline: FaceRecognizer,
+    recognizer: FaceRecognizer,
     pairs: Sequence[Pair],
     no_face: NoFacePolicy = "reject",
     center_fraction: float = 0.45,
@@ -72,7 +72,7 @@ def score_pairs(
     """Embed every distinct image of the pairs once (batched) and score each pair by cosine similarity."""
     paths = sorted({p.a for p in pairs} | {p.b for p in pairs})
     index = {p: i for i, p in enumerate(paths)}
-    crops, _, errors = pipeline.subject_crops(paths, progress=progress)
+    crops, _, errors = recognizer.subject_crops(paths, progress=progress)
     missing: list[str] = []
     unreadable: dict[str, str] = {}
     valid = np.ones(len(paths), dtype=bool)
@@ -81,14 +81,14 @@ def score_pairs(
             missing.append(str(paths[i]))
             if no_face == "center":
                 image = load_image(paths[i])
-                crops[i] = align_face(image, _center_face(image, center_fraction), pipeline.config.align)
+                crops[i] = align_face(image, _center_face(image, center_fraction), recognizer.config.align)
                 continue
         else:
             unreadable[str(paths[i])] = str(exc)
         valid[i] = False
     embeddings = np.zeros((len(paths), 512), dtype=np.float32)
     if valid.any():
-        embeddings[valid] = pipeline.embedder.embed(crops[valid])
+        embeddings[valid] = recognizer.embedder.embed(crops[valid])
     scores = np.array(
         [
             float(embeddings[index[p.a]] @ embeddings[index[p.b]]) if valid[index[p.a]] and valid[index[p.b]] else -1.0

@@ -110,7 +110,7 @@ class VideoSummary:
 def annotate_video(
     video: VideoReader,
     out: Path,
-    pipeline: FaceRecognizer,
+    recognizer: FaceRecognizer,
     gallery: Gallery | None,
     threshold: float,
     tracker: FaceTracker | None = None,
@@ -121,7 +121,7 @@ def annotate_video(
     Args:
         video: the frames to process.
         out: the annotated video to write (its folder is created).
-        pipeline: detection, alignment and embedding.
+        recognizer: detection, alignment and embedding.
         gallery: the identities to recognise; ``None`` (or empty): track only.
         threshold: the similarity under which a face is ``unknown``.
         tracker: default: one that keeps a lost track for about half a second of the source.
@@ -140,7 +140,7 @@ def annotate_video(
     started = time.perf_counter()
     # recognize_frames yields faces, not frames: tee pairs each frame with its faces (one frame held at a time)
     frames, to_recognise = itertools.tee(video)
-    results = recognize_frames(to_recognise, pipeline, gallery, threshold, tracker)
+    results = recognize_frames(to_recognise, recognizer, gallery, threshold, tracker)
     try:
         for frame, found in zip(frames, results, strict=True):
             if writer is None:

@@ -141,20 +141,20 @@ def compute_reference(
             f"{root}: a monitoring reference needs train images (the gallery) and val/test images "
             "(the probes)"
         )
-    pipeline = bundle.pipeline()
-    gallery = Gallery(pipeline.model_id)  # as the service enrols: one embedding per photo
+    recognizer = bundle.recognizer()
+    gallery = Gallery(recognizer.model_id)  # as the service enrols: one embedding per photo
     enrolled = enrol(
-        pipeline,
+        recognizer,
         gallery,
         [(r.identity, root / r.path) for r in gallery_rows],
         names=[r.path for r in gallery_rows],
         progress=progress,
     )
-    crops, faces, errors = pipeline.subject_crops([root / r.path for r in probe_rows], progress=progress)
+    crops, faces, errors = recognizer.subject_crops([root / r.path for r in probe_rows], progress=progress)
     probes = [i for i in range(len(probe_rows)) if i not in errors]
     if len(gallery) == 0 or not probes:
         raise DataValidationFailed(f"{root}: no face found in the gallery or probe images of the reference")
-    embeddings = pipeline.embedder.embed(crops[probes])
+    embeddings = recognizer.embedder.embed(crops[probes])
     matches = gallery.identify(embeddings, bundle.threshold, top_k=3)
     columns: dict[str, list[float]] = {c: [] for c in FEATURES}
     labelled = []
@@ -168,7 +168,7 @@ def compute_reference(
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(probes), size=min(max_embeddings, len(probes)), replace=False))
     meta = {
-        "model_id": pipeline.model_id,
+        "model_id": recognizer.model_id,
         "threshold": float(bundle.threshold),
         "target_far": None if bundle.target_far is None else float(bundle.target_far),
         "data_version": getattr(bundle, "metadata", {}).get("data_version"),
