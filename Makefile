@@ -15,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv browser run demo test test-all lint bench bench-lfw bench-finetune closed-loop serve monitor clean
+.PHONY: help venv browser run demo test test-all fuzz lint bench bench-lfw bench-finetune closed-loop serve monitor clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,14 @@ test: venv browser ## The tests (fast tier: unit + integration, no slow markers)
 
 test-all: venv browser ## Every test, slow ones included
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+# make test runs the fuzzers bounded (a few dozen seeded cases per operation / test); this is the long run.
+FUZZ_EXAMPLES ?= 400
+FUZZ_SEED ?= 20260113
+
+fuzz: venv ## Long fuzzing run: schemathesis on every API operation, hypothesis on images and the face path (FUZZ_EXAMPLES=400 per operation/test, FUZZ_SEED); figures in benchmarks/results/fuzz.json
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) FUZZ_REPORT=benchmarks/results/fuzz.json \
+	  $(PY) -m pytest -m fuzz tests/serving/test_fuzz_api.py tests/face/test_fuzz_images.py $(PYTEST_ARGS)
 
 lint: venv ## Ruff lint and mypy type check
 	$(VENV)/bin/ruff check src tests benchmarks serving monitoring components pipelines

@@ -7,7 +7,10 @@ version is loaded beside the running one and swapped in at once (see :mod:`faceo
 requests finish on the model they started with.
 
 ``/docs`` (Swagger UI) and ``/redoc`` load their scripts and styles from the service itself (``/docs-assets``,
-shipped by the ``fastapi-offline`` package), never from a CDN, so they work offline.
+shipped by the ``fastapi-offline`` package), never from a CDN, so they work offline. Every HTML page gets a
+Content-Security-Policy and anti-framing headers; no log line shows an API key (see
+:mod:`faceops.serving.security`). A damaged gallery or request log is moved aside at start and replaced (see
+:mod:`faceops.serving.state_files`): the service starts, and ``/ready`` lists it under ``alerts``.
 """
 
 from __future__ import annotations
@@ -25,15 +28,20 @@ from faceops.serving.errors import install_error_handlers
 from faceops.serving.metrics import ServiceMetrics
 from faceops.serving.model_source import LocalBundleSource, MlflowAliasSource, ModelSource
 from faceops.serving.routes import faces, identities, ops, stream
-from faceops.serving.security import ApiKeys, BodyLimitMiddleware, RateLimiter
+from faceops.serving.security import (
+    ApiKeys,
+    BodyLimitMiddleware,
+    RateLimiter,
+    SecurityHeadersMiddleware,
+    install_key_redaction,
+)
 from faceops.serving.service import FaceService
+from faceops.serving.state_files import open_request_log
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-
-from faceops.telemetry.requestlog import RequestLog
 
 __all__ = ["create_app", "source_for"]
 
@@ -62,14 +70,18 @@ def create_app(settings: ServingSettings | None = None, source: ModelSource | No
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        install_key_redaction()  # here, after the server configured logging: no access-log line shows a key
         service = FaceService(settings, source or source_for(settings))
-        request_log = RequestLog(
+        request_log, repaired = await anyio.to_thread.run_sync(
+            open_request_log,
             settings.log_path,
             settings.log_sample_rate,
             settings.log_retention_days,
             settings.log_store_images,
             settings.log_embeddings,
         )
+        if repaired is not None:
+            service.repairs.append(repaired)
         metrics = ServiceMetrics()
         ctx = AppContext(
             settings,
@@ -77,7 +89,12 @@ def create_app(settings: ServingSettings | None = None, source: ModelSource | No
             request_log,
             metrics,
             keys,
-            RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+            RateLimiter(
+                settings.rate_limit_per_minute,
+                settings.rate_limit_burst,
+                settings.auth_failures_per_minute,
+                settings.auth_failure_burst,
+            ),
             anyio.CapacityLimiter(settings.inference_threads),
         )
         app.state.ctx = ctx
@@ -123,6 +140,7 @@ def create_app(settings: ServingSettings | None = None, source: ModelSource | No
             allow_headers=["X-API-Key", "Authorization", "Content-Type"],
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)  # CSP and anti-framing on every HTML page (/ui, /docs, /redoc)
     return app
 
 

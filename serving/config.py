@@ -66,9 +66,16 @@ class ServingSettings(BaseSettings):
     max_image_pixels: int = Field(default=25_000_000, ge=64 * 64, description="Larger images get 413.")
     max_images_per_request: int = Field(default=20, ge=1, description="Enrollment uploads per request.")
     rate_limit_per_minute: int = Field(
-        default=600, ge=0, description="Requests per key per minute; 0: no limit."
+        default=600, ge=0, description="Requests (and WebSocket frames) per key per minute; 0: no limit."
     )
     rate_limit_burst: int = Field(default=60, ge=1, description="Requests a key may make at once.")
+    auth_failures_per_minute: int = Field(
+        default=10,
+        ge=0,
+        description="Failed API-key attempts a client address may make per minute once its burst is spent; "
+        "past that it gets 429 for any key (0: no limit).",
+    )
+    auth_failure_burst: int = Field(default=20, ge=1, description="Failed API-key attempts allowed at once.")
     cors_origins: list[str] = Field(
         default_factory=list, description="CORS is off unless origins are listed."
     )

@@ -1,7 +1,9 @@
 """Dependencies of the routes: the app context, API-key check with rate limit, and reading uploaded images.
 
 Images come either as ``multipart/form-data`` file fields or as JSON with base64 strings; both end as
-``(name, bytes)`` whose content is sniffed (the file name and declared type are never trusted).
+``(name, bytes)`` whose content is sniffed (the file name and declared type are never trusted). The other fields
+are validated by the same pydantic model either way (unknown fields refused, names stripped, numbers parsed),
+so a request means the same in JSON and in a form.
 """
 
 from __future__ import annotations
@@ -59,9 +61,18 @@ Ctx = Annotated[AppContext, Depends(_ctx)]
 
 
 def authenticate(ctx: AppContext, key: str | None, client_host: str) -> str:
-    """The client's name, or 401 / 429."""
+    """The client's name, or 401 / 429 (429 also when the address made too many failed key attempts)."""
+    blocked = ctx.limiter.failure_wait(client_host) if key else 0.0
+    if blocked > 0:
+        raise HTTPException(
+            429,
+            f"too many failed API key attempts from this address: retry in {blocked:.1f} s",
+            headers={"Retry-After": str(math.ceil(blocked))},
+        )
     name = ctx.keys.check(key)
     if name is None:
+        if key:
+            ctx.limiter.failed(client_host)
         raise HTTPException(
             401,
             "missing or invalid API key: send it in the X-API-Key header",
@@ -105,15 +116,7 @@ async def read_upload(
     """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
-        try:
-            payload = model.model_validate(json.loads(await request.body()))
-        except json.JSONDecodeError as exc:
-            raise HTTPException(400, f"body is not valid JSON: {exc}") from exc
-        except ValidationError as exc:
-            raise HTTPException(
-                422, [{"field": ".".join(map(str, e["loc"])), "problem": e["msg"]} for e in exc.errors()]
-            ) from exc
-        data = payload.model_dump()
+        data = _validated(model, _parse_json(await request.body()))
         images: dict[str, list[tuple[str, bytes]]] = {}
         for field, many in file_fields.items():
             values = data.pop(field) if many else [data.pop(field)]
@@ -133,14 +136,45 @@ async def read_upload(
                     raise HTTPException(422, f"field {field!r} takes one image, got {len(uploads)}")
                 images[field] = [(u.filename or field, await u.read()) for u in uploads]
             for key, value in form.multi_items():
-                if key not in file_fields and isinstance(value, str):
-                    other[key] = value
-        return images, other
+                if key in file_fields:
+                    continue
+                if key in other:
+                    raise HTTPException(422, f"form field {key!r} is given more than once")
+                other[key] = value if isinstance(value, str) else None  # a file where text belongs: refused
+        # The JSON model judges the other fields (the images stand in as placeholders, already read above).
+        placeholders = {field: ["image"] if many else "image" for field, many in file_fields.items()}
+        data = _validated(model, {**other, **placeholders})
+        for field in file_fields:
+            data.pop(field)
+        return images, {key: data[key] for key in other}
     raise HTTPException(
         415,
         f"unsupported content type {ctype or '(none)'!r}: send multipart/form-data with "
         "image files, or application/json with base64 images",
     )
+
+
+def _parse_json(body: bytes) -> Any:
+    """A JSON body, or 400 saying why not (any failure of the parser is the client's, never a 500)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HTTPException(400, f"body is not valid UTF-8 (JSON must be): {exc}") from exc
+    try:
+        return json.loads(text)
+    except RecursionError as exc:  # the parser recurses once per level of nesting
+        raise HTTPException(400, "body is not valid JSON: nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, and numbers over Python's digit limit
+        raise HTTPException(400, f"body is not valid JSON: {exc}") from exc
+
+
+def _validated(model: type[BaseModel], payload: Any) -> dict[str, Any]:
+    try:
+        return model.model_validate(payload).model_dump()
+    except ValidationError as exc:
+        raise HTTPException(
+            422, [{"field": ".".join(map(str, e["loc"])), "problem": e["msg"]} for e in exc.errors()]
+        ) from exc
 
 
 def ctx_max_files(request: Request) -> int:
@@ -168,15 +202,23 @@ def check_images(images: list[tuple[str, bytes]], limit: int) -> None:
         sniff_image(data, name)
 
 
-def image_body_openapi(fields: dict[str, bool], extra: dict[str, dict] | None = None) -> dict[str, Any]:
-    """OpenAPI ``requestBody`` for a route that reads images itself (multipart files or base64 JSON)."""
+def image_body_openapi(
+    fields: dict[str, bool], extra: dict[str, dict] | None = None, optional: dict[str, dict] | None = None
+) -> dict[str, Any]:
+    """OpenAPI ``requestBody`` for a route that reads images itself (multipart files or base64 JSON).
+
+    Args:
+        fields: image field -> whether it holds a list of images.
+        extra: other required fields' schemas; ``optional``: other optional fields' schemas.
+    """
     extra = extra or {}
+    optional = optional or {}
     binary = {"type": "string", "format": "binary"}
     b64 = {"type": "string", "format": "byte", "description": "base64 image file"}
 
     def props(item: dict) -> dict:
         out = {f: ({"type": "array", "items": item} if many else item) for f, many in fields.items()}
-        return {**out, **extra}
+        return {**out, **extra, **optional}
 
     required = list(fields) + list(extra)
     return {
@@ -184,10 +226,20 @@ def image_body_openapi(fields: dict[str, bool], extra: dict[str, dict] | None = 
             "required": True,
             "content": {
                 "multipart/form-data": {
-                    "schema": {"type": "object", "properties": props(binary), "required": required}
+                    "schema": {
+                        "type": "object",
+                        "properties": props(binary),
+                        "required": required,
+                        "additionalProperties": False,
+                    }
                 },
                 "application/json": {
-                    "schema": {"type": "object", "properties": props(b64), "required": required}
+                    "schema": {
+                        "type": "object",
+                        "properties": props(b64),
+                        "required": required,
+                        "additionalProperties": False,
+                    }
                 },
             },
         }

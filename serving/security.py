@@ -1,23 +1,45 @@
-"""API keys, rate limiting, body-size limits and content sniffing.
+"""API keys, rate limiting, body-size limits, content sniffing, and what keeps keys out of logs and pages safe.
 
 API keys are random tokens (:func:`new_api_key`); the service stores only their SHA-256 digests (a fast hash
 is enough for 256-bit random secrets, unlike passwords) and compares digests in constant time. Keys arrive in
-the ``X-API-Key`` header, ``Authorization: Bearer``, or (WebSocket only, browsers cannot set headers there)
-the ``api_key`` query parameter.
+the ``X-API-Key`` header or ``Authorization: Bearer``; a WebSocket may instead send ``{"api_key": ...}`` as its
+first message (browsers cannot set headers there). Never in the URL: URLs end up in access logs, so a query
+string ``api_key`` is refused, and :class:`RedactKeys` scrubs it from every log line anyway.
+
+:class:`RateLimiter` keeps a token bucket per client for requests and WebSocket frames, and another per client
+address for failed key attempts (guessing); :func:`origin_allowed` checks a WebSocket's ``Origin``;
+:class:`SecurityHeadersMiddleware` gives every HTML page a Content-Security-Policy and anti-framing headers.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import logging
+import re
 import secrets
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from starlette.exceptions import HTTPException
 
 from faceops.errors import ConfigError, UnsupportedImage
 
-__all__ = ["ApiKeys", "BodyLimitMiddleware", "RateLimiter", "hash_key", "new_api_key", "sniff_image"]
+__all__ = [
+    "ApiKeys",
+    "BodyLimitMiddleware",
+    "RateLimiter",
+    "RedactKeys",
+    "SecurityHeadersMiddleware",
+    "hash_key",
+    "install_key_redaction",
+    "new_api_key",
+    "origin_allowed",
+    "sniff_image",
+]
 
 # Magic numbers of the formats the service accepts; the upload's name and Content-Type are ignored.
 _SIGNATURES: tuple[tuple[bytes, int, str], ...] = (
@@ -120,27 +142,145 @@ class ApiKeys:
 
 
 class RateLimiter:
-    """A token bucket per client: ``per_minute`` sustained, ``burst`` at once; thread-safe."""
+    """Token buckets, thread-safe: per client ``per_minute`` sustained and ``burst`` at once (requests and
+    WebSocket frames alike); per client address ``failures_per_minute`` / ``failure_burst`` failed key attempts,
+    past which the address gets 429 for any key until its bucket refills (so guessing is slow, and a right
+    guess cannot be told from a wrong one while throttled)."""
 
-    def __init__(self, per_minute: int, burst: int) -> None:
+    def __init__(self, per_minute: int, burst: int, failures_per_minute: int = 0, failure_burst: int = 1) -> None:
         self.rate = per_minute / 60.0
         self.burst = float(burst)
+        self.failure_rate = failures_per_minute / 60.0
+        self.failure_burst = float(failure_burst)
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
     def take(self, client: str) -> float:
-        """0.0 if the request may go ahead, else the seconds to wait."""
-        if self.rate <= 0:
+        """0.0 if the request (or frame) may go ahead, else the seconds to wait."""
+        return self._take(client, self.rate, self.burst, 1.0)
+
+    def failure_wait(self, address: str) -> float:
+        """0.0 if ``address`` may try a key now, else the seconds until it may (too many failed attempts)."""
+        return self._take(f"failed:{address}", self.failure_rate, self.failure_burst, 0.0)
+
+    def failed(self, address: str) -> None:
+        """Count one failed key attempt from ``address``."""
+        self._take(f"failed:{address}", self.failure_rate, self.failure_burst, 1.0)
+
+    def _take(self, bucket: str, rate: float, burst: float, cost: float) -> float:
+        if rate <= 0:
             return 0.0
         now = time.monotonic()
         with self._lock:
-            tokens, last = self._buckets.get(client, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if len(self._buckets) > _MAX_BUCKETS:  # many addresses: forget the full (idle) buckets
+                self._buckets = {
+                    k: v for k, v in self._buckets.items() if v[0] + (now - v[1]) * rate < burst
+                }
+            tokens, last = self._buckets.get(bucket, (burst, now))
+            tokens = min(burst, tokens + (now - last) * rate)
             if tokens >= 1.0:
-                self._buckets[client] = (tokens - 1.0, now)
+                self._buckets[bucket] = (tokens - cost, now)
                 return 0.0
-            self._buckets[client] = (tokens, now)
-            return (1.0 - tokens) / self.rate
+            self._buckets[bucket] = (tokens, now)
+            return (1.0 - tokens) / rate
+
+
+_MAX_BUCKETS = 100_000
+
+# -- keys out of logs, WebSocket origins, HTML headers --------------------------------------------------------
+_KEY_IN_TEXT = re.compile(r"(?i)(api[_-]?key=)[^&\s\"']+")
+
+
+class RedactKeys(logging.Filter):
+    """Replaces any ``api_key=<value>`` in a log record's message by ``api_key=[redacted]``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True
+        if _KEY_IN_TEXT.search(message):
+            record.msg, record.args = _KEY_IN_TEXT.sub(r"\1[redacted]", message), ()
+        return True
+
+
+def install_key_redaction() -> None:
+    """Add :class:`RedactKeys` to uvicorn's loggers and to every handler of them and of the root (idempotent).
+
+    Called when the app starts, after the server has configured logging. uvicorn writes the request line
+    (with its query string) in ``uvicorn.access`` and WebSocket handshakes in ``uvicorn.error``.
+    """
+    loggers = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access")]
+    targets: list[logging.Filterer] = [*loggers, *logging.getLogger().handlers]
+    targets += [h for lg in loggers for h in lg.handlers]
+    for target in targets:
+        if not any(isinstance(f, RedactKeys) for f in target.filters):
+            target.addFilter(RedactKeys())
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
+    """Whether a WebSocket from ``origin`` may connect: no Origin (not a browser), the service's own host, or
+    one of the configured CORS origins (``*`` allows all)."""
+    if not origin:
+        return True
+    if "*" in allowed or origin.rstrip("/") in {a.rstrip("/") for a in allowed}:
+        return True
+    netloc = urlsplit(origin).netloc.lower()
+    return bool(host) and netloc == (host or "").lower()
+
+
+_INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.DOTALL | re.IGNORECASE)
+_CSP = (
+    "default-src 'self'; script-src 'self'{hashes}; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; media-src 'self' blob:; "
+    "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+class SecurityHeadersMiddleware:
+    """Adds Content-Security-Policy, X-Frame-Options, X-Content-Type-Options and Referrer-Policy to every HTML
+    response (ASGI). Inline scripts (Swagger UI's start-up script) are allowed by their SHA-256 only."""
+
+    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+        self.app = app
+
+    async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start: dict | None = None
+        chunks: list[bytes] = []
+
+        async def wrapped(message):  # type: ignore[no-untyped-def]
+            nonlocal start
+            if message["type"] == "http.response.start":
+                ctype = dict(message.get("headers", [])).get(b"content-type", b"")
+                if not ctype.startswith(b"text/html"):
+                    return await send(message)
+                start = message  # held until the body is complete: the CSP needs its inline scripts' hashes
+                return None
+            if start is None or message["type"] != "http.response.body":
+                return await send(message)
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return None
+            body = b"".join(chunks)
+            await send({**start, "headers": [*start.get("headers", []), *_html_headers(body)]})
+            return await send({"type": "http.response.body", "body": body})
+
+        return await self.app(scope, receive, wrapped)
+
+
+def _html_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    hashes = "".join(
+        f" 'sha256-{base64.b64encode(hashlib.sha256(m.group(1)).digest()).decode()}'"
+        for m in _INLINE_SCRIPT.finditer(body)
+    )
+    return [
+        (b"content-security-policy", _CSP.format(hashes=hashes).encode()),
+        (b"x-frame-options", b"DENY"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+    ]
 
 
 class BodyLimitMiddleware:
@@ -163,7 +303,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _BodyTooLarge(seen)
+                    raise _BodyTooLarge(seen, self.max_bytes)
             return message
 
         try:
@@ -193,7 +333,9 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-class _BodyTooLarge(Exception):
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
+class _BodyTooLarge(HTTPException):
+    """A body over the limit found while the app reads it: a 413 to the app's handlers and request log."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(413, f"request body of {size}+ bytes is over the limit of {limit} bytes")
         self.size = size

@@ -3,7 +3,8 @@
 Model and gallery are held together in one immutable :class:`ServingState` that is replaced as a whole (one
 reference assignment) when a new champion is loaded or the gallery changes. A request takes the state once at
 its start and uses it to the end, so a swap never fails or mixes an in-flight request; mutations copy the
-gallery, change the copy, save it atomically and then publish it.
+gallery, change the copy, save it atomically and then publish it. A gallery file that cannot be read at start
+is moved aside and rebuilt from the stored enrolment photos (:mod:`faceops.serving.state_files`), never a crash.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from faceops.serving.config import ServingSettings
 from faceops.serving.enrolled import EnrolledPhotos, check_identity, copied, rebuild_gallery
 from faceops.serving.model_source import ModelSource, SourceUnavailable
+from faceops.serving.state_files import Repair, move_aside, state_lock
 
 from faceops.errors import FaceOpsError, GalleryError, NoFaceDetected, UnknownIdentity
 from faceops.evaluation.bundle import ModelBundle
@@ -84,6 +86,7 @@ class FaceService:
         self.source_error: str | None = None
         self.last_check: float | None = None
         self.swaps = 0
+        self.repairs: list[Repair] = []  # damaged state files moved aside (reported by /ready)
 
     # -- model life cycle ------------------------------------------------------------------------------------
     @property
@@ -150,20 +153,36 @@ class FaceService:
         if current is not None and current.gallery.model_id == model_id:
             return current.gallery
         path = self.settings.gallery_path
-        if path.exists():
-            gallery = Gallery.load(path)
-            if gallery.model_id == model_id:
-                return gallery
-        if not self.settings.keep_enrollment_images:
+        with state_lock(path.parent):
+            damaged = None
             if path.exists():
-                log.warning(
-                    "gallery %s was made by another model and no photos are kept: starting empty", path
+                try:
+                    gallery = Gallery.load(path)
+                except GalleryError as exc:  # damaged: kept aside, rebuilt below; never a crash loop
+                    damaged = (str(exc), move_aside(path))
+                else:
+                    if gallery.model_id == model_id:
+                        return gallery
+            if not self.settings.keep_enrollment_images:
+                if path.exists():
+                    log.warning(
+                        "gallery %s was made by another model and no photos are kept: starting empty", path
+                    )
+                gallery = Gallery(model_id)
+                action = "started an empty gallery (no enrolment photos are kept): re-enrol the identities"
+            else:
+                gallery, lost = rebuild_gallery(self.photos, model.recognizer)
+                if lost:
+                    log.warning("%d enrollment photo(s) gave no face with the new model", lost)
+                action = (
+                    f"rebuilt from the stored enrolment photos: {len(gallery.identities)} identities, "
+                    f"{len(gallery)} embeddings, {lost} photo(s) without a face"
                 )
-            return Gallery(model_id)
-        gallery, lost = rebuild_gallery(self.photos, model.recognizer)
-        if lost:
-            log.warning("%d enrollment photo(s) gave no face with the new model", lost)
-        gallery.save(path)
+                gallery.save(path)
+        if damaged is not None:
+            problem, moved = damaged
+            self.repairs.append(Repair(str(path), str(moved) if moved else None, problem, action, time.time()))
+            log.warning("gallery %s is damaged (%s): moved to %s; %s", path, problem, moved, action)
         return gallery
 
     # -- inference -------------------------------------------------------------------------------------------
@@ -172,8 +191,11 @@ class FaceService:
             data, name=name, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_body_bytes
         )
 
-    def analyze(self, pixels: np.ndarray, state: ServingState, recognize: bool) -> list[AnalyzedFace]:
-        """Every face of an image with quality features, and its gallery match when ``recognize``."""
+    def analyze(
+        self, pixels: np.ndarray, state: ServingState, recognize: bool, top_k: int | None = None
+    ) -> list[AnalyzedFace]:
+        """Every face of an image with quality features, and its gallery match when ``recognize`` (``top_k``
+        candidates; default: the ``top_k`` setting)."""
         recognizer = state.model.recognizer
         faces = recognizer.detector.detect(pixels)
         if not faces:
@@ -182,16 +204,16 @@ class FaceService:
         embeddings = recognizer.embedder.embed(crops)
         matches: list[Match | None] = [None] * len(faces)
         if recognize:
-            matches = list(self.identify(embeddings, state))
+            matches = list(self.identify(embeddings, state, top_k))
         return [
             AnalyzedFace(f, e, *crop_quality(c), m)
             for f, e, c, m in zip(faces, embeddings, crops, matches, strict=True)
         ]
 
-    def identify(self, embeddings: np.ndarray, state: ServingState) -> list[Match]:
+    def identify(self, embeddings: np.ndarray, state: ServingState, top_k: int | None = None) -> list[Match]:
         if len(state.gallery) == 0:
             return [Match(UNKNOWN, float("nan"), ()) for _ in range(len(embeddings))]
-        return state.gallery.identify(embeddings, state.model.threshold, self.settings.top_k)
+        return state.gallery.identify(embeddings, state.model.threshold, top_k or self.settings.top_k)
 
     def subject(self, pixels: np.ndarray, state: ServingState, name: str) -> AnalyzedFace:
         """The subject face of a photo (the model's subject policy); raises :class:`NoFaceDetected`."""
@@ -212,11 +234,7 @@ class FaceService:
         """
         identity = check_identity(identity)
         state = self.state
-        exists = identity in state.gallery.identities
-        if new and exists:
-            raise IdentityExists(f"identity {identity!r} is already enrolled: add images to it instead")
-        if not new and not exists:
-            raise UnknownIdentity(f"identity {identity!r} is not enrolled")
+        _check_enrolled(state.gallery, identity, new)  # early, before the slow embedding
         done = embed_people(
             state.model.recognizer,
             [(identity, data) for _, data in images],
@@ -231,6 +249,8 @@ class FaceService:
             current = self.state
             if current.model.version != state.model.version:
                 raise ModelNotReady("the model changed during enrollment: please retry")
+            # Again under the lock: another enrolment (or a deletion) may have landed while this one embedded.
+            _check_enrolled(current.gallery, identity, new)
             gallery = copied(current.gallery)
             kept = [images[i][1] for i in done.indices]
             sources = [
@@ -255,3 +275,11 @@ class FaceService:
 
 class IdentityExists(GalleryError):
     """Enrolling an identity that is already enrolled."""
+
+
+def _check_enrolled(gallery: Gallery, identity: str, new: bool) -> None:
+    exists = identity in gallery.identities
+    if new and exists:
+        raise IdentityExists(f"identity {identity!r} is already enrolled: add images to it instead")
+    if not new and not exists:
+        raise UnknownIdentity(f"identity {identity!r} is not enrolled")

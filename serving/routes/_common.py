@@ -8,10 +8,10 @@ import uuid
 
 import anyio
 from faceops.serving.deps import AppContext
-from faceops.serving.errors import status_for
+from faceops.serving.errors import error_status
 from faceops.serving.schemas import Candidate, FaceOut
 from faceops.serving.service import AnalyzedFace, ServingState
-from fastapi import HTTPException
+from starlette.exceptions import HTTPException
 
 from faceops.face.gallery import UNKNOWN
 from faceops.telemetry.requestlog import FaceRecord, RequestRecord
@@ -63,13 +63,17 @@ def face_record(
 class Tracked:
     """Times a request, then counts it in the metrics and appends it to the request log (also on errors).
 
-    The log row is committed before the response is sent, so a logged response is never lost on a crash.
+    Every route wraps its work in one, so each request that reaches a route is logged with the status the client
+    gets: the route's own (``status``, e.g. 201), or for an exception the one the error handlers answer with
+    (:func:`~faceops.serving.errors.error_status`). Requests refused before the route runs (no or bad API
+    key, rate limit, a parameter FastAPI validates) are not logged. The log row is committed before the response
+    is sent, so a logged response is never lost on a crash.
     """
 
-    def __init__(self, ctx: AppContext, endpoint: str) -> None:
+    def __init__(self, ctx: AppContext, endpoint: str, status: int = 200) -> None:
         self.ctx, self.endpoint = ctx, endpoint
         self.request_id = uuid.uuid4().hex
-        self.record = RequestRecord(request_id=self.request_id, endpoint=endpoint, status=200, latency_ms=0.0)
+        self.record = RequestRecord(request_id=self.request_id, endpoint=endpoint, status=status, latency_ms=0.0)
         self.sampled = ctx.log.sampled()
 
     def use_state(self, state: ServingState) -> ServingState:
@@ -86,11 +90,9 @@ class Tracked:
         seconds = time.perf_counter() - self._t0
         record = self.record
         if exc is not None:
-            if isinstance(exc, HTTPException):
-                record.status, record.error = exc.status_code, str(exc.detail)[:500]
-            else:
-                status, code = status_for(exc)
-                record.status, record.error = status, f"{code}: {exc}"[:500]
+            status, code = error_status(exc)
+            detail = exc.detail if isinstance(exc, HTTPException) else exc
+            record.status, record.error = status, f"{code}: {detail}"[:500]
         record.latency_ms = round(seconds * 1000.0, 3)
         self.ctx.metrics.observe(self.endpoint, record.status, seconds)
         self.ctx.metrics.faces.labels(self.endpoint).inc(len(record.faces))

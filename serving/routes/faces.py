@@ -1,4 +1,7 @@
-"""POST /v1/detect, /v1/recognize, /v1/verify: images in (multipart or base64 JSON), faces out."""
+"""POST /v1/detect, /v1/recognize, /v1/verify: images in (multipart or base64 JSON), faces out.
+
+``recognize`` takes ``top_k`` (candidates per face) as a query parameter, a form field or a JSON field alike.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +11,18 @@ import numpy as np
 from faceops.serving.deps import Client, Ctx, check_images, image_body_openapi, read_upload, run_inference
 from faceops.serving.routes._common import Tracked, face_out, face_record
 from faceops.serving.schemas import (
+    MAX_TOP_K,
+    TOP_K_DESCRIPTION,
     DetectResponse,
     ErrorResponse,
     ImageJSON,
+    RecognizeJSON,
     RecognizeResponse,
     VerifyJSON,
     VerifyResponse,
 )
 from faceops.serving.service import AnalyzedFace, ServingState
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 
 from faceops.face.gallery import UNKNOWN
 
@@ -26,9 +32,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for c
 
 
 async def _one_image(
-    request: Request, ctx: Ctx, track: Tracked, recognize: bool
+    request: Request, ctx: Ctx, track: Tracked, recognize: bool, top_k: int | None
 ) -> tuple[ServingState, tuple[int, int], list[AnalyzedFace]]:
-    images, _ = await read_upload(request, ImageJSON, {"image": False})
+    images, fields = await read_upload(request, RecognizeJSON if recognize else ImageJSON, {"image": False})
+    if fields.get("top_k") is not None:
+        if top_k is not None:
+            raise HTTPException(422, "top_k is given twice (query and body): give it once")
+        top_k = fields["top_k"]
     check_images(images["image"], 1)
     name, data = images["image"][0]
     state = track.use_state(ctx.service.state)
@@ -37,17 +47,19 @@ async def _one_image(
 
     def work() -> tuple[tuple[int, int], list[AnalyzedFace]]:
         pixels = ctx.service.decode(data, name)
-        return (pixels.shape[1], pixels.shape[0]), ctx.service.analyze(pixels, state, recognize)
+        return (pixels.shape[1], pixels.shape[0]), ctx.service.analyze(pixels, state, recognize, top_k)
 
     size, faces = await run_inference(ctx, work)
     track.record.image_width, track.record.image_height = size
     return state, size, faces
 
 
-async def _faces(request: Request, ctx: Ctx, endpoint: str) -> DetectResponse | RecognizeResponse:
+async def _faces(
+    request: Request, ctx: Ctx, endpoint: str, top_k: int | None = None
+) -> DetectResponse | RecognizeResponse:
     recognize = endpoint == "recognize"
     async with Tracked(ctx, endpoint) as track:
-        state, (w, h), faces = await _one_image(request, ctx, track, recognize)
+        state, (w, h), faces = await _one_image(request, ctx, track, recognize, top_k)
         track.record.faces = [face_record(i, f) for i, f in enumerate(faces)]
         common = {
             "request_id": track.request_id,
@@ -77,11 +89,22 @@ async def detect(request: Request, ctx: Ctx, client: Client) -> DetectResponse |
     "/recognize",
     response_model=RecognizeResponse,
     responses=_ERRORS,
-    openapi_extra=image_body_openapi({"image": False}),
+    openapi_extra=image_body_openapi(
+        {"image": False},
+        optional={"top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K, "description": TOP_K_DESCRIPTION}},
+    ),
 )
-async def recognize(request: Request, ctx: Ctx, client: Client) -> DetectResponse | RecognizeResponse:
-    """Every face in the image identified against the gallery ('unknown' below the model's threshold)."""
-    return await _faces(request, ctx, "recognize")
+async def recognize(
+    request: Request,
+    ctx: Ctx,
+    client: Client,
+    top_k: int | None = Query(None, ge=1, le=MAX_TOP_K, description=TOP_K_DESCRIPTION),
+) -> DetectResponse | RecognizeResponse:
+    """Every face in the image identified against the gallery ('unknown' below the model's threshold).
+
+    ``top_k`` may come as this query parameter or as a field of the body (form or JSON), not both.
+    """
+    return await _faces(request, ctx, "recognize", top_k)
 
 
 @router.post(

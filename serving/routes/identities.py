@@ -1,13 +1,14 @@
-"""Gallery management: enroll, add images, list, show and delete identities."""
+"""Gallery management: enroll, add images, list, show and delete identities (each request in the request log)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from faceops.serving.deps import Client, Ctx, check_images, image_body_openapi, read_upload, run_inference
-from faceops.serving.enrolled import IDENTITY_PATTERN
 from faceops.serving.errors import status_for
+from faceops.serving.routes._common import Tracked
 from faceops.serving.schemas import (
+    IDENTITY_FIELD_PATTERN,
     DeleteResponse,
     EnrollJSON,
     EnrollResponse,
@@ -17,7 +18,7 @@ from faceops.serving.schemas import (
     ImagesJSON,
     Rejected,
 )
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import APIRouter, Path, Request
 
 from faceops.errors import UnknownIdentity
 
@@ -28,24 +29,22 @@ IdentityId = Path(description="The identity's name.", max_length=128)
 
 
 async def _enroll(request: Request, ctx: Ctx, identity: str | None) -> EnrollResponse:
-    model = EnrollJSON if identity is None else ImagesJSON
-    images, other = await read_upload(request, model, {"images": True})
-    name = identity if identity is not None else other.get("identity")
-    if not name:
-        raise HTTPException(422, "missing field 'identity' (the identity's name)")
-    photos = images["images"]
-    check_images(photos, ctx.settings.max_images_per_request)
-    identity, added, errors = await run_inference(
-        ctx, lambda: ctx.service.enroll(name, photos, new=identity is None)
-    )
-    total = ctx.service.state.gallery.identities.get(identity, 0)
-    ctx.metrics.gallery_size.set(len(ctx.service.state.gallery.identities))
-    return EnrollResponse(
-        identity=identity,
-        embeddings=total,
-        added=added,
-        rejected=[Rejected(image=n, error=status_for(e)[1], detail=str(e)) for n, e in errors.items()],
-    )
+    new = identity is None
+    async with Tracked(ctx, "enroll" if new else "add_images", status=201 if new else 200) as track:
+        images, other = await read_upload(request, EnrollJSON if new else ImagesJSON, {"images": True})
+        name: str = other["identity"] if identity is None else identity  # the model requires it when new
+        photos = images["images"]
+        check_images(photos, ctx.settings.max_images_per_request)
+        track.use_state(ctx.service.state)
+        name, added, errors = await run_inference(ctx, lambda: ctx.service.enroll(name, photos, new=new))
+        total = ctx.service.state.gallery.identities.get(name, 0)
+        ctx.metrics.gallery_size.set(len(ctx.service.state.gallery.identities))
+        return EnrollResponse(
+            identity=name,
+            embeddings=total,
+            added=added,
+            rejected=[Rejected(image=n, error=status_for(e)[1], detail=str(e)) for n, e in errors.items()],
+        )
 
 
 @router.post(
@@ -54,7 +53,14 @@ async def _enroll(request: Request, ctx: Ctx, identity: str | None) -> EnrollRes
     response_model=EnrollResponse,
     responses=_ERRORS,
     openapi_extra=image_body_openapi(
-        {"images": True}, {"identity": {"type": "string", "pattern": IDENTITY_PATTERN}}
+        {"images": True},
+        {
+            "identity": {
+                "type": "string",
+                "pattern": IDENTITY_FIELD_PATTERN,
+                "description": "The identity's name; surrounding white space is stripped.",
+            }
+        },
     ),
 )
 async def enroll(request: Request, ctx: Ctx, client: Client) -> EnrollResponse:
@@ -78,25 +84,29 @@ async def add_images(
 @router.get("", response_model=IdentitiesResponse, responses=_ERRORS)
 async def list_identities(ctx: Ctx, client: Client) -> IdentitiesResponse:
     """Every enrolled identity with its number of embeddings."""
-    return IdentitiesResponse(
-        identities=[
-            IdentityOut(identity=n, embeddings=c) for n, c in ctx.service.state.gallery.identities.items()
-        ]
-    )
+    async with Tracked(ctx, "list_identities"):
+        return IdentitiesResponse(
+            identities=[
+                IdentityOut(identity=n, embeddings=c) for n, c in ctx.service.state.gallery.identities.items()
+            ]
+        )
 
 
 @router.get("/{identity}", response_model=IdentityOut, responses=_ERRORS)
 async def get_identity(ctx: Ctx, client: Client, identity: str = IdentityId) -> IdentityOut:
     """One identity."""
-    count = ctx.service.state.gallery.identities.get(identity)
-    if count is None:
-        raise UnknownIdentity(f"identity {identity!r} is not enrolled")
-    return IdentityOut(identity=identity, embeddings=count)
+    async with Tracked(ctx, "get_identity"):
+        count = ctx.service.state.gallery.identities.get(identity)
+        if count is None:
+            raise UnknownIdentity(f"identity {identity!r} is not enrolled")
+        return IdentityOut(identity=identity, embeddings=count)
 
 
 @router.delete("/{identity}", response_model=DeleteResponse, responses=_ERRORS)
 async def delete_identity(ctx: Ctx, client: Client, identity: str = IdentityId) -> DeleteResponse:
     """Delete an identity: every embedding and every stored photo of it."""
-    removed = await run_inference(ctx, ctx.service.delete, identity)
-    ctx.metrics.gallery_size.set(len(ctx.service.state.gallery.identities))
-    return DeleteResponse(identity=identity, removed_embeddings=removed)
+    async with Tracked(ctx, "delete_identity") as track:
+        track.use_state(ctx.service.state)
+        removed = await run_inference(ctx, ctx.service.delete, identity)
+        ctx.metrics.gallery_size.set(len(ctx.service.state.gallery.identities))
+        return DeleteResponse(identity=identity, removed_embeddings=removed)

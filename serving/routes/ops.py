@@ -6,6 +6,7 @@ import time
 
 import anyio
 from faceops.serving.deps import Client, Ctx
+from faceops.serving.routes._common import Tracked
 from faceops.serving.schemas import ErrorResponse, FeedbackIn, FeedbackOut
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
@@ -20,12 +21,19 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/ready", responses={503: {"description": "no model loaded yet"}})
+@router.get(
+    "/ready",
+    responses={
+        503: {"description": "no model loaded yet"},
+        **{code: {"model": ErrorResponse} for code in (401, 429)},
+    },
+)
 async def ready(ctx: Ctx, client: Client) -> JSONResponse:
     """Readiness: 200 once a model is loaded; says which, and whether the model source (MLflow) is reachable.
 
     When the source is unreachable the service keeps serving the loaded model: still 200, with
-    ``source.reachable = false`` and the error.
+    ``source.reachable = false`` and the error. ``alerts`` lists state files found damaged at start (moved aside
+    to ``repairs[].moved_to``; the gallery rebuilt, or a new request log started): empty when all is well.
     """
     service = ctx.service
     body: dict[str, object] = {
@@ -39,6 +47,11 @@ async def ready(ctx: Ctx, client: Client) -> JSONResponse:
             else round(time.time() - service.last_check, 1),
         },
         "model_swaps": service.swaps,
+        # Damaged state files moved aside at start: the service runs, but someone should look (alert on this).
+        "alerts": [
+            f"{r.file} was damaged ({r.problem}); kept as {r.moved_to}; {r.action}" for r in service.repairs
+        ],
+        "repairs": [r.to_dict() for r in service.repairs],
     }
     if service.ready:
         state = service.state
@@ -54,7 +67,7 @@ async def ready(ctx: Ctx, client: Client) -> JSONResponse:
     return JSONResponse(body, status_code=200 if service.ready else 503)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses={code: {"model": ErrorResponse} for code in (401, 429)})
 async def metrics(ctx: Ctx, client: Client) -> Response:
     """Prometheus metrics: requests, latency histograms, faces, unknown rate, model version."""
     return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -64,9 +77,10 @@ async def metrics(ctx: Ctx, client: Client) -> Response:
     "/v1/feedback",
     response_model=FeedbackOut,
     tags=["monitoring"],
-    responses={code: {"model": ErrorResponse} for code in (401, 404, 422)},
+    responses={code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 429)},
 )
 async def feedback(body: FeedbackIn, ctx: Ctx, client: Client) -> FeedbackOut:
     """The ground truth of a logged request's face: the right identity, 'impostor' or 'genuine'."""
-    await anyio.to_thread.run_sync(ctx.log.add_feedback, body.request_id, body.truth.strip(), body.face_index)
-    return FeedbackOut(request_id=body.request_id, face_index=body.face_index, truth=body.truth.strip())
+    async with Tracked(ctx, "feedback"):  # logged like every request (its status, its errors)
+        await anyio.to_thread.run_sync(ctx.log.add_feedback, body.request_id, body.truth, body.face_index)
+        return FeedbackOut(request_id=body.request_id, face_index=body.face_index, truth=body.truth)

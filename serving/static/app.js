@@ -1,5 +1,6 @@
 // FaceOps web page: upload a photo (POST /v1/recognize) or stream the webcam (WebSocket /v1/stream) and draw
-// the faces with their names. The API key stays in this browser (localStorage) and goes in the X-API-Key header.
+// the faces with their names. The API key stays in this browser (localStorage) and goes in the X-API-Key header
+// (HTTP) or the WebSocket's first message.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const canvas = $("canvas"), ctx2d = canvas.getContext("2d");
@@ -107,9 +108,10 @@ $("webcam").addEventListener("click", async () => {
   await video.play();
   $("webcam").disabled = true; $("stop").disabled = false;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  socket = new WebSocket(`${scheme}://${location.host}/v1/stream?api_key=${encodeURIComponent(keyInput.value)}`);
+  // The key goes in the first message, never in the URL (URLs end up in server and proxy logs).
+  socket = new WebSocket(`${scheme}://${location.host}/v1/stream`);
   let frames = 0;
-  socket.onopen = () => { setStatus("Webcam live"); sendFrame(); };
+  socket.onopen = () => { socket.send(JSON.stringify({ api_key: keyInput.value })); setStatus("Webcam live"); sendFrame(); };
   socket.onclose = (e) => { if (e.code === 1008) setStatus(`Refused: ${e.reason}`, true); stopWebcam(); };
   socket.onmessage = (event) => {
     const reply = JSON.parse(event.data);

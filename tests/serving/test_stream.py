@@ -38,7 +38,8 @@ def test_stream_tracks_faces_across_frames(client, api_key, key_header, datasets
         assert response.status_code == 201 and response.json()["added"] == 1, response.text
     frames = _frames(datasets / "video" / "short_hamilton_clip.mp4", 4, 4)
     replies = []
-    with client.websocket_connect(f"/v1/stream?api_key={api_key}") as ws:
+    with client.websocket_connect("/v1/stream") as ws:
+        ws.send_json({"api_key": api_key})  # the key as the first message, as the web page sends it
         for i, frame in enumerate(frames):
             if i == 2:  # a bad frame in the middle: an error reply, and the stream goes on
                 ws.send_bytes(b"not a frame")
@@ -74,7 +75,25 @@ def test_stream_tracks_faces_across_frames(client, api_key, key_header, datasets
         assert client.delete(f"/v1/identities/{person.name}", headers=key_header).status_code == 200
 
 
-def test_stream_needs_a_key(client) -> None:
+def test_stream_needs_a_key(client, api_key, no_face_jpeg) -> None:
+    # no key: the first message is taken as a frame, and the connection is refused
     with pytest.raises(WebSocketDisconnect) as info, client.websocket_connect("/v1/stream") as ws:
+        ws.send_bytes(no_face_jpeg)
+        ws.receive_json()
+    assert info.value.code == 1008 and "API key" in info.value.reason
+    # a wrong key as the first message
+    with pytest.raises(WebSocketDisconnect) as info, client.websocket_connect("/v1/stream") as ws:
+        ws.send_json({"api_key": api_key + "x"})
         ws.receive_json()
     assert info.value.code == 1008
+    # the right key in the URL is refused: URLs end up in access logs
+    with pytest.raises(WebSocketDisconnect) as info, client.websocket_connect(f"/v1/stream?api_key={api_key}") as ws:
+        ws.receive_json()
+    assert info.value.code == 1008
+
+
+def test_stream_takes_the_key_in_a_header(client, key_header, no_face_jpeg) -> None:
+    with client.websocket_connect("/v1/stream", headers=key_header) as ws:
+        ws.send_bytes(no_face_jpeg)
+        reply = ws.receive_json()
+    assert reply["frame"] == 1 and reply["faces"] == [], reply

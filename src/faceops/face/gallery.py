@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,21 +164,40 @@ class Gallery:
 
     @classmethod
     def load(cls, path: str | Path) -> Gallery:
-        """Read a gallery written by :meth:`save`; anything else raises :class:`GalleryError`."""
+        """Read a gallery written by :meth:`save`.
+
+        Raises:
+            GalleryError: naming the file, when it is missing, not a ``.npz`` archive (empty, truncated,
+                garbage), holds pickled objects, or lacks or mangles the gallery's arrays.
+        """
         path = Path(path)
         if not path.is_file():
             raise GalleryError(f"gallery not found: {path}")
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with path.open("rb") as head:
+                magic = head.read(4)
+        except OSError as exc:
+            raise GalleryError(f"cannot read the gallery {path}: {exc}") from exc
+        if magic != b"PK\x03\x04":  # an .npz is a ZIP archive; np.load would try to unpickle anything else
+            what = "an empty file" if not magic else "not a .npz archive"
+            raise GalleryError(f"{path} is not a FaceOps gallery: {what}")
+        try:
+            # our own handle: np.load leaves the file it opened unclosed when the archive is damaged
+            with path.open("rb") as handle, np.load(handle, allow_pickle=False) as data:
+                missing = sorted({"header", "embeddings", "labels", "sources"} - set(data.files))
+                if missing:
+                    raise GalleryError(f"{path} is not a FaceOps gallery: no {', '.join(missing)} array")
                 header = json.loads(str(data["header"]))
-                embeddings = data["embeddings"].astype(np.float32)
-                labels, sources = data["labels"], data["sources"]
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-            raise GalleryError(f"{path} is not a FaceOps gallery: {exc}") from exc
-        if header.get("format") != _FORMAT_VERSION:
-            raise GalleryError(f"{path}: unsupported gallery format {header.get('format')!r}")
+                embeddings, labels, sources = data["embeddings"], data["labels"], data["sources"]
+        except GalleryError:
+            raise
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+            if isinstance(exc, ValueError) and "allow_pickle" in str(exc):
+                raise GalleryError(f"{path} holds Python objects (pickled data), which are never loaded") from exc
+            raise GalleryError(f"{path} is a damaged or foreign gallery file: {type(exc).__name__}: {exc}") from exc
+        _check_arrays(path, header, embeddings, labels, sources)
         gallery = cls(header["model_id"])
-        gallery._embeddings = embeddings if len(labels) else np.zeros((0, 0), dtype=np.float32)
+        gallery._embeddings = embeddings.astype(np.float32) if len(labels) else np.zeros((0, 0), dtype=np.float32)
         gallery._labels, gallery._sources = labels.astype(str), sources.astype(str)
         gallery._sort()
         return gallery
@@ -204,3 +225,26 @@ class Gallery:
     def _sort(self) -> None:
         order = np.argsort(self._labels, kind="stable")
         self._embeddings, self._labels, self._sources = self._embeddings[order], self._labels[order], self._sources[order]
+
+
+def _check_arrays(path: Path, header: object, embeddings: np.ndarray, labels: np.ndarray, sources: np.ndarray) -> None:
+    """:class:`GalleryError` naming ``path`` unless the arrays are what :meth:`Gallery.save` writes."""
+    if not isinstance(header, dict):
+        raise GalleryError(f"{path}: the gallery header is not a JSON object")
+    if header.get("format") != _FORMAT_VERSION:
+        raise GalleryError(f"{path}: unsupported gallery format {header.get('format')!r}")
+    if not isinstance(header.get("model_id"), str) or not header["model_id"]:
+        raise GalleryError(f"{path}: the gallery header names no model_id")
+    if labels.ndim != 1 or sources.ndim != 1 or labels.dtype.kind != "U" or sources.dtype.kind != "U":
+        raise GalleryError(f"{path}: labels and sources must be 1-D arrays of text")
+    if len(labels) != len(sources):
+        raise GalleryError(f"{path}: {len(labels)} labels but {len(sources)} sources")
+    if len(labels) == 0:
+        return
+    if embeddings.ndim != 2 or embeddings.dtype.kind != "f" or embeddings.shape[0] != len(labels):
+        raise GalleryError(
+            f"{path}: embeddings of shape {embeddings.shape} ({embeddings.dtype}) do not match "
+            f"{len(labels)} labels (expected a ({len(labels)}, D) float array)"
+        )
+    if not np.all(np.isfinite(embeddings)):
+        raise GalleryError(f"{path}: embeddings contain NaN or infinite values")

@@ -85,6 +85,9 @@ def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     with warnings.catch_warnings():
         # PIL warns (then raises) on bombs against its own global limit; ours is checked explicitly below.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # PIL also warns on damaged files it still reads (corrupt EXIF, truncated TIFF tags): whether the image is
+        # usable is decided by the decode itself, which raises CorruptImage / UnsupportedImage when it is not.
+        warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
         try:
             image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError as exc:
@@ -93,7 +96,7 @@ def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             raise ImageTooLarge(f"decompression bomb refused ({exc})", name) from exc
         except (OSError, ValueError, SyntaxError) as exc:
             raise CorruptImage(f"cannot open image ({exc})", name) from exc
-    return _pil_to_rgb(image, name, max_pixels)
+        return _pil_to_rgb(image, name, max_pixels)
 
 
 def _pil_to_rgb(image: Image.Image, name: str, max_pixels: int) -> np.ndarray:

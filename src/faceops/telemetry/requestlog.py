@@ -10,8 +10,10 @@ deleted by :meth:`RequestLog.prune` (the service calls it at start and hourly).
 
 The columns are a contract with monitoring (``SCHEMA_VERSION``; add columns, never rename or drop)::
 
-    requests(request_id TEXT PK, ts REAL (unix s), endpoint TEXT, model_version TEXT, model_id TEXT,
-             threshold REAL, status INTEGER (HTTP), error TEXT, latency_ms REAL, n_faces INTEGER,
+    requests(request_id TEXT PK, ts REAL (unix s), endpoint TEXT (the route: 'detect', 'recognize', 'verify',
+             'stream', 'enroll', 'add_images', 'list_identities', 'get_identity', 'delete_identity',
+             'feedback'), model_version TEXT, model_id TEXT, threshold REAL,
+             status INTEGER (the HTTP status the client got), error TEXT, latency_ms REAL, n_faces INTEGER,
              image_width INTEGER, image_height INTEGER, image BLOB (only with log_store_images))
     faces(request_id TEXT, face_index INTEGER, det_probability REAL, face_size REAL (px),
           brightness REAL (0-255), blur REAL (Laplacian variance), top1_identity TEXT, top1_similarity REAL,
@@ -38,6 +40,7 @@ from faceops.errors import FaceOpsError, MonitoringError
 __all__ = [
     "SCHEMA_VERSION",
     "ConfirmedImage",
+    "FACE_ENDPOINTS",
     "FaceRecord",
     "FeedbackRow",
     "LoggedFace",
@@ -49,6 +52,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+FACE_ENDPOINTS = ("detect", "recognize", "verify", "stream")  # the requests whose faces take feedback
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY, ts REAL NOT NULL, endpoint TEXT NOT NULL, model_version TEXT, model_id TEXT,
@@ -214,7 +218,12 @@ class RequestLog:
         return np.asarray(face.embedding, dtype=np.float16).tobytes()
 
     def add_feedback(self, request_id: str, truth: str, face_index: int = 0) -> None:
-        """Record the ground truth of a logged request's face; raises :class:`UnknownRequest`."""
+        """Record the ground truth of a logged request's face.
+
+        Raises:
+            UnknownRequest: the request is not in the log, is not a face request (enrolment, feedback, ...), or
+                has no face ``face_index`` (a request without faces takes index 0, for what it missed).
+        """
         with self._lock:
             row = self._db.execute(
                 "SELECT n_faces, endpoint FROM requests WHERE request_id=?", (request_id,)
@@ -225,7 +234,12 @@ class RequestLog:
                     "or older than the retention)"
                 )
             n_faces, endpoint = row
-            if endpoint != "verify" and not 0 <= face_index < max(n_faces, 1):
+            if endpoint not in FACE_ENDPOINTS:
+                raise UnknownRequest(
+                    f"request {request_id!r} is a {endpoint!r} request: feedback is for the faces of "
+                    f"{', '.join(FACE_ENDPOINTS)} requests"
+                )
+            if not 0 <= face_index < max(n_faces, 1):
                 raise UnknownRequest(
                     f"request {request_id!r} has {n_faces} face(s): face_index {face_index} is out of range"
                 )
@@ -382,9 +396,9 @@ class RequestLogReader:
         return [FeedbackRow(*row) for row in rows]
 
     def request_counts(self, start: float, end: float, model_version: str | None = None) -> tuple[int, int]:
-        """``(requests, failed requests)`` of ``[start, end)``; failed: any HTTP status but 200."""
+        """``(requests, failed requests)`` of ``[start, end)``; failed: an HTTP error status (400 and over)."""
         where, params = self._where(start, end, model_version)
-        total, failed = self._read(f"SELECT COUNT(*), SUM(r.status != 200) FROM requests r WHERE {where}", params)[0]
+        total, failed = self._read(f"SELECT COUNT(*), SUM(r.status >= 400) FROM requests r WHERE {where}", params)[0]
         return int(total or 0), int(failed or 0)
 
     def model_versions(self, start: float, end: float) -> dict[str, int]:
