@@ -15,9 +15,22 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.serving.serving_helpers import LiveServer
+from tests.serving.serving_helpers import LiveServer, make_settings
 
 FACE = "Colin_Powell"
+
+
+@pytest.fixture(scope="module")
+def client(bundle_dir, api_key, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """This module's app without a rate limit: it sends well over one burst of requests in a few seconds."""
+    from faceops.serving.app import create_app
+    from fastapi.testclient import TestClient
+
+    settings = make_settings(
+        bundle_dir, tmp_path_factory.mktemp("state"), api_key, max_body_bytes=2 * 1024 * 1024, rate_limit_per_minute=0
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
 
 
 @pytest.fixture(scope="module")
