@@ -2,8 +2,9 @@
 
 Every component runs in the FaceOps image (``faceops.kfp.components.image.IMAGE``, built from ``infra/Dockerfile``) where
 the package is installed, so ``install_kfp_package=False``: locally, ``kfp.local``'s SubprocessRunner runs
-them with this virtual environment's Python. Paths given as parameters (data repository, caches)
-must be visible to every step: the same machine locally, a shared volume on a cluster (``infra/README.md``).
+them with this virtual environment's Python. Steps share nothing but KFP artifacts, the DVC remote, the
+cache store and MLflow (:mod:`faceops.steps.context`): on a cluster each is a pod with an empty file system, its
+settings from the Secrets and ConfigMap of :mod:`faceops.kfp.pipelines.platform`.
 
 Modules (each defines the component of the same name): ``data_version``, ``validate``, ``preprocess``
 (``plan_shards``, ``preprocess_shard``, ``preprocess_merge``), ``train``, ``evaluate``, ``register``

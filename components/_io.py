@@ -33,16 +33,6 @@ def folder(artifact: Any) -> Path:
     return path
 
 
-def cache_root(cache_dir: str) -> Path:
-    """The cache folder of a step: the pipeline's ``cache_dir`` parameter, or (empty) the step's
-    ``FACEOPS_CACHE_DIR`` setting; the core functions get it as an argument."""
-    if cache_dir:
-        return Path(cache_dir).resolve()
-    from faceops.settings import get_settings
-
-    return get_settings().cache_dir.resolve()
-
-
 def progress(step: str, unit: str, every: float = 0.5) -> Callable[[int, int], None] | None:
     """A ``(done, total)`` callback that leaves the step's progress in ``$FACEOPS_PROGRESS_DIR`` as
     ``<step>-<pid>.json`` (``{"step", "done", "total", "unit"}``, replaced atomically, at most every ``every``

@@ -1,4 +1,4 @@
-"""Component ``data-version``: import a source or restore a data version, push it, and name it."""
+"""Component ``data-version``: import a source or restore a data version, push it to the DVC remote, name it."""
 
 from typing import NamedTuple
 
@@ -16,24 +16,21 @@ def data_version(
     min_images: int,
     remote: str,
     dataset: Output[Dataset],
-) -> NamedTuple("DataVersion", [("data_dir", str), ("md5", str), ("rev", str), ("info", dict)]):  # type: ignore[valid-type]  # kfp's idiom
-    """Make the wanted data version current in ``repo``; outputs its folder, DVC md5 (cache key) and rev."""
-    import json
-    import shutil
+) -> NamedTuple("DataVersion", [("data", dict), ("md5", str), ("rev", str), ("info", dict)]):  # type: ignore[valid-type]  # kfp's idiom
+    """Make the wanted data version and push it to the DVC remote.
+
+    ``data`` is the reference every later step fetches the files by (``{pointer, remote}``: the ``data.dvc``
+    text and the remote's URL); a value, not an artifact, so the steps after it are reused from kfp's cache when
+    the data did not change. ``dataset`` holds the same (``data.dvc``, ``manifest.csv``, ``version.json``) for
+    the UI and lineage.
+    """
     from collections import namedtuple
-    from pathlib import Path
 
     from faceops.kfp.components._io import folder
 
-    from faceops.data.versioning import pointer_path
-    from faceops.steps.data import prepare_data
+    from faceops.steps.context import DataRef, data_version_step
 
-    info = prepare_data(repo, source, version, identities_file, min_images, remote=remote)
-    out = folder(dataset)
-    pointer = pointer_path(repo)
-    shutil.copyfile(pointer, out / pointer.name)
-    shutil.copyfile(Path(info["data_dir"]) / "manifest.csv", out / "manifest.csv")
-    (out / "version.json").write_text(json.dumps(info, indent=2))
-    dataset.metadata.update({k: info[k] for k in ("rev", "md5", "images", "identities")})
-    DataVersion = namedtuple("DataVersion", ["data_dir", "md5", "rev", "info"])
-    return DataVersion(info["data_dir"], info["md5"], info["rev"], info)
+    info = data_version_step(repo, source, version, identities_file, min_images, remote, folder(dataset))
+    dataset.metadata.update({k: info[k] for k in ("rev", "md5", "images", "identities", "remote_url")})
+    DataVersion = namedtuple("DataVersion", ["data", "md5", "rev", "info"])
+    return DataVersion(DataRef.from_artifact(dataset.path).to_dict(), info["md5"], info["rev"], info)

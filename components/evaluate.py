@@ -7,9 +7,9 @@ from kfp.dsl import HTML, Artifact, Input, Metrics, Model, Output
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def evaluate(
-    data_dir: str,
+    data: dict,
     run_config: dict,
-    cache_dir: str,
+    store: str,
     model: Input[Model],
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
@@ -18,11 +18,13 @@ def evaluate(
     """Evaluate ``model`` on the data version: ``report.json``, ROC and confusion-matrix PNGs, HTML."""
     import shutil
 
-    from faceops.kfp.components._io import cache_root, folder, log_metrics
+    from faceops.kfp.components._io import folder, log_metrics
 
+    from faceops.steps.context import step_inputs
     from faceops.steps.model import evaluate_step
 
     out = folder(evaluation)
-    values = evaluate_step(model.path, data_dir, run_config, out, cache_root(cache_dir))
+    with step_inputs(data, store, run_config) as inputs:
+        values = evaluate_step(model.path, inputs.data_dir, run_config, out, inputs.cache_dir)
     log_metrics(metrics, values)
     shutil.copyfile(out / "report.html", report.path)

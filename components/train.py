@@ -7,9 +7,9 @@ from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def train(
-    data_dir: str,
+    data: dict,
     run_config: dict,
-    cache_dir: str,
+    store: str,
     workers: int,
     preprocessed: Input[Dataset],
     model: Output[Model],
@@ -19,14 +19,14 @@ def train(
     """Fine-tune (``workers`` > 1: torch DDP over that many processes); the model is a bundle folder."""
     import shutil
 
-    from faceops.kfp.components._io import cache_root, folder, log_metrics, progress
+    from faceops.kfp.components._io import folder, log_metrics, progress
 
+    from faceops.steps.context import step_inputs
     from faceops.steps.model import train_step
 
     out = folder(model)
-    values = train_step(data_dir, run_config, out, cache_root(cache_dir), workers, progress("train", "epoch"))
-    model.metadata.update(
-        {"framework": "pytorch", "format": "faceops-bundle", "preprocessed": preprocessed.uri}
-    )
+    with step_inputs(data, store, run_config) as inputs:
+        values = train_step(inputs.data_dir, run_config, out, inputs.cache_dir, workers, progress("train", "epoch"))
+    model.metadata.update({"framework": "pytorch", "format": "faceops-bundle", "preprocessed": preprocessed.uri})
     log_metrics(metrics, values)
     shutil.copyfile(out / "report.html", report.path)

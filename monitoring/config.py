@@ -144,7 +144,40 @@ class TriggerConfig(StrictConfig):
     backend: Literal["local", "kfp"] = Field(
         default="local", description="kfp.local here; a KFP cluster: 'kfp'."
     )
-    host: str | None = Field(default=None, description="KFP API host (backend 'kfp').")
+    host: str | None = Field(
+        default=None,
+        description="KFP API URL (backend 'kfp'), e.g. http://ml-pipeline.kubeflow:8888; default: "
+        "KF_PIPELINES_ENDPOINT.",
+    )
+    namespace: str | None = Field(
+        default=None,
+        description="The Kubeflow profile namespace of a multi-user install (the runs, experiment and "
+        "pipeline live there); None: KF_PIPELINES_NAMESPACE, else single-user; '': single-user.",
+    )
+    experiment: str | None = Field(
+        default=None,
+        description="Kubeflow experiment of the retraining runs; default: KF_PIPELINES_DEFAULT_EXPERIMENT_NAME, "
+        "else 'faceops'.",
+    )
+    auth: Literal["auto", "none"] = Field(
+        default="auto",
+        description="'auto': the bearer token in FACEOPS_KFP_TOKEN, else the token file (token_path, "
+        "KF_PIPELINES_SA_TOKEN_PATH, or a pod's projected token at /var/run/secrets/kubeflow/pipelines/token); "
+        "a namespace needs one. 'none': send no credentials.",
+    )
+    token_path: Path | None = Field(
+        default=None,
+        description="A file holding the bearer token, re-read before each call (a projected "
+        "service-account token with audience pipelines.kubeflow.org).",
+    )
+    verify_ssl: bool | None = Field(default=None, description="Verify the API's TLS certificate (None: yes).")
+    ssl_ca_cert: Path | None = Field(default=None, description="CA bundle of the API's TLS certificate.")
+    service_account: str | None = Field(
+        default=None, description="Kubernetes service account the run's pods use (None: the namespace's default)."
+    )
+    cache_pvc: str | None = Field(
+        default=None, description="A PersistentVolumeClaim the steps mount as their scratch cache (None: none)."
+    )
     arguments: dict[str, Any] = Field(
         default_factory=dict,
         description="Pipeline arguments (run_config, "
@@ -186,8 +219,24 @@ class MonitorConfig(StrictConfig):
     reports_dir: Path = Field(
         default=Path("outputs/monitoring"), description="One folder of reports per run."
     )
+    state_backend: Literal["local", "mlflow"] = Field(
+        default="local",
+        description="Where decisions and retraining starts (cooldown, the runs started) are kept: 'local', the "
+        "SQLite file state_path (one machine); 'mlflow', runs of state_experiment on the tracking server "
+        "(a cluster: pods share nothing else).",
+    )
     state_path: Path = Field(
-        default=Path("outputs/monitoring/state.sqlite"), description="Decisions and cooldown."
+        default=Path("outputs/monitoring/state.sqlite"), description="Decisions and cooldown (state_backend 'local')."
+    )
+    state_experiment: str = Field(
+        default="faceops-monitoring",
+        min_length=1,
+        description="MLflow experiment of the decisions and retraining starts (state_backend 'mlflow').",
+    )
+    embedding_cache: Path | None = Field(
+        default=None,
+        description="SQLite cache of the stored images' embeddings (a cache: losing it costs time only); "
+        "default: state_path with the local state, <reports_dir>/.cache/embeddings.sqlite with MLflow.",
     )
     log_to_mlflow: bool = True
     drift: DriftConfig = DriftConfig()

@@ -12,6 +12,11 @@ Each run ends in exactly one recorded decision (:class:`~faceops.monitoring.stat
 ``cooldown``         alarms, but a retraining already started within the cooldown
 ``retry_wait``       alarms, but the last start failed less than ``retry_after`` ago
 ``trigger_failed``   the start failed (backend unreachable, ...); alerted, retried after ``retry_after``
+
+Before judging, a run follows the last retraining it started on a cluster (:func:`~faceops.monitoring.trigger.follow_up`): a run still
+PENDING/RUNNING blocks another start; one found FAILED (or CANCELED, or gone) is said in the decision's
+reasons and alerted once, and a new start is allowed after the cooldown. The state (decisions, starts, the
+runs' states) is :mod:`faceops.monitoring.state`'s: a local SQLite file, or the MLflow server on a cluster.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ from faceops.monitoring.config import MonitorConfig
 from faceops.monitoring.drift import measure_drift
 from faceops.monitoring.policy import judge
 from faceops.monitoring.report import plot_features, write_report
-from faceops.monitoring.state import MonitorState
-from faceops.monitoring.trigger import RetrainTrigger, make_trigger
+from faceops.monitoring.state import FAILED_RUN_STATES, EmbeddingCache, MonitorState, open_state
+from faceops.monitoring.trigger import RetrainTrigger, follow_up, make_trigger
 from faceops.monitoring.window import Window, read_images, read_window
 
 from faceops.errors import FaceOpsError
@@ -52,6 +57,7 @@ class MonitorRun:
     report_dir: Path | None = None
     alerts: list[dict[str, Any]] = field(default_factory=list)
     trigger: dict[str, Any] | None = None
+    retraining: dict[str, Any] | None = None  # the last retraining started, as followed by this run
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "report_dir": str(self.report_dir) if self.report_dir else None}
@@ -77,7 +83,7 @@ def _champion(config: MonitorConfig, cache: Path) -> tuple[str | None, Reference
 
 
 def _embeddings(
-    config: MonitorConfig, window: Window, loader: Callable[[], Any] | None, state: MonitorState, model: str
+    config: MonitorConfig, window: Window, loader: Callable[[], Any] | None, state: EmbeddingCache, model: str
 ) -> np.ndarray | None:
     """The window's embeddings: logged ones, else those of the stored images of a sample of its requests
     (each image is embedded once: the state caches them by model and request)."""
@@ -85,10 +91,7 @@ def _embeddings(
         return window.embeddings
     ids = list(dict.fromkeys(window.faces["request_id"].astype(str)))
     rng = np.random.default_rng(0)
-    ids = [
-        ids[i]
-        for i in sorted(rng.choice(len(ids), min(len(ids), config.drift.embedding_sample), replace=False))
-    ]
+    ids = [ids[i] for i in sorted(rng.choice(len(ids), min(len(ids), config.drift.embedding_sample), replace=False))]
     found = state.cached_embeddings(model, ids)
     images = read_images(config.request_log, [i for i in ids if i not in found])
     if images:
@@ -122,9 +125,13 @@ def _act(
         why = "the trigger is disabled" if retrain else f"no alarm of {list(config.policy.retrain_on)}"
         return "alert", [*reasons, f"no retraining: {why}"], None
     reason = "; ".join(f"{a.kind}: {a.message}" for a in retrain)[:500]
-    claim, why_not = state.claim_trigger(reason, now, config.policy.cooldown, config.policy.retry_after)
+    try:
+        claim, why_not = state.claim_trigger(reason, now, config.policy.cooldown, config.policy.retry_after)
+    except FaceOpsError as exc:  # without the state there is no cooldown: starting now could start a storm
+        return "error", [*reasons, f"no retraining started: {type(exc).__name__}: {exc}"], None
     if claim is None:
-        return ("cooldown" if why_not.startswith("cooldown") else "retry_wait"), [*reasons, why_not], None
+        action = "retry_wait" if why_not.startswith("waiting to retry") else "cooldown"
+        return action, [*reasons, why_not], None
     info: dict[str, Any] = {"reason": reason}
     try:
         if config.trigger.add_feedback_images:
@@ -162,9 +169,7 @@ def _to_mlflow(config: MonitorConfig, run: MonitorRun, files: list[Path]) -> str
         "faceops.monitor.action": run.action,
         "model_version": run.model_version,
     }
-    with registry.open_run(
-        "monitor", config.tracking_uri, tags={k: str(v) for k, v in tags.items()}
-    ) as mlrun:
+    with registry.open_run("monitor", config.tracking_uri, tags={k: str(v) for k, v in tags.items()}) as mlrun:
         mlrun.log_metrics({k: v for k, v in metrics.items() if v is not None})
         for path in files:
             mlrun.log_artifact(path, "monitoring")
@@ -185,55 +190,109 @@ def run_once(
     sinks = make_sinks(config.alerts) if sinks is None else sinks
     out = config.reports_dir / time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
     out = out.with_name(f"{out.name}-{int(now * 1000) % 1000:03d}")
-    with MonitorState(config.state_path) as state:
-        run = _judge_window(config, span, out, state, now, trigger)
-        if run.action in ("alert", "retrain", "cooldown", "retry_wait", "trigger_failed", "error"):
-            severity = {"error": "error", "trigger_failed": "critical", "retrain": "critical"}.get(
-                run.action, "warning"
-            )
-            run.alerts = send_all(
-                sinks,
-                {
-                    "source": "faceops-monitor",
-                    "severity": severity,
-                    "action": run.action,
-                    "summary": f"FaceOps monitor: {run.action} (model version {run.model_version})",
-                    "reasons": run.reasons,
-                    "figures": {k: v for k, v in run.figures.items() if k != "drift"},
-                    "drift": run.figures.get("drift"),
-                    "window": {"start": span[0], "end": span[1]},
-                    "model_version": run.model_version,
-                    "report": str(out),
-                    "trigger": run.trigger,
-                    "ts": now,
-                },
-            )
-        report = {
-            "decision": {"action": run.action, "reasons": run.reasons},
-            **run.figures,
-            "alerts": run.alerts,
-            "trigger": run.trigger,
-            "model_version": run.model_version,
-        }
-        report.setdefault("window", {"start": span[0], "end": span[1]})
-        files = write_report(report, out)
-        run.report_dir = out
-        if config.log_to_mlflow and run.action != "error":
-            try:
-                run.figures["mlflow_run_id"] = _to_mlflow(config, run, files)
-            except FaceOpsError as exc:
-                run.reasons.append(f"report not logged to MLflow: {exc}")
-        state.record_decision(
-            run.action,
-            run.reasons,
-            {**run.figures, "alerts": run.alerts, "trigger": run.trigger},
-            window=span,
-            model_version=run.model_version,
-            report=str(out),
-            ts=now,
+    try:
+        state = _open_state(config)
+    except FaceOpsError as exc:
+        return _finish(
+            config, None, MonitorRun("error", [f"monitor could not run: {type(exc).__name__}: {exc}"]), span, out, sinks, now
         )
+    with state:
+        try:
+            cache = EmbeddingCache(_cache_path(config))
+        except FaceOpsError as exc:
+            run = MonitorRun("error", [f"monitor could not run: {type(exc).__name__}: {exc}"])
+        else:
+            with cache:
+                run = _judge_window(config, span, out, state, cache, now, trigger)
+        return _finish(config, state, run, span, out, sinks, now)
+
+
+def _finish(
+    config: MonitorConfig,
+    state: MonitorState | None,
+    run: MonitorRun,
+    span: tuple[float, float],
+    out: Path,
+    sinks: list[AlertSink],
+    now: float,
+) -> MonitorRun:
+    """Alert, write the report (and log it to MLflow), record the decision."""
+    followed = run.retraining or {}
+    newly_failed = bool(followed.get("newly_final")) and followed.get("state") in FAILED_RUN_STATES
+    if run.action in ("alert", "retrain", "cooldown", "retry_wait", "trigger_failed", "error") or newly_failed:
+        severity = {"error": "error", "trigger_failed": "critical", "retrain": "critical"}.get(
+            run.action, "error" if newly_failed else "warning"
+        )
+        summary = f"FaceOps monitor: {run.action} (model version {run.model_version})"
+        if newly_failed:
+            summary += f"; retraining run {followed.get('run_id')} {followed.get('state')}"
+        run.alerts = send_all(
+            sinks,
+            {
+                "source": "faceops-monitor",
+                "severity": severity,
+                "action": run.action,
+                "summary": summary,
+                "reasons": run.reasons,
+                "figures": {k: v for k, v in run.figures.items() if k != "drift"},
+                "drift": run.figures.get("drift"),
+                "window": {"start": span[0], "end": span[1]},
+                "model_version": run.model_version,
+                "report": str(out),
+                "trigger": run.trigger,
+                "retraining": run.retraining,
+                "ts": now,
+            },
+        )
+    report = {
+        "decision": {"action": run.action, "reasons": run.reasons},
+        **run.figures,
+        "alerts": run.alerts,
+        "trigger": run.trigger,
+        "retraining": run.retraining,
+        "model_version": run.model_version,
+    }
+    report.setdefault("window", {"start": span[0], "end": span[1]})
+    files = write_report(report, out)
+    run.report_dir = out
+    if config.log_to_mlflow and run.action != "error":
+        try:
+            run.figures["mlflow_run_id"] = _to_mlflow(config, run, files)
+        except FaceOpsError as exc:
+            run.reasons.append(f"report not logged to MLflow: {exc}")
+    if state is not None:
+        try:
+            state.record_decision(
+                run.action,
+                run.reasons,
+                {**run.figures, "alerts": run.alerts, "trigger": run.trigger, "retraining": run.retraining},
+                window=span,
+                model_version=run.model_version,
+                report=str(out),
+                ts=now,
+            )
+        except FaceOpsError as exc:  # alerted and reported already; the decision log is what is lost
+            log.error("monitor decision not recorded: %s", exc)
+            run.reasons.append(f"decision not recorded in the monitor state: {exc}")
     log.info("monitor: %s (%s)", run.action, "; ".join(run.reasons))
     return run
+
+
+def _open_state(config: MonitorConfig) -> MonitorState:
+    return open_state(
+        config.state_backend,
+        config.state_path,
+        tracking_uri=config.tracking_uri,
+        experiment=config.state_experiment,
+    )
+
+
+def _cache_path(config: MonitorConfig) -> Path:
+    if config.embedding_cache is not None:
+        return config.embedding_cache
+    if config.state_backend == "local":
+        return config.state_path
+    return config.reports_dir / ".cache" / "embeddings.sqlite"
 
 
 def _judge_window(
@@ -241,14 +300,33 @@ def _judge_window(
     span: tuple[float, float],
     out: Path,
     state: MonitorState,
+    cache: EmbeddingCache,
     now: float,
     trigger: RetrainTrigger | None | object,
 ) -> MonitorRun:
-    cache = config.reports_dir / ".cache"
     try:
-        version, reference, loader = _champion(config, cache)
-        window = read_window(config.request_log, *span, version if config.only_champion_rows else None)
         active = make_trigger(config.trigger) if trigger is _DEFAULT else trigger
+        followed, notes = follow_up(state, active)  # type: ignore[arg-type]
+    except FaceOpsError as exc:
+        return MonitorRun("error", [f"monitor could not run: {type(exc).__name__}: {exc}"])
+    run = _judge(config, span, out, cache, state, now, active)
+    run.retraining = followed
+    run.reasons.extend(notes)
+    return run
+
+
+def _judge(
+    config: MonitorConfig,
+    span: tuple[float, float],
+    out: Path,
+    cache: EmbeddingCache,
+    state: MonitorState,
+    now: float,
+    active: Any,
+) -> MonitorRun:
+    try:
+        version, reference, loader = _champion(config, config.reports_dir / ".cache")
+        window = read_window(config.request_log, *span, version if config.only_champion_rows else None)
     except FaceOpsError as exc:
         return MonitorRun("error", [f"monitor could not run: {type(exc).__name__}: {exc}"])
     figures: dict[str, Any] = {"window": window.summary(), "reference": reference.meta}
@@ -260,11 +338,9 @@ def _judge_window(
     drift = None
     if len(window.faces) >= config.policy.min_faces:
         out.mkdir(parents=True, exist_ok=True)
-        embeddings = _embeddings(config, window, loader, state, f"{version}:{reference.meta.get('model_id')}")
+        embeddings = _embeddings(config, window, loader, cache, f"{version}:{reference.meta.get('model_id')}")
         drift = measure_drift(reference, window.faces, embeddings, config.drift, out / "drift.html")
-        plot_features(
-            reference.features, {c: window.faces[c].to_numpy(float) for c in FEATURES}, out / "features.png"
-        )
+        plot_features(reference.features, {c: window.faces[c].to_numpy(float) for c in FEATURES}, out / "features.png")
         figures["drift"] = drift.to_dict()
     perf = performance(window.labelled) if window.labelled else None
     figures["performance"] = perf.to_dict() if perf else None
@@ -278,13 +354,11 @@ def _judge_window(
     )
     figures["policy"] = verdict.to_dict()
     if window.rejected:
-        verdict.notes.append(
-            f"{len(window.rejected)} corrupt log row(s) left out, e.g. {window.rejected[0]['problem']}"
-        )
+        verdict.notes.append(f"{len(window.rejected)} corrupt log row(s) left out, e.g. {window.rejected[0]['problem']}")
     if not verdict.alarms:
         action = "ok" if verdict.judged else "insufficient_data"
         return MonitorRun(action, verdict.notes or ["no alarm"], figures, version)
-    action, reasons, info = _act(verdict.alarms, config, active, state, now, span)  # type: ignore[arg-type]
+    action, reasons, info = _act(verdict.alarms, config, active, state, now, span)
     return MonitorRun(action, reasons + verdict.notes, figures, version, trigger=info)
 
 

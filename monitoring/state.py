@@ -1,10 +1,28 @@
-"""The monitor's memory: every decision with its reasons and figures, and the retraining starts (cooldown).
+"""The monitor's memory: every decision with its reasons and figures, and the retraining starts (cooldown, the
+state of the pipeline run each one started).
 
-It also keeps the embeddings of logged images it computed (by model and request), so overlapping windows
-(``--every 10m`` over a 1 h window) embed each stored image once. A small SQLite file shared by every monitor
-process (a CronJob that overlaps its previous run, two replicas).
-:meth:`MonitorState.claim_trigger` checks the cooldown and records a pending start in one ``BEGIN IMMEDIATE``
-transaction, so of two monitors that see the same bad window at once only one starts a retraining.
+Two stores behind one protocol, :class:`MonitorState`, chosen by ``state_backend`` in the monitor's config
+(:func:`open_state`):
+
+``mlflow`` (:class:`~faceops.monitoring.state_mlflow.MlflowState`, for a cluster)
+    Records in an MLflow experiment of their own (``faceops-monitoring``) on the tracking server the monitor
+    already needs for the champion and its reference: one run per decision and one per retraining start,
+    their fields as tags (queried with ``search_runs``), a decision's figures as a JSON artifact. A CronJob's
+    pods share nothing, and MLflow is the one durable, already-authorised store every pod reaches; the records
+    show up in the MLflow UI beside the training runs they started. An S3 object would need credentials of
+    its own and conditional writes for the cooldown, and holds no history to query.
+``local`` (:class:`SqliteState`, one machine)
+    A SQLite file (``state_path``) shared by every monitor process of the machine (``make run``, the closed
+    loop, ``--every`` in a terminal); :meth:`SqliteState.claim_trigger` checks the cooldown and records a
+    pending start in one ``BEGIN IMMEDIATE`` transaction.
+
+Both apply one rule (:func:`blocking_reason`): a start that is pending or started blocks others for the
+cooldown, and for as long as its pipeline run is known to be PENDING/RUNNING; a start that failed blocks
+for ``retry_after``; a run that ended FAILED counts as a start (the cooldown applies, the decision says it
+failed).
+
+The embeddings of logged images the monitor computed (:class:`EmbeddingCache`) are a cache, not state: a
+local SQLite file, lost with the pod at no cost but time.
 """
 
 from __future__ import annotations
@@ -13,50 +31,33 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from faceops.errors import MonitoringError
 
-__all__ = ["MonitorState"]
+__all__ = [
+    "ACTIVE_RUN_STATES",
+    "FAILED_RUN_STATES",
+    "FINAL_RUN_STATES",
+    "EmbeddingCache",
+    "MonitorState",
+    "SqliteState",
+    "blocking_reason",
+    "open_state",
+]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS decisions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, window_start REAL, window_end REAL,
-    model_version TEXT, action TEXT NOT NULL, reasons TEXT NOT NULL, figures TEXT NOT NULL, report TEXT);
-CREATE TABLE IF NOT EXISTS embeddings (
-    model TEXT NOT NULL, request_id TEXT NOT NULL, vectors BLOB NOT NULL, PRIMARY KEY (model, request_id));
-CREATE TABLE IF NOT EXISTS triggers (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
-    data_version TEXT, detail TEXT);
-"""
+# Kubeflow Pipelines v2beta1 run states (and NOT_FOUND: the server no longer knows the run).
+ACTIVE_RUN_STATES = frozenset({"PENDING", "RUNNING", "CANCELING", "PAUSED"})
+FINAL_RUN_STATES = frozenset({"SUCCEEDED", "SKIPPED", "FAILED", "CANCELED", "ERROR", "NOT_FOUND"})
+FAILED_RUN_STATES = frozenset({"FAILED", "CANCELED", "ERROR", "NOT_FOUND"})
 
 
-class MonitorState:
-    """Decisions and retraining starts in SQLite at ``path`` (created on first use)."""
+class MonitorState(Protocol):
+    """Decisions and retraining starts (a trigger record: ``id``, ``ts``, ``status`` pending/started/failed,
+    ``reason``, ``data_version``, ``detail`` (what the trigger returned), ``run_state``, ``run_error``)."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.DatabaseError) as exc:
-            raise MonitoringError(f"cannot open the monitor state {self.path}: {exc}") from exc
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> MonitorState:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- decisions
-    # ---------------------------------------------------------------------------------------------
     def record_decision(
         self,
         action: str,
@@ -67,10 +68,124 @@ class MonitorState:
         model_version: str | None,
         report: str | None,
         ts: float | None = None,
-    ) -> int:
+    ) -> str: ...
+
+    def decisions(self, limit: int = 50) -> list[dict[str, Any]]: ...
+
+    def claim_trigger(self, reason: str, now: float, cooldown_s: float, retry_after_s: float) -> tuple[str | None, str]: ...
+
+    def finish_trigger(self, claim: str, ok: bool, detail: dict[str, Any], data_version: str | None = None) -> None: ...
+
+    def record_run_state(self, claim: str, state: str, error: str | None = None) -> None: ...
+
+    def triggers(self, limit: int = 50) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> MonitorState: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def open_state(
+    backend: str, path: str | Path, *, tracking_uri: str | None = None, experiment: str = "faceops-monitoring"
+) -> MonitorState:
+    """The configured store: ``'local'`` (SQLite at ``path``) or ``'mlflow'`` (``experiment`` on
+    ``tracking_uri``)."""
+    if backend == "mlflow":
+        from faceops.monitoring.state_mlflow import MlflowState
+
+        return MlflowState(tracking_uri, experiment)
+    if backend == "local":
+        return SqliteState(path)
+    raise MonitoringError(f"unknown monitor state backend {backend!r}: use 'local' or 'mlflow'")
+
+
+def blocking_reason(triggers: list[dict[str, Any]], now: float, cooldown_s: float, retry_after_s: float) -> str | None:
+    """Why no retraining may start now given the earlier starts (any order), or ``None``."""
+    ordered = sorted(triggers, key=lambda t: t["ts"], reverse=True)
+    last = next((t for t in ordered if t["status"] in ("pending", "started")), None)
+    if last is not None:
+        run_id = (last.get("detail") or {}).get("run_id", "?")
+        state = last.get("run_state")
+        if state in ACTIVE_RUN_STATES:
+            return (
+                f"a retraining is still running: run {run_id} ({state}, started {_ago(now - last['ts'])} ago); "
+                "no other start until it ends"
+            )
+        if now - last["ts"] < cooldown_s:
+            how = state or last["status"]
+            if state in FAILED_RUN_STATES and last.get("run_error"):
+                how = f"{state}: {str(last['run_error'])[:200]}"
+            return (
+                f"cooldown: a retraining started {_ago(now - last['ts'])} ago (run {run_id}, {how}); next "
+                f"possible in {_ago(cooldown_s - now + last['ts'])}"
+            )
+    failed = next((t for t in ordered if t["status"] == "failed"), None)
+    if failed and now - failed["ts"] < retry_after_s and (last is None or failed["ts"] > last["ts"]):
+        error = (failed.get("detail") or {}).get("error", "?")
+        return (
+            f"waiting to retry: the last start failed {_ago(now - failed['ts'])} ago ({error}); "
+            f"next attempt in {_ago(retry_after_s - now + failed['ts'])}"
+        )
+    return None
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, window_start REAL, window_end REAL,
+    model_version TEXT, action TEXT NOT NULL, reasons TEXT NOT NULL, figures TEXT NOT NULL, report TEXT);
+CREATE TABLE IF NOT EXISTS triggers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL,
+    data_version TEXT, detail TEXT);
+"""
+_DECISION_KEYS = ("id", "ts", "window_start", "window_end", "model_version", "action", "reasons", "figures", "report")
+
+
+def _connect(path: Path, schema: str, what: str) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(schema)
+    except (OSError, sqlite3.DatabaseError) as exc:
+        raise MonitoringError(f"cannot open the {what} {path}: {exc}") from exc
+    return db
+
+
+class SqliteState:
+    """Decisions and retraining starts in SQLite at ``path`` (created on first use)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db = _connect(self.path, _SCHEMA, "monitor state")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(triggers)")}
+        for column in ("run_state", "run_error"):  # files written before runs were followed lack them
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE triggers ADD COLUMN {column} TEXT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SqliteState:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def record_decision(
+        self,
+        action: str,
+        reasons: list[str],
+        figures: dict[str, Any],
+        *,
+        window: tuple[float, float],
+        model_version: str | None,
+        report: str | None,
+        ts: float | None = None,
+    ) -> str:
         cur = self._db.execute(
-            "INSERT INTO decisions (ts, window_start, window_end, model_version, action, reasons, figures, "
-            "report) "
+            "INSERT INTO decisions (ts, window_start, window_end, model_version, action, reasons, figures, report) "
             "VALUES (?,?,?,?,?,?,?,?)",
             (
                 ts or time.time(),
@@ -83,42 +198,98 @@ class MonitorState:
                 report,
             ),
         )
-        return int(cur.lastrowid or 0)
+        return str(cur.lastrowid or 0)
 
     def decisions(self, limit: int = 50) -> list[dict[str, Any]]:
         """The most recent decisions, newest first."""
-        rows = self._db.execute(
-            "SELECT id, ts, window_start, window_end, model_version, action, reasons, figures, "
-            "report FROM decisions ORDER BY id DESC LIMIT ?",
-            (limit,),
-        ).fetchall()
-        keys = (
-            "id",
-            "ts",
-            "window_start",
-            "window_end",
-            "model_version",
-            "action",
-            "reasons",
-            "figures",
-            "report",
-        )
+        rows = self._db.execute(f"SELECT {', '.join(_DECISION_KEYS)} FROM decisions ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         out = []
         for row in rows:
-            item = dict(zip(keys, row, strict=True))
+            item = dict(zip(_DECISION_KEYS, row, strict=True))
+            item["id"] = str(item["id"])
             item["reasons"], item["figures"] = json.loads(item["reasons"]), json.loads(item["figures"])
             out.append(item)
         return out
 
-    # -- embeddings of stored images -----------------------------------------------------------------
+    def claim_trigger(self, reason: str, now: float, cooldown_s: float, retry_after_s: float) -> tuple[str | None, str]:
+        """Reserve the right to start a retraining: ``(claim id, '')`` or ``(None, why not)``
+        (:func:`blocking_reason`), atomically across the processes sharing the file."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            why = blocking_reason(self._triggers(20), now, cooldown_s, retry_after_s)
+            if why:
+                self._db.execute("COMMIT")
+                return None, why
+            cur = self._db.execute("INSERT INTO triggers (ts, status, reason) VALUES (?, 'pending', ?)", (now, reason))
+            self._db.execute("COMMIT")
+            return str(cur.lastrowid or 0), ""
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def finish_trigger(self, claim: str, ok: bool, detail: dict[str, Any], data_version: str | None = None) -> None:
+        run_state = detail.get("state") or (detail.get("status") if detail.get("status") in FINAL_RUN_STATES else None)
+        self._db.execute(
+            "UPDATE triggers SET status = ?, detail = ?, data_version = ?, run_state = ? WHERE id = ?",
+            ("started" if ok else "failed", json.dumps(detail, default=str), data_version, run_state if ok else None, int(claim)),
+        )
+
+    def record_run_state(self, claim: str, state: str, error: str | None = None) -> None:
+        self._db.execute("UPDATE triggers SET run_state = ?, run_error = ? WHERE id = ?", (state, error, int(claim)))
+
+    def triggers(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The most recent retraining starts, newest first."""
+        return self._triggers(limit)
+
+    def _triggers(self, limit: int) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT id, ts, status, reason, data_version, detail, run_state, run_error FROM triggers ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [
+            {
+                "id": str(r[0]),
+                "ts": r[1],
+                "status": r[2],
+                "reason": r[3],
+                "data_version": r[4],
+                "detail": json.loads(r[5] or "{}"),
+                "run_state": r[6],
+                "run_error": r[7],
+            }
+            for r in rows
+        ]
+
+
+class EmbeddingCache:
+    """Embeddings of stored request images by model and request, so overlapping windows embed each image once
+    (a local SQLite file; the local state keeps it in its own file)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db = _connect(
+            self.path,
+            "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, request_id TEXT NOT NULL, "
+            "vectors BLOB NOT NULL, PRIMARY KEY (model, request_id));",
+            "embedding cache",
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> EmbeddingCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def cached_embeddings(self, model: str, request_ids: list[str]) -> dict[str, np.ndarray]:
         """The cached ``(n_faces, 512)`` embeddings of these requests (no face: 0 rows)."""
         out = {}
         for start in range(0, len(request_ids), 500):
             chunk = request_ids[start : start + 500]
             rows = self._db.execute(
-                f"SELECT request_id, vectors FROM embeddings WHERE model = ? AND request_id IN "
-                f"({','.join('?' * len(chunk))})",
+                f"SELECT request_id, vectors FROM embeddings WHERE model = ? AND request_id IN ({','.join('?' * len(chunk))})",
                 (model, *chunk),
             ).fetchall()
             out.update({r: np.frombuffer(v, dtype=np.float32).reshape(-1, 512) for r, v in rows})
@@ -127,78 +298,8 @@ class MonitorState:
     def cache_embeddings(self, model: str, vectors: dict[str, np.ndarray]) -> None:
         self._db.executemany(
             "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
-            [
-                (model, r, np.asarray(v, dtype=np.float32).reshape(-1, 512).tobytes())
-                for r, v in vectors.items()
-            ],
+            [(model, r, np.asarray(v, dtype=np.float32).reshape(-1, 512).tobytes()) for r, v in vectors.items()],
         )
-
-    # -- retraining starts
-    # -------------------------------------------------------------------------------------
-    def claim_trigger(
-        self, reason: str, now: float, cooldown_s: float, retry_after_s: float
-    ) -> tuple[int | None, str]:
-        """Reserve the right to start a retraining; returns (claim id, '') or (None, why not).
-
-        A start that succeeded (or is pending) blocks others for ``cooldown_s``; a failed one for
-        ``retry_after_s``.
-        """
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            last = self._db.execute(
-                "SELECT ts, status, detail FROM triggers WHERE status != 'failed' ORDER BY ts DESC LIMIT 1"
-            ).fetchone()
-            if last and now - last[0] < cooldown_s:
-                self._db.execute("COMMIT")
-                detail = json.loads(last[2] or "{}")
-                return None, (
-                    f"cooldown: a retraining started {_ago(now - last[0])} ago (run "
-                    f"{detail.get('run_id', '?')}, {last[1]}); next possible in "
-                    f"{_ago(cooldown_s - now + last[0])}"
-                )
-            failed = self._db.execute(
-                "SELECT ts, detail FROM triggers WHERE status = 'failed' ORDER BY ts DESC LIMIT 1"
-            ).fetchone()
-            if failed and now - failed[0] < retry_after_s and (not last or failed[0] > last[0]):
-                self._db.execute("COMMIT")
-                error = json.loads(failed[1] or "{}").get("error", "?")
-                return None, (
-                    f"waiting to retry: the last start failed {_ago(now - failed[0])} ago ({error}); "
-                    f"next attempt in {_ago(retry_after_s - now + failed[0])}"
-                )
-            cur = self._db.execute(
-                "INSERT INTO triggers (ts, status, reason) VALUES (?, 'pending', ?)", (now, reason)
-            )
-            self._db.execute("COMMIT")
-            return int(cur.lastrowid or 0), ""
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-
-    def finish_trigger(
-        self, claim: int, ok: bool, detail: dict[str, Any], data_version: str | None = None
-    ) -> None:
-        self._db.execute(
-            "UPDATE triggers SET status = ?, detail = ?, data_version = ? WHERE id = ?",
-            ("started" if ok else "failed", json.dumps(detail, default=str), data_version, claim),
-        )
-
-    def triggers(self, limit: int = 50) -> list[dict[str, Any]]:
-        rows = self._db.execute(
-            "SELECT id, ts, status, reason, data_version, detail FROM triggers ORDER BY id DESC LIMIT ?",
-            (limit,),
-        ).fetchall()
-        return [
-            {
-                "id": r[0],
-                "ts": r[1],
-                "status": r[2],
-                "reason": r[3],
-                "data_version": r[4],
-                "detail": json.loads(r[5] or "{}"),
-            }
-            for r in rows
-        ]
 
 
 def _ago(seconds: float) -> str:

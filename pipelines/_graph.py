@@ -1,4 +1,11 @@
-"""The step graph both pipelines share: called inside a ``@dsl.pipeline`` function with its parameters."""
+"""The step graph both pipelines share: called inside a ``@dsl.pipeline`` function with its parameters.
+
+Steps hand each other values and KFP artifacts only: the data version by reference (``data-version``'s ``data``:
+the DVC pointer and remote, from which each step fetches the files it needs), the model bundle, the evaluation.
+Caches go through the object store named by the ``store`` parameter; MLflow is reached at ``tracking_uri``.
+Every task gets the platform settings of :mod:`faceops.kfp.pipelines.platform` (image parameter, Secrets,
+resources, retries, optional cache PVC).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +13,18 @@ from typing import Any
 
 from faceops.kfp.components.data_version import data_version
 from faceops.kfp.components.evaluate import evaluate
-from faceops.kfp.components.image import IMAGE
 from faceops.kfp.components.preprocess import plan_shards, preprocess_merge, preprocess_shard
 from faceops.kfp.components.register import promote, register_and_gate
 from faceops.kfp.components.status import record_status
 from faceops.kfp.components.train import train
 from faceops.kfp.components.validate import validate
+from faceops.kfp.pipelines import platform
 from kfp import dsl
 
-# Shards preprocessed at once: a cluster runs one pod per shard; locally, each is a process on this machine.
-PARALLELISM = 2
 
-
-def wire(name: str, image: str, p: dict[str, Any]) -> None:
-    """Add the steps of pipeline ``name`` to the pipeline being defined; ``p`` holds its parameters."""
+def wire(name: str, p: dict[str, Any], cache_pvc: str | None = None, retries: bool = True) -> None:
+    """Add the steps of pipeline ``name`` to the pipeline being defined; ``p`` holds its parameters
+    (:func:`faceops.kfp.pipelines.platform.apply` for ``cache_pvc`` and ``retries``)."""
     tasks = []
     status = record_status(pipeline=name, reason=p["reason"], status_dir=p["status_dir"])
     status.set_caching_options(False).set_display_name("record-status")
@@ -34,42 +39,40 @@ def wire(name: str, image: str, p: dict[str, Any]) -> None:
             remote=p["remote"],
         )
         data.set_caching_options(False)  # it looks at the repository: never reuse an old answer
-        data_dir, md5 = data.outputs["data_dir"], data.outputs["md5"]
-        checked = validate(data_dir=data_dir, md5=md5, config=p["validation"])
-        plan = plan_shards(data_dir=data_dir, md5=md5, shards=p["shards"]).after(checked)
+        # The data version travels as a value (pointer + remote): the same data gives the same inputs, so kfp's
+        # cache reuses the steps after data-version; an artifact would be new on every run.
+        ref, md5 = data.outputs["data"], data.outputs["md5"]
+        checked = validate(data=ref, md5=md5, config=p["validation"])
+        plan = plan_shards(data=ref, md5=md5, shards=p["shards"]).after(checked)
         tasks += [data, checked, plan]
-        with dsl.ParallelFor(plan.output, parallelism=PARALLELISM, name="shards") as work:
-            part = preprocess_shard(work=work, run_config=p["run_config"], cache_dir=p["cache_dir"])
+        # Every shard at once: the ``shards`` parameter is the fan-out (ParallelFor's own limit is compile-time).
+        with dsl.ParallelFor(plan.output, name="shards") as work:
+            part = preprocess_shard(work=work, run_config=p["run_config"], store=p["store"])
             tasks.append(part)
         merged = preprocess_merge(
-            data_dir=data_dir,
+            data=ref,
             md5=md5,
             run_config=p["run_config"],
-            cache_dir=p["cache_dir"],
+            store=p["store"],
             shard_counts=dsl.Collected(part.output),
         )
         trained = train(
-            data_dir=data_dir,
+            data=ref,
             run_config=p["run_config"],
-            cache_dir=p["cache_dir"],
+            store=p["store"],
             workers=p["workers"],
             preprocessed=merged.outputs["preprocessed"],
         )
-        evaluated = evaluate(
-            data_dir=data_dir,
-            run_config=p["run_config"],
-            cache_dir=p["cache_dir"],
-            model=trained.outputs["model"],
-        )
+        evaluated = evaluate(data=ref, run_config=p["run_config"], store=p["store"], model=trained.outputs["model"])
         gate = register_and_gate(
-            data_dir=data_dir,
+            data=ref,
             run_config=p["run_config"],
             max_accuracy_drop=p["max_accuracy_drop"],
             max_far_increase=p["max_far_increase"],
             min_tar_at_far=p["min_tar_at_far"],
             trigger=p["reason"],
             tracking_uri=p["tracking_uri"],
-            cache_dir=p["cache_dir"],
+            store=p["store"],
             data_info=data.outputs["info"],
             model=trained.outputs["model"],
             evaluation=evaluated.outputs["evaluation"],
@@ -80,6 +83,5 @@ def wire(name: str, image: str, p: dict[str, Any]) -> None:
         with dsl.If(gate.outputs["Output"] == "promote", name="gate-passed"):
             promoted = promote(registered=gate.outputs["registered"], tracking_uri=p["tracking_uri"])
             tasks.append(promoted)
-    if image != IMAGE:
-        for task in tasks:
-            task.set_container_image(image)
+    for task in tasks:
+        platform.apply(task, p["image"], cache_pvc, retries)

@@ -8,8 +8,10 @@ from faceops.kfp.components.image import IMAGE
 NAME = "faceops-retraining"
 
 
-def make_pipeline(image: str = IMAGE) -> Any:
-    """The pipeline function, its components running in ``image``."""
+def make_pipeline(image: str = IMAGE, cache_pvc: str | None = None, retries: bool = True) -> Any:
+    """The pipeline function; ``image`` is the default of its ``image`` parameter (the components' image),
+    ``cache_pvc`` a PersistentVolumeClaim every step mounts as its scratch cache (none by default), ``retries``
+    whether network steps are retried (off for kfp.local)."""
     from faceops.kfp.pipelines._graph import wire
     from kfp import dsl
 
@@ -25,8 +27,8 @@ def make_pipeline(image: str = IMAGE) -> Any:
     def faceops_retraining(
         reason: str = "manual",
         data_version: str = "",
-        repo: str = ".",
-        remote: str = "local",
+        repo: str = "",
+        remote: str = "",
         run_config: dict = {},  # noqa: B006
         validation: dict = {},  # noqa: B006
         shards: int = 2,
@@ -35,11 +37,15 @@ def make_pipeline(image: str = IMAGE) -> Any:
         max_far_increase: float = gate.max_far_increase,
         min_tar_at_far: float = gate.min_tar_at_far,
         tracking_uri: str = "",
-        cache_dir: str = "",
+        store: str = "",
         status_dir: str = "",
+        image: str = image,
     ) -> None:
-        """Parameters: why it runs, the data version (a git revision of data.dvc; empty: the current
-        one), the run config, validation thresholds, shards and DDP workers, the gate's tolerances, paths."""
-        wire(NAME, image, {**locals(), "source": "", "identities_file": "", "min_images": 1})
+        """Parameters: why it runs, the data version (a git revision of data.dvc in ``repo``, a folder or a
+        git URL; empty: the current one), the run config, validation thresholds, ``shards`` (preprocessing
+        pods, all at once) and DDP ``workers``, the gate's tolerances, and where things are: ``remote``
+        (empty: $FACEOPS_DVC_REMOTE), ``store`` (empty: $FACEOPS_STORE), ``tracking_uri`` (empty:
+        $MLFLOW_TRACKING_URI), ``image``."""
+        wire(NAME, {**locals(), "source": "", "identities_file": "", "min_images": 1}, cache_pvc, retries)
 
     return faceops_retraining

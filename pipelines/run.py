@@ -33,10 +33,20 @@ __all__ = [
 ]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# What kfp.local says about the cluster settings (faceops.kfp.pipelines.platform) it ignores: resource requests,
+# and the image given as a pipeline parameter (SubprocessRunner uses this Python whatever the image).
+_LOCAL_NOOPS = (
+    r"Task '[\w-]+': settings \[[^]]*\] have no effect in the current local runner",
+    r"You may be attemping to run a task that uses custom or non-Python base image",
+)
 
 
-def pipeline_func(name: str, image: str | None = None) -> Any:
-    """The ``@dsl.pipeline`` function of pipeline ``name`` ('training' or 'retraining')."""
+def pipeline_func(
+    name: str, image: str | None = None, cache_pvc: str | None = None, *, retries: bool = True
+) -> Any:
+    """The ``@dsl.pipeline`` function of pipeline ``name`` ('training' or 'retraining'): ``image`` is the default
+    of its ``image`` parameter, ``cache_pvc`` a PersistentVolumeClaim each step mounts as its scratch cache,
+    ``retries`` whether network steps are retried (the cluster's settings: :mod:`faceops.kfp.pipelines.platform`)."""
     from faceops.kfp.components.image import IMAGE
     from faceops.kfp.pipelines import PIPELINES
 
@@ -44,15 +54,16 @@ def pipeline_func(name: str, image: str | None = None) -> Any:
         raise ConfigError(f"unknown pipeline {name!r}: use one of {sorted(PIPELINES)}")
     try:
         module, factory = PIPELINES[name].split(":")
-        return getattr(import_module(module), factory)(image or IMAGE)
+        return getattr(import_module(module), factory)(image or IMAGE, cache_pvc, retries)
     except ImportError as exc:
         raise PipelineUnavailable(f"cannot build pipeline {name!r}: {exc} (install faceops[mlops])") from exc
 
 
 def compile_pipelines(
-    out_dir: str | Path, names: list[str] | None = None, image: str | None = None
+    out_dir: str | Path, names: list[str] | None = None, image: str | None = None, cache_pvc: str | None = None
 ) -> dict[str, Path]:
-    """Compile pipelines to ``<out_dir>/<name>.yaml`` (the file the Kubeflow UI uploads)."""
+    """Compile pipelines to ``<out_dir>/<name>.yaml`` (the file the Kubeflow UI uploads); see
+    :func:`pipeline_func` for ``image`` and ``cache_pvc``."""
     from faceops.kfp.pipelines import PIPELINES
     from kfp import compiler
 
@@ -61,7 +72,7 @@ def compile_pipelines(
     written = {}
     for name in names or list(PIPELINES):
         path = out / f"{name}.yaml"
-        compiler.Compiler().compile(pipeline_func(name, image), package_path=str(path))
+        compiler.Compiler().compile(pipeline_func(name, image, cache_pvc), package_path=str(path))
         written[name] = path
     return written
 
@@ -74,8 +85,9 @@ def _sqlite_absolute(uri: str) -> str:
 
 
 def local_arguments(repo: str | Path = ".", **overrides: Any) -> dict[str, Any]:
-    """The embedded defaults of a local run, as absolute paths: the repository, the settings' MLflow store and
-    caches, the local DVC remote; ``overrides`` replace any of them (unknown names are refused by the run)."""
+    """The embedded defaults of a local run, as absolute paths: the repository, the settings' MLflow store, the
+    local DVC remote, and this machine's cache folder as the cache store (so the steps' syncing is a no-op);
+    ``overrides`` replace any of them (unknown names are refused by the run)."""
     from faceops.settings import get_settings
 
     settings = get_settings()
@@ -84,7 +96,7 @@ def local_arguments(repo: str | Path = ".", **overrides: Any) -> dict[str, Any]:
         "repo": str(root),
         "remote": "local",
         "tracking_uri": _sqlite_absolute(settings.mlflow_tracking_uri),
-        "cache_dir": str(settings.cache_dir.resolve()),
+        "store": str(settings.cache_dir.resolve()),
         "status_dir": str((settings.output_dir / "pipeline").resolve()),
     }
     return {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
@@ -169,7 +181,7 @@ def run_local(
 
     root = Path(pipeline_root or get_settings().output_dir / "pipeline" / "runs").resolve()
     root.mkdir(parents=True, exist_ok=True)
-    func = pipeline_func(name)
+    func = pipeline_func(name, retries=False)  # kfp.local would retry a failed step after 30 s, then 60 s
     known = set(func.component_spec.inputs or {})
     unknown = sorted(set(arguments or {}) - known)
     if unknown:
@@ -201,7 +213,9 @@ def run_local(
         progress_dir=progress_dir,
     )
     try:
-        with watcher as watch, _environment(step_env):
+        with watcher as watch, _environment(step_env), warnings.catch_warnings():
+            for message in _LOCAL_NOOPS:
+                warnings.filterwarnings("ignore", message)
             func(**_without_none(arguments or {}))
     except RuntimeError as exc:
         message = _ANSI.sub("", str(exc))
@@ -233,67 +247,43 @@ def run_local(
 def submit(
     name: str,
     arguments: dict[str, Any] | None,
-    host: str,
+    host: str | None = None,
     *,
     image: str | None = None,
-    experiment: str = "faceops",
+    experiment: str | None = None,
     run_name: str | None = None,
+    namespace: str | None = None,
+    connection: Any = None,
+    service_account: str | None = None,
+    cache_pvc: str | None = None,
 ) -> dict[str, Any]:
-    """Upload pipeline ``name`` to the Kubeflow Pipelines API at ``host`` and start a run.
+    """Upload pipeline ``name`` to the Kubeflow Pipelines API and start a run (returns at once).
+
+    Args:
+        host, namespace: where, when no ``connection`` is given (credentials then come from the environment:
+            ``FACEOPS_KFP_TOKEN``, ``KF_PIPELINES_SA_TOKEN_PATH``; see :mod:`faceops.kfp.pipelines.client`).
+        connection: a :class:`~faceops.kfp.pipelines.client.KfpConnection` (host, namespace, credentials).
+        experiment: the Kubeflow experiment (default: ``KF_PIPELINES_DEFAULT_EXPERIMENT_NAME``, else 'faceops').
+        image, cache_pvc: compile options, as :func:`compile_pipelines`.
 
     Raises:
-        PipelineUnavailable: no Kubeflow Pipelines API answers at ``host``.
+        PipelineUnavailable: no Kubeflow Pipelines API answers; PipelineError: the server refused a call
+        (401, 403, 404, 5xx: the message names host, namespace and the call); ConfigError: no host, missing
+        credentials, an argument the pipeline does not take.
     """
-    import kfp
+    from faceops.kfp.pipelines.client import KfpConnection, submit_pipeline
 
-    func = pipeline_func(name, image)
-    try:
-        with warnings.catch_warnings():  # kfp.Client warns on every construction that it needs a KFP >= 2 server
-            warnings.filterwarnings("ignore", "This client only works with Kubeflow Pipeline", FutureWarning)
-            client = kfp.Client(host=host)
-        client.get_kfp_healthz()
-        run = client.create_run_from_pipeline_func(
-            func, arguments=_without_none(arguments or {}), experiment_name=experiment, run_name=run_name
-        )
-    except Exception as exc:  # kfp and its HTTP clients raise many unrelated types for "cannot connect"
-        if _is_connection_problem(exc):
-            raise PipelineUnavailable(
-                f"cannot reach Kubeflow Pipelines at {host} ({type(exc).__name__}: {str(exc)[:200]}); "
-                "check the URL (e.g. kubectl port-forward svc/ml-pipeline-ui 8080:80 -n kubeflow)"
-            ) from exc
-        raise PipelineError(f"Kubeflow Pipelines at {host} refused the run: {exc}") from exc
-    return {
-        "run_id": run.run_id,
-        "status": "SUBMITTED",
-        "backend": "kfp",
-        "host": host,
-        "pipeline": func.name,
-    }
-
-
-def _is_connection_problem(exc: BaseException) -> bool:
-    names = {type(e).__name__ for e in _chain(exc)}
-    return bool(
-        names
-        & {
-            "MaxRetryError",
-            "NewConnectionError",
-            "ConnectionError",
-            "ConnectionRefusedError",
-            "ProtocolError",
-            "ReadTimeoutError",
-            "ConnectTimeoutError",
-            "ApiException",
-        }
+    connection = connection or KfpConnection(host=host, namespace=namespace)
+    return submit_pipeline(
+        name,
+        _without_none(arguments or {}),
+        connection,
+        image=image,
+        experiment=experiment,
+        run_name=run_name,
+        service_account=service_account,
+        cache_pvc=cache_pvc,
     )
-
-
-def _chain(exc: BaseException | None) -> Iterator[BaseException]:
-    seen = 0
-    while exc is not None and seen < 10:
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
 
 
 def trigger_retraining(
@@ -303,22 +293,32 @@ def trigger_retraining(
     backend: str = "local",
     host: str | None = None,
     config: dict[str, Any] | None = None,
+    connection: Any = None,
+    experiment: str | None = None,
+    service_account: str | None = None,
+    cache_pvc: str | None = None,
 ) -> dict[str, Any]:
     """Start the retraining pipeline (the contract with monitoring).
 
     Args:
         reason: why (e.g. 'drift: share of drifted features 0.6 > 0.5'); recorded on the model version.
         data_version: a git revision of ``data.dvc``; None: the current data version.
-        backend: 'local' (kfp.local, waits for the run) or 'kfp' (submits to ``host`` and returns at once).
-        host: the Kubeflow Pipelines API URL (backend 'kfp').
+        backend: 'local' (kfp.local, waits for the run) or 'kfp' (submits and returns at once).
+        host: the Kubeflow Pipelines API URL (backend 'kfp', when no ``connection`` is given).
         config: pipeline arguments replacing the defaults (``repo``, ``run_config``, ``tracking_uri``, ...).
+        connection: backend 'kfp': a :class:`~faceops.kfp.pipelines.client.KfpConnection` (host, namespace,
+            credentials).
+        experiment: backend 'kfp': the Kubeflow experiment of the run.
+        service_account: backend 'kfp': the Kubernetes service account of the run's pods.
+        cache_pvc: backend 'kfp': a PersistentVolumeClaim the steps mount as their scratch cache.
 
     Returns:
-        ``run_id``, ``status`` ('SUCCEEDED' or 'SUBMITTED'), ``backend`` and backend-specific details.
+        ``run_id``, ``status`` ('SUCCEEDED' or 'SUBMITTED'), ``backend`` and backend-specific details (for
+        'kfp': ``state``, ``host``, ``namespace``, ``experiment``, ``url``).
 
     Raises:
-        PipelineUnavailable: the backend cannot be reached; PipelineError: the local run failed;
-        ConfigError: a bad backend or argument.
+        PipelineUnavailable: the backend cannot be reached; PipelineError: the local run failed, or the KFP
+        server refused the submission; ConfigError: a bad backend or argument, missing credentials.
     """
     if not reason or not reason.strip():
         raise ConfigError("a retraining needs a reason (it is recorded with the model)")
@@ -327,7 +327,16 @@ def trigger_retraining(
         overrides = {k: v for k, v in arguments.items() if k != "repo"}
         return run_local("retraining", local_arguments(arguments.get("repo", "."), **overrides))
     if backend == "kfp":
-        if not host:
+        if not host and connection is None:
             raise ConfigError("backend 'kfp' needs the host of the Kubeflow Pipelines API")
-        return submit("retraining", arguments, host, run_name=f"retraining: {reason[:60]}")
+        return submit(
+            "retraining",
+            arguments,
+            host,
+            connection=connection,
+            experiment=experiment,
+            run_name=f"retraining: {reason[:60]}",
+            service_account=service_account,
+            cache_pvc=cache_pvc,
+        )
     raise ConfigError(f"unknown backend {backend!r}: use 'local' or 'kfp'")

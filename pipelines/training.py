@@ -8,8 +8,10 @@ from faceops.kfp.components.image import IMAGE
 NAME = "faceops-training"
 
 
-def make_pipeline(image: str = IMAGE) -> Any:
-    """The pipeline function, its components running in ``image``."""
+def make_pipeline(image: str = IMAGE, cache_pvc: str | None = None, retries: bool = True) -> Any:
+    """The pipeline function; ``image`` is the default of its ``image`` parameter (the components' image),
+    ``cache_pvc`` a PersistentVolumeClaim every step mounts as its scratch cache (none by default), ``retries``
+    whether network steps are retried (off for kfp.local)."""
     from faceops.kfp.pipelines._graph import wire
     from kfp import dsl
 
@@ -24,12 +26,12 @@ def make_pipeline(image: str = IMAGE) -> Any:
         "the promotion gate decides whether it becomes the champion.",
     )
     def faceops_training(
-        repo: str = ".",
+        repo: str = "",
         source: str = "",
         data_version: str = "",
         identities_file: str = "",
         min_images: int = 1,
-        remote: str = "local",
+        remote: str = "",
         run_config: dict = {},  # noqa: B006
         validation: dict = {},  # noqa: B006
         shards: int = 2,
@@ -38,12 +40,17 @@ def make_pipeline(image: str = IMAGE) -> Any:
         max_far_increase: float = gate.max_far_increase,
         min_tar_at_far: float = gate.min_tar_at_far,
         tracking_uri: str = "",
-        cache_dir: str = "",
+        store: str = "",
         status_dir: str = "",
+        image: str = image,
         reason: str = "training",
     ) -> None:
-        """Parameters: the data repository and version (or a folder to import), the run config (TrainConfig
-        fields), validation thresholds, shards and DDP workers, the gate's tolerances and where things are."""
-        wire(NAME, image, dict(locals()))
+        """Parameters: the data (``repo``: a git + DVC repository folder, a git URL to clone, or empty for a
+        fresh one; ``data_version`` in it, or a ``source`` folder to import), the run config (TrainConfig
+        fields), validation thresholds, ``shards`` (preprocessing pods, all at once) and DDP ``workers``, the
+        gate's tolerances, and where things are: ``remote`` (DVC remote name or URL; empty:
+        $FACEOPS_DVC_REMOTE), ``store`` (cache store URI; empty: $FACEOPS_STORE), ``tracking_uri`` (empty:
+        $MLFLOW_TRACKING_URI), ``image`` (the components' image)."""
+        wire(NAME, dict(locals()), cache_pvc, retries)
 
     return faceops_training

@@ -90,4 +90,5 @@ def start_mlflow_server():
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait(timeout=60)  # reaped: no "subprocess still running" warning at exit
         log.close()  # type: ignore[attr-defined]

@@ -20,7 +20,10 @@ tracking server that cannot be reached :class:`~faceops.errors.TrackingUnavailab
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -41,11 +44,14 @@ from faceops.settings import get_settings
 if TYPE_CHECKING:
     from faceops.evaluation.bundle import ModelBundle
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
     "HISTORY_TAG",
     "MODEL_NAME",
+    "delete_version",
     "alias_version",
     "champion_history",
     "download_artifacts",
@@ -53,10 +59,14 @@ __all__ = [
     "load_bundle",
     "log_artifacts",
     "log_bundle",
+    "log_record",
     "map_exceptions",
     "open_run",
+    "read_record",
     "rollback",
+    "search_records",
     "set_alias",
+    "tag_record",
     "tag_version",
     "tracking_uri",
     "version_run_id",
@@ -242,7 +252,10 @@ def open_run(
     """
     with _session(uri) as client:
         experiment_id = _experiment_id(client, tracking_uri(uri))
-        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        # MLflow prints the run's link on stdout when it ends: stdout may be a command's JSON output
+        with contextlib.redirect_stdout(sys.stderr), mlflow.start_run(
+            experiment_id=experiment_id, run_name=run_name, tags=tags
+        ) as run:
             yield _Run(run.info.run_id)
 
 
@@ -427,6 +440,18 @@ def _require_version(client: MlflowClient, version: str) -> None:
         raise ModelNotFound(f"model '{MODEL_NAME}' has no version {version}")
 
 
+def delete_version(version: str, uri: str | None = None) -> bool:
+    """Delete a model version that must not stay half-registered (its gate tags could not be written); best
+    effort: False (and a warning) when MLflow cannot do it either."""
+    try:
+        with _session(uri) as client:
+            client.delete_model_version(MODEL_NAME, str(version))
+        return True
+    except Exception as exc:  # noqa: BLE001 - the caller re-raises its own, first error
+        log.warning("could not delete half-registered model version %s: %s", version, exc)
+        return False
+
+
 def tag_version(version: str, tags: dict[str, Any], uri: str | None = None) -> None:
     """Set tags on a model version (e.g. the gate's decision)."""
     with _session(uri) as client:
@@ -493,3 +518,104 @@ def rollback(version: str | None = None, reason: str = "rollback by hand", uri: 
         version = earlier[-1]
     set_alias(CHAMPION, str(version), f"{reason} (from version {current})", uri, action="rollback")
     return str(version)
+
+
+# -- records: small tagged runs in an experiment of their own (the monitor's durable state) -------------------
+_TAG_LIMIT = 7500  # MLflow refuses tag values over 8000 characters
+
+
+def _record_experiment(client: MlflowClient, uri: str, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage != "active":
+            raise RegistryError(f"MLflow ({uri}): the experiment {name!r} is deleted; restore it or use another")
+        return str(experiment.experiment_id)
+    location = None
+    if _is_local(uri):
+        location = (get_settings().mlflow_artifacts.expanduser().resolve() / name).as_uri()
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException:  # another process may have created it in between
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return str(experiment.experiment_id)
+
+
+def log_record(
+    experiment: str,
+    tags: dict[str, Any],
+    *,
+    start_time_ms: int | None = None,
+    run_name: str | None = None,
+    payload: dict[str, Any] | None = None,
+    payload_name: str = "record.json",
+    uri: str | None = None,
+) -> str:
+    """Write a record: a finished run in ``experiment`` (created on first use) carrying ``tags`` (values
+    cut to MLflow's tag limit) and optionally ``payload`` as a JSON artifact; returns its run id.
+
+    ``start_time_ms`` orders records (:func:`search_records` lists the newest first).
+    """
+    uri = tracking_uri(uri)
+    with _session(uri) as client, map_exceptions(uri, f"cannot write a record to experiment {experiment!r}"):
+        experiment_id = _record_experiment(client, uri, experiment)
+        run = client.create_run(
+            experiment_id,
+            start_time=start_time_ms,
+            tags={k: str(v)[:_TAG_LIMIT] for k, v in tags.items() if v is not None},
+            run_name=run_name,
+        )
+        run_id = str(run.info.run_id)
+        # MLflow prints the run's link on stdout when it ends; stdout may be a command's JSON output
+        with contextlib.redirect_stdout(sys.stderr):
+            try:
+                if payload is not None:
+                    client.log_dict(run_id, payload, payload_name)
+            except BaseException:
+                client.set_terminated(run_id, "FAILED")
+                raise
+            client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+
+def tag_record(run_id: str, tags: dict[str, Any], uri: str | None = None) -> None:
+    """Set (or replace) tags of a record."""
+    uri = tracking_uri(uri)
+    with _session(uri) as client, map_exceptions(uri, f"cannot tag the record {run_id}"):
+        for key, value in tags.items():
+            if value is not None:
+                client.set_tag(run_id, key, str(value)[:_TAG_LIMIT])
+
+
+def search_records(
+    experiment: str, filter_string: str = "", *, max_results: int = 50, uri: str | None = None
+) -> list[dict[str, Any]]:
+    """The records of ``experiment`` matching an MLflow filter (e.g. ``tags.`kind` = 'trigger'``), newest
+    (by start time) first: ``{run_id, start_time_ms, tags}``; none when the experiment does not exist yet."""
+    uri = tracking_uri(uri)
+    with _session(uri) as client, map_exceptions(uri, f"cannot search the records of {experiment!r}"):
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return []
+        runs = client.search_runs(
+            [found.experiment_id],
+            filter_string=filter_string,
+            max_results=max_results,
+            order_by=["attributes.start_time DESC"],
+        )
+        return [
+            {"run_id": str(r.info.run_id), "start_time_ms": r.info.start_time, "tags": dict(r.data.tags)}
+            for r in runs
+        ]
+
+
+def read_record(run_id: str, payload_name: str = "record.json", uri: str | None = None) -> dict[str, Any] | None:
+    """The JSON payload of a record, or ``None`` when it has none."""
+    uri = tracking_uri(uri)
+    with tempfile.TemporaryDirectory(prefix="faceops-record-") as tmp:
+        local = download_artifacts(run_id, payload_name, tmp, uri, f"cannot read the record {run_id}")
+        if local is None:
+            return None
+        loaded = json.loads(local.read_text())
+    return loaded if isinstance(loaded, dict) else {"value": loaded}

@@ -25,10 +25,13 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FACEOPS_", env_file=".env", extra="ignore")
 
-    weights: Path | None = Field(
+    weights: str | None = Field(
         default=None,
-        description="Path to an InceptionResnetV1 state dict. When unset, `pretrained` is downloaded by "
-        "facenet-pytorch (needs network).",
+        description="An InceptionResnetV1 state dict: a file path, or an object URI (s3://bucket/key, fetched "
+        "once into `cache_dir`). When unset, `pretrained` is downloaded by facenet-pytorch (needs network).",
+    )
+    weights_sha256: str | None = Field(
+        default=None, description="Expected sha256 of the weights file; a download that differs is refused."
     )
     pretrained: Literal["vggface2", "casia-webface"] = Field(
         default="vggface2", description="facenet-pytorch weights to download when `weights` is unset."
@@ -65,7 +68,20 @@ class Settings(BaseSettings):
     )
     mlflow_experiment: str = Field(default="faceops", description="MLflow experiment of training/evaluation runs.")
     cache_dir: Path = Field(
-        default=Path("outputs/cache"), description="Aligned face crops cached by image hash and preprocessing config."
+        default=Path("outputs/cache"),
+        description="This process's cache: aligned face crops by image hash and preprocessing config, trunk "
+        "activations, fetched data versions and weights.",
+    )
+    # Where pipeline steps share things (each step may be a pod with an empty file system).
+    store: str | None = Field(
+        default=None,
+        description="Object store of the caches pipeline steps share: s3://bucket/prefix or a folder; the "
+        "pipeline parameter `store` wins.",
+    )
+    dvc_remote: str | None = Field(
+        default=None,
+        description="DVC remote (name or URL) pipeline steps push to and fetch data versions from; the "
+        "pipeline parameter `remote` wins.",
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from faceops.monitoring.config import DriftConfig, FileSinkConfig, MonitorConfig, PolicyConfig
 from faceops.monitoring.monitor import run_once
-from faceops.monitoring.state import MonitorState
+from faceops.monitoring.state import SqliteState
 
 from tests.monitoring.conftest import RecordingTrigger
 
@@ -71,7 +71,7 @@ def test_normal_traffic_passes_and_degraded_traffic_retrains_once(
         assert again.action == "cooldown", again.reasons
         assert any("cooldown" in r for r in again.reasons)
     assert len(recording_trigger.calls) == 1
-    with MonitorState(config.state_path) as state:
+    with SqliteState(config.state_path) as state:
         decisions = state.decisions()
     assert [d["action"] for d in decisions] == ["cooldown", "cooldown", "retrain", "ok"]
     assert all(d["reasons"] for d in decisions) and decisions[2]["figures"]["performance"]["labelled"] > 0

@@ -85,9 +85,9 @@ def test_monitor_config_from_yaml_refuses_unknown_keys_and_bad_durations(tmp_pat
 
 
 def test_state_claims_are_exclusive_within_the_cooldown(tmp_path):
-    from faceops.monitoring.state import MonitorState
+    from faceops.monitoring.state import SqliteState
 
-    with MonitorState(tmp_path / "s.sqlite") as a, MonitorState(tmp_path / "s.sqlite") as b:
+    with SqliteState(tmp_path / "s.sqlite") as a, SqliteState(tmp_path / "s.sqlite") as b:
         claim, _ = a.claim_trigger("drift", now=1000.0, cooldown_s=3600, retry_after_s=600)
         assert claim is not None
         again, why = b.claim_trigger("drift", now=1001.0, cooldown_s=3600, retry_after_s=600)

@@ -67,3 +67,13 @@ def smoke_config() -> dict:
     import yaml
 
     return yaml.safe_load(SMOKE.read_text())
+
+
+@pytest.fixture(scope="session")
+def documents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
+    """Each compiled pipeline's YAML documents: the pipeline spec, then the platform (Kubernetes) spec."""
+    import yaml
+    from faceops.kfp.pipelines.run import compile_pipelines
+
+    paths = compile_pipelines(tmp_path_factory.mktemp("compiled"))
+    return {name: list(yaml.safe_load_all(path.read_text())) for name, path in paths.items()}

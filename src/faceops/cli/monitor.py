@@ -161,11 +161,14 @@ def reference_command(
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @json_option
 def decisions_command(config_path: Path | None, limit: int, as_json: bool) -> None:
-    """The monitor's recorded decisions, newest first, with their reasons."""
-    from faceops.monitoring.state import MonitorState
+    """The monitor's recorded decisions, newest first, with their reasons (from the configured state: the local
+    file, or the MLflow server)."""
+    from faceops.monitoring.state import open_state
 
     config = _load(config_path)
-    with MonitorState(config.state_path) as state:
+    with open_state(
+        config.state_backend, config.state_path, tracking_uri=config.tracking_uri, experiment=config.state_experiment
+    ) as state:
         rows = state.decisions(limit)
     if as_json:
         echo_json(rows)

@@ -71,8 +71,8 @@ def _run_options(func: Any) -> Any:
         ),
         click.option(
             "--repo",
-            type=click.Path(file_okay=False, path_type=Path),
-            help="The git + DVC repository holding data/ (local runs: default '.').",
+            help="The git + DVC repository of the data versions: a folder (local runs: default '.'), or on a "
+            "cluster its git URL (default: FACEOPS_DATA_REPO in the step pods).",
         ),
     ]
     for option in reversed(options):
@@ -118,11 +118,15 @@ def pipeline() -> None:
     help="Folder for <pipeline>.yaml.",
 )
 @click.option("--image", help="Container image of the components (default: faceops.kfp.components.image.IMAGE).")
-def compile_(out: Path, image: str | None) -> None:
+@click.option(
+    "--cache-pvc",
+    help="A ReadWriteMany PersistentVolumeClaim every step mounts as its scratch cache (fetched data, weights).",
+)
+def compile_(out: Path, image: str | None, cache_pvc: str | None) -> None:
     """Write the pipeline YAML files that the Kubeflow UI uploads."""
     from faceops.kfp.pipelines.run import compile_pipelines
 
-    for name, path in compile_pipelines(out, image=image).items():
+    for name, path in compile_pipelines(out, image=image, cache_pvc=cache_pvc).items():
         click.echo(f"{name}: {path}")
 
 
@@ -142,7 +146,7 @@ def compile_(out: Path, image: str | None) -> None:
 def run(
     local: bool,
     name: str,
-    repo: Path | None,
+    repo: str | None,
     no_cache: bool,
     pipeline_root: Path | None,
     verbose: bool,
@@ -158,7 +162,7 @@ def run(
     from faceops.kfp.pipelines.run import local_arguments, run_local
     from faceops.kfp.pipelines.summary import render, summarize
 
-    arguments = local_arguments(repo or Path("."), **_collect(name, options))
+    arguments = local_arguments(Path(repo or "."), **_collect(name, options))
     result = run_local(
         name,
         arguments,
@@ -174,35 +178,156 @@ def run(
         click.echo(render(summary))
 
 
+def _kfp_options(func: Any) -> Any:
+    """Where the Kubeflow Pipelines API is and who calls it (``submit`` and ``schedule``)."""
+    options = [
+        click.option(
+            "--host",
+            envvar="KF_PIPELINES_ENDPOINT",
+            help="Kubeflow Pipelines API, e.g. http://ml-pipeline.kubeflow:8888 or a port-forward "
+            "(default: KF_PIPELINES_ENDPOINT).",
+        ),
+        click.option(
+            "--namespace",
+            help="Kubeflow profile namespace of a multi-user install (default: KF_PIPELINES_NAMESPACE; none: "
+            "single-user).",
+        ),
+        click.option(
+            "--token-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="File holding the bearer token, e.g. a projected service-account token (default: "
+            "FACEOPS_KFP_TOKEN holds the token itself, else KF_PIPELINES_SA_TOKEN_PATH).",
+        ),
+        click.option("--no-auth", is_flag=True, help="Send no credentials (a server without authentication)."),
+        click.option("--image", help="Container image of the components (default: faceops.kfp.components.image.IMAGE)."),
+        click.option(
+            "--experiment",
+            help="Kubeflow experiment (default: KF_PIPELINES_DEFAULT_EXPERIMENT_NAME, else 'faceops').",
+        ),
+        click.option("--service-account", help="Kubernetes service account of the run's pods."),
+        click.option("--cache-pvc", help="PersistentVolumeClaim the steps mount as their scratch cache (optional)."),
+        click.option("--tracking-uri", help="MLflow tracking URI the steps log to (as the cluster sees it)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _cluster_arguments(name: str, repo: str | None, tracking_uri: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    arguments = _collect(name, options)
+    if repo is not None:
+        arguments["repo"] = repo  # a git URL (or a path inside the step containers): passed as given
+    if tracking_uri:
+        arguments["tracking_uri"] = tracking_uri
+    return arguments
+
+
+def _connection(host: str | None, namespace: str | None, token_file: Path | None, no_auth: bool) -> Any:
+    from faceops.kfp.pipelines.client import KfpConnection
+
+    return KfpConnection(host=host, namespace=namespace, token_path=token_file, auth="none" if no_auth else "auto")
+
+
 @pipeline.command()
-@click.option("--host", required=True, help="Kubeflow Pipelines API, e.g. http://127.0.0.1:8080.")
-@click.option("--image", help="Container image of the components (default: faceops.kfp.components.image.IMAGE).")
-@click.option("--experiment", default="faceops", show_default=True, help="Kubeflow experiment.")
-@click.option("--tracking-uri", help="MLflow tracking URI the steps log to (as the cluster sees it).")
+@_kfp_options
 @_run_options
 @json_option
 def submit(
-    host: str,
+    host: str | None,
+    namespace: str | None,
+    token_file: Path | None,
+    no_auth: bool,
     image: str | None,
-    experiment: str,
+    experiment: str | None,
+    service_account: str | None,
+    cache_pvc: str | None,
     tracking_uri: str | None,
     name: str,
-    repo: Path | None,
+    repo: str | None,
     as_json: bool,
     **options: Any,
 ) -> None:
-    """Upload a pipeline to a Kubeflow Pipelines cluster and start a run (returns at once)."""
+    """Upload a pipeline to a Kubeflow Pipelines cluster and start a run (returns at once).
+
+    Credentials: the bearer token in FACEOPS_KFP_TOKEN, else the token file (--token-file,
+    KF_PIPELINES_SA_TOKEN_PATH, a pod's projected token); a --namespace needs one of them unless --no-auth.
+    """
     from faceops.kfp.pipelines.run import submit as submit_run
 
-    arguments = _collect(name, options)
-    if repo is not None:
-        arguments["repo"] = str(
-            repo
-        )  # a path inside the step containers (the shared volume), not resolved here
-    if tracking_uri:
-        arguments["tracking_uri"] = tracking_uri
-    result = submit_run(name, arguments, host, image=image, experiment=experiment)
+    arguments = _cluster_arguments(name, repo, tracking_uri, options)
+    result = submit_run(
+        name,
+        arguments,
+        image=image,
+        experiment=experiment,
+        connection=_connection(host, namespace, token_file, no_auth),
+        service_account=service_account,
+        cache_pvc=cache_pvc,
+    )
     if as_json:
         echo_json(result)
     else:
-        click.echo(f"submitted {result['pipeline']} to {host}: run {result['run_id']}")
+        where = f"{result['host']}" + (f" (namespace {result['namespace']})" if result.get("namespace") else "")
+        click.echo(
+            f"submitted {result['pipeline']} to {where}: run {result['run_id']} in experiment "
+            f"{result['experiment']}\n  {result['url']}"
+        )
+
+
+@pipeline.command()
+@click.option(
+    "--cron",
+    required=True,
+    help="When, as a 6-field cron expression with seconds first, e.g. '0 0 3 * * *' (every day at 03:00).",
+)
+@click.option("--job-name", help="Name of the recurring run (default: '<pipeline> (<cron>)').")
+@click.option(
+    "--max-concurrency", type=click.IntRange(1, 10), default=1, show_default=True, help="Runs at once, at most."
+)
+@click.option("--catchup", is_flag=True, help="Start the runs missed while paused (default: only the latest).")
+@_kfp_options
+@_run_options
+@json_option
+def schedule(
+    cron: str,
+    job_name: str | None,
+    max_concurrency: int,
+    catchup: bool,
+    host: str | None,
+    namespace: str | None,
+    token_file: Path | None,
+    no_auth: bool,
+    image: str | None,
+    experiment: str | None,
+    service_account: str | None,
+    cache_pvc: str | None,
+    tracking_uri: str | None,
+    name: str,
+    repo: str | None,
+    as_json: bool,
+    **options: Any,
+) -> None:
+    """Create a recurring run of a pipeline on a Kubeflow Pipelines cluster (e.g. a nightly training)."""
+    from faceops.kfp.pipelines.client import schedule_pipeline
+
+    arguments = _cluster_arguments(name, repo, tracking_uri, options)
+    result = schedule_pipeline(
+        name,
+        arguments,
+        _connection(host, namespace, token_file, no_auth),
+        cron=cron,
+        image=image,
+        experiment=experiment,
+        job_name=job_name,
+        max_concurrency=max_concurrency,
+        catchup=catchup,
+        service_account=service_account,
+        cache_pvc=cache_pvc,
+    )
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(
+            f"scheduled {result['pipeline']} ({cron}) in experiment {result['experiment']}: recurring run "
+            f"{result['recurring_run_id']}\n  {result['url']}"
+        )

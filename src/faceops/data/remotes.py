@@ -23,9 +23,10 @@ from faceops.data.versioning import DATA_DIR, dvc
 from faceops.errors import ConfigError, RemoteUnavailable, VersioningError
 from faceops.settings import Settings, get_settings
 
-__all__ = ["KNOWN_REMOTES", "configure_remote", "pull", "push", "remote_env", "remote_status"]
+__all__ = ["KNOWN_REMOTES", "URL_REMOTE", "configure_remote", "pull", "push", "remote_env", "remote_status"]
 
 KNOWN_REMOTES = ("local", "s3")
+URL_REMOTE = "faceops"  # the name a remote given by its URL gets in .dvc/config.local
 
 
 def remote_env(settings: Settings | None = None) -> dict[str, str]:
@@ -57,7 +58,8 @@ def _edit_config(root: Path, level: str, name: str, options: dict[str, str], def
 
 
 def configure_remote(root: Path, name: str = "local", settings: Settings | None = None) -> str:
-    """(Re)write remote ``name`` from the settings; other names must already be in ``.dvc/config``.
+    """(Re)write remote ``name`` from the settings; a URL (``s3://...``, ``file://...``, an absolute folder)
+    becomes remote :data:`URL_REMOTE`; other names must already be in ``.dvc/config``.
 
     Returns:
         The remote's URL.
@@ -85,6 +87,8 @@ def configure_remote(root: Path, name: str = "local", settings: Settings | None 
             url = RelPath(url)  # written as "../.dvc-storage"
         _edit_config(root, "repo", name, {"url": url}, default=True)
         return str(folder)
+    if _is_url(name):
+        return _configure_url(root, name, settings)
     if name == "s3":
         if not settings.s3_bucket:
             raise ConfigError(
@@ -108,6 +112,35 @@ def configure_remote(root: Path, name: str = "local", settings: Settings | None 
     return known[name]
 
 
+def _is_url(remote: str) -> bool:
+    return "://" in remote or Path(remote).is_absolute()
+
+
+def _configure_url(root: Path, url: str, settings: Settings) -> str:
+    """Remote :data:`URL_REMOTE` at ``url`` (``s3://bucket/prefix``, ``file:///folder`` or an absolute folder),
+    written to ``.dvc/config.local``: a URL given at run time (a pipeline parameter, ``FACEOPS_DVC_REMOTE``)
+    belongs to this machine, not to the repository's history. The endpoint comes from the environment."""
+    from faceops.storage import s3_endpoint
+
+    if url.startswith("file://"):
+        url = url[len("file://") :]
+    options = {"url": url}
+    if url.startswith("s3://"):
+        options.update(connect_timeout=str(settings.s3_timeout_s), read_timeout=str(settings.s3_timeout_s))
+        endpoint = settings.s3_endpoint_url or s3_endpoint()
+        if endpoint:
+            options["endpointurl"] = endpoint
+        if settings.s3_region:
+            options["region"] = settings.s3_region
+    else:
+        try:
+            Path(url).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RemoteUnavailable(f"DVC remote folder {url} cannot be used ({exc})") from exc
+    _edit_config(root, "local", URL_REMOTE, options)
+    return url
+
+
 def _remote_names(root: Path) -> dict[str, str]:
     from dvc.config import Config
 
@@ -119,10 +152,11 @@ def _transfer(
     root: Path, verb: str, remote: str, settings: Settings | None, extra: tuple[str, ...] = ()
 ) -> str:
     url = configure_remote(root, remote, settings)
+    name = URL_REMOTE if _is_url(remote) else remote
     if not (root / f"{DATA_DIR}.dvc").is_file():
         raise VersioningError(f"{root} has no {DATA_DIR}.dvc: import a dataset first ('faceops data import')")
     try:
-        return dvc(root, verb, "-r", remote, *extra, f"{DATA_DIR}.dvc", env=remote_env(settings))
+        return dvc(root, verb, "-r", name, *extra, f"{DATA_DIR}.dvc", env=remote_env(settings))
     except VersioningError as exc:
         raise RemoteUnavailable(
             f"{verb} to/from remote {remote!r} ({url}) failed; nothing stored before was "

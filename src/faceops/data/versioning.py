@@ -247,8 +247,19 @@ def record_version(root: Path, message: str, also: Sequence[str] = ()) -> str:
     setup = (".dvcignore", ".dvc/config", ".dvc/.gitignore")
     paths = [f"{DATA_DIR}.dvc", *also] + [p for p in setup if _is_new(root, p)]
     git(root, "add", "--", *paths)
-    git(root, "commit", "--quiet", "--no-verify", "-m", message, "--", *paths)
+    git(root, *_identity(root), "commit", "--quiet", "--no-verify", "-m", message, "--", *paths)
     return git(root, "rev-parse", "HEAD").strip()
+
+
+def _identity(root: Path) -> tuple[str, ...]:
+    """A committer for a repository whose git knows none (a pipeline step in a fresh pod with an empty HOME)."""
+    if os.environ.get("GIT_COMMITTER_EMAIL") or os.environ.get("EMAIL"):
+        return ()
+    try:
+        git(root, "config", "user.email")
+    except VersioningError:
+        return ("-c", "user.name=FaceOps pipeline", "-c", "user.email=faceops@localhost")
+    return ()
 
 
 def _is_new(root: Path, path: str) -> bool:

@@ -3,7 +3,8 @@
 Weights are resolved in this order, and never silently left random:
 
 1. the ``weights`` argument;
-2. the ``FACEOPS_WEIGHTS`` setting (a facenet-pytorch state dict, e.g. the CASIA-WebFace file in ``../shared``);
+2. the ``FACEOPS_WEIGHTS`` setting (a facenet-pytorch state dict, e.g. the CASIA-WebFace file in ``../shared``,
+   or an ``s3://`` object fetched once into the cache, for pods that have no host files);
 3. facenet-pytorch's own download of ``FACEOPS_PRETRAINED`` (default ``vggface2``) for users who are online.
 
 If none works, :class:`~faceops.errors.WeightsNotFound` says which setting to fill in.
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from faceops.errors import WeightsNotFound
+from faceops.errors import FaceOpsError, WeightsNotFound
 from faceops.face.config import EmbedderConfig
 from faceops.face.device import resolve_device
 from faceops.settings import get_settings
@@ -46,9 +47,8 @@ def load_backbone(weights: str | Path | None = None) -> tuple[torch.nn.Module, s
     from facenet_pytorch import InceptionResnetV1
 
     settings = get_settings()
-    path = Path(weights) if weights else settings.weights
+    path = _weights_file(str(weights) if weights else settings.weights, "the weights argument" if weights else None)
     if path is not None:
-        path = path.expanduser()
         if not path.is_file():
             source = "the weights argument" if weights else "FACEOPS_WEIGHTS"
             raise WeightsNotFound(f"embedding weights not found at {path} (set by {source})")
@@ -75,6 +75,22 @@ def load_backbone(weights: str | Path | None = None) -> tuple[torch.nn.Module, s
     finally:
         socket.setdefaulttimeout(previous)
     return model.eval(), f"facenet-pytorch:{settings.pretrained}"
+
+
+def _weights_file(source: str | None, named_by: str | None) -> Path | None:
+    """The weights as a local file: ``source`` is a path, or an ``s3://`` URI downloaded once into the cache
+    (checked against ``FACEOPS_WEIGHTS_SHA256`` when set), so a pod with no host mounts loads them."""
+    if not source:
+        return None
+    from faceops.storage import fetch_file, is_uri
+
+    if not is_uri(source):
+        return Path(source).expanduser()
+    settings = get_settings()
+    try:
+        return fetch_file(source, settings.cache_dir.resolve(), settings.weights_sha256)
+    except FaceOpsError as exc:
+        raise WeightsNotFound(f"cannot fetch the embedding weights {source} (set by {named_by or 'FACEOPS_WEIGHTS'}): {exc}") from exc
 
 
 def _file_id(path: Path) -> str:

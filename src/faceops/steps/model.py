@@ -158,12 +158,13 @@ def register_and_gate(
     tracking_uri: str = "",
     data_info: dict[str, Any] | None = None,
     trigger: str = "",
+    reports_uri: str = "",
 ) -> dict[str, Any]:
     """Log the run, register its bundle as ``challenger``, then decide (not promote) against the champion.
 
     Both models are measured on the same data version at their stored thresholds (crops and trunk
     activations from ``cache_dir``); the decision and its reason are tagged on the new model version
-    (``faceops.evaluation.gate``).
+    (``faceops.evaluation.gate``), with ``reports_uri`` (the evaluation artifact's URI; default: ``eval_dir``).
 
     Returns:
         ``version``, ``run_id``, ``decision`` ('promote' or 'reject'), ``reason``, ``champion`` (or None).
@@ -194,9 +195,9 @@ def register_and_gate(
             "champion": champion,
             "metrics": key_metrics(challenger),
         }
-    _log_run(result, config, bundle, uri)
-    version = str(result.version)
-    _log_monitoring_reference(bundle, Path(data_dir), version, result.run_id, uri)
+    # Everything that can fail without touching the registry comes first (the champion's evaluation, the
+    # decision); then the version is registered, tagged with the decision, and deleted again if that fails:
+    # a failure at any point leaves no half-registered version behind.
     previous = None
     if old is not None:
         previous = with_lfw(
@@ -212,13 +213,20 @@ def register_and_gate(
     tags = {
         "faceops.evaluation.gate": json.dumps({"promoted": promoted, "reason": reason, "champion": champion}),
         "faceops.evaluation.metrics": json.dumps({k: round(v, 5) for k, v in key_metrics(challenger).items()}),
-        "faceops.reports": str(Path(eval_dir).resolve()),
+        "faceops.reports": reports_uri or str(Path(eval_dir).resolve()),
     }
     if trigger:
         tags["faceops.trigger"] = trigger
     if data_info:
         tags["faceops.data_version"] = json.dumps({k: data_info.get(k) for k in ("rev", "md5", "images")})
-    registry.tag_version(version, tags, uri)
+    _log_run(result, config, bundle, uri)
+    version = str(result.version)
+    try:
+        _log_monitoring_reference(bundle, Path(data_dir), version, result.run_id, uri)
+        registry.tag_version(version, tags, uri)
+    except BaseException:
+        registry.delete_version(version, uri)
+        raise
     return {
         "version": version,
         "run_id": result.run_id,
