@@ -15,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv browser run demo test test-all fuzz lint bench bench-lfw bench-finetune closed-loop serve monitor clean
+.PHONY: help venv browser prometheus tools bench-index run demo test test-all fuzz lint bench bench-lfw bench-finetune closed-loop serve monitor clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,24 +54,40 @@ browser: ## Install Debian's chromium for the web-page tests when missing (as ro
 	fi; \
 	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || echo "NOTE: $(BROWSER_MISSING)"
 
-test: venv browser ## The tests (fast tier: unit + integration, no slow markers); installs chromium when it can
+# Prometheus and promtool scrape the service and check the alert rules (tests/serving/test_prometheus.py).
+prometheus: ## Install Debian's prometheus (server + promtool) for the monitoring tests when missing
+	@if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true >/dev/null 2>&1; then sudo="sudo -n"; else sudo=no; fi; \
+	if [ "$$sudo" != no ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing prometheus (Debian package) for the monitoring tests..."; \
+	  { $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+	    || echo "apt-get could not install prometheus"; \
+	fi; \
+	command -v promtool >/dev/null 2>&1 || echo "NOTE: prometheus not found: tests/serving/test_prometheus.py will be partly SKIPPED (sudo apt-get install -y prometheus)"
+
+tools: browser prometheus ## Every outside program the tests use (chromium, prometheus)
+
+test: venv tools ## The tests (fast tier: unit + integration, no slow markers); installs chromium and prometheus when it can
 	@test -d $(SHARED)/datasets || { echo "$(SHARED)/datasets not found: the tests read real images from ../shared"; exit 1; }
 	$(PY) -m pytest -m "not slow and not benchmark" $(PYTEST_ARGS)
 
-test-all: venv browser ## Every test, slow ones included
+test-all: venv tools ## Every test, slow ones included
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
 # make test runs the fuzzers bounded (a few dozen seeded cases per operation / test); this is the long run.
 FUZZ_EXAMPLES ?= 400
 FUZZ_SEED ?= 20260113
 
-fuzz: venv ## Long fuzzing run: schemathesis on every API operation, hypothesis on images and the face path (FUZZ_EXAMPLES=400 per operation/test, FUZZ_SEED); figures in benchmarks/results/fuzz.json
+fuzz: venv ## Long fuzzing run: schemathesis on every API operation, hypothesis on the WebSocket, images and the face path (FUZZ_EXAMPLES=400 per operation/test, FUZZ_SEED); figures in benchmarks/results/fuzz.json
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_SEED=$(FUZZ_SEED) FUZZ_REPORT=benchmarks/results/fuzz.json \
-	  $(PY) -m pytest -m fuzz tests/serving/test_fuzz_api.py tests/face/test_fuzz_images.py $(PYTEST_ARGS)
+	  $(PY) -m pytest -m fuzz tests/serving/test_fuzz_api.py tests/serving/test_fuzz_stream.py tests/face/test_fuzz_images.py $(PYTEST_ARGS)
 
 lint: venv ## Ruff lint and mypy type check
 	$(VENV)/bin/ruff check src tests benchmarks serving monitoring components pipelines
 	$(VENV)/bin/mypy src serving monitoring components pipelines
+
+bench-index: venv ## 1:N search: usearch, FAISS and hnswlib side by side at 10k and 100k (SIZES=1000000 LIBS=usearch: the 1M gallery, ~15 min)
+	$(PY) benchmarks/gallery_index.py --sizes $(or $(SIZES),10000 100000) --libraries $(or $(LIBS),usearch faiss-hnsw-sq8 hnswlib)
 
 bench: venv ## Face-core and serving benchmarks (JSON under benchmarks/results/)
 	$(PY) benchmarks/bench_core.py --out benchmarks/results/core.json

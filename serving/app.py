@@ -4,7 +4,10 @@ At start the lifespan loads the model the source names (the MLflow ``champion``,
 own preprocessing and threshold. If the source is unreachable the app still starts, answers 503 on model
 routes and ``/ready``, and keeps trying. A background task checks the source every ``poll_seconds``; a new
 version is loaded beside the running one and swapped in at once (see :mod:`faceops.serving.service`); in-flight
-requests finish on the model they started with.
+requests finish on the model they started with. A new version with other weights gets its gallery built in the
+background first (:class:`~faceops.serving.service.Rebuild`); a second task (every ``sync_seconds``) advances that
+build, follows other replicas' changes in a shared PostgreSQL store (``database_url``, see
+:mod:`faceops.serving.state`) and retries a database that was down.
 
 ``/docs`` (Swagger UI) and ``/redoc`` load their scripts and styles from the service itself (``/docs-assets``,
 shipped by the ``fastapi-offline`` package), never from a CDN, so they work offline. Every HTML page gets a
@@ -36,7 +39,7 @@ from faceops.serving.security import (
     install_key_redaction,
 )
 from faceops.serving.service import FaceService
-from faceops.serving.state_files import open_request_log
+from faceops.serving.state import open_state
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, RedirectResponse
@@ -71,18 +74,13 @@ def create_app(settings: ServingSettings | None = None, source: ModelSource | No
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         install_key_redaction()  # here, after the server configured logging: no access-log line shows a key
-        service = FaceService(settings, source or source_for(settings))
-        request_log, repaired = await anyio.to_thread.run_sync(
-            open_request_log,
-            settings.log_path,
-            settings.log_sample_rate,
-            settings.log_retention_days,
-            settings.log_store_images,
-            settings.log_embeddings,
-        )
+        store, request_log, repaired = await anyio.to_thread.run_sync(open_state, settings)
+        service = FaceService(settings, source or source_for(settings), store)
         if repaired is not None:
             service.repairs.append(repaired)
         metrics = ServiceMetrics()
+        metrics.watch_repairs(lambda: [r.file for r in service.repairs])
+        stop_metrics = metrics.serve(settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
         ctx = AppContext(
             settings,
             service,
@@ -100,14 +98,18 @@ def create_app(settings: ServingSettings | None = None, source: ModelSource | No
         app.state.ctx = ctx
         await anyio.to_thread.run_sync(request_log.prune)
         await _refresh(ctx)
-        watcher = asyncio.create_task(_watch(ctx))
+        tasks = [asyncio.create_task(_watch(ctx)), asyncio.create_task(_follow(ctx))]
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             request_log.close()
+            store.close()
+            if stop_metrics is not None:
+                stop_metrics()
 
     # FastAPI's own /docs and /redoc pages load Swagger UI and ReDoc from a CDN: these serve the same pages with
     # the assets from the package, so the API docs work without internet access.
@@ -117,7 +119,8 @@ def create_app(settings: ServingSettings | None = None, source: ModelSource | No
         version="1",
         lifespan=lifespan,
         description="Face detection, recognition, verification and enrollment; live video over "
-        "WebSocket. Every endpoint but /health needs an API key (X-API-Key header).",
+        "WebSocket. Every endpoint but /health and /ready (which says more with one) needs an API key "
+        "(X-API-Key header).",
     )
     install_error_handlers(app)
     for module in (faces, identities, ops, stream):
@@ -146,14 +149,38 @@ def create_app(settings: ServingSettings | None = None, source: ModelSource | No
 
 async def _refresh(ctx: AppContext) -> None:
     changed = await anyio.to_thread.run_sync(ctx.service.refresh)
+    ctx.metrics.source_up.set(0 if ctx.service.source_error else 1)
+    _published(ctx, changed)
+
+
+def _published(ctx: AppContext, changed: bool) -> None:
+    """Bring the metrics up to date with the service (after a refresh or a background step)."""
     service, metrics = ctx.service, ctx.metrics
-    metrics.source_up.set(0 if service.source_error else 1)
+    metrics.database_up.set(0 if service.store_error else 1)
+    rebuild = service.rebuild
+    metrics.rebuild_remaining.set(rebuild.remaining if rebuild else 0)
+    metrics.rebuild_progress.set(rebuild.progress if rebuild else 1.0)
+    if not service.ready:
+        return
+    state = service.state
+    metrics.gallery_size.set(len(state.gallery.identities))
     if changed:
-        state = service.state
         metrics.set_model(state.model.version, state.model.recognizer.model_id, state.model.threshold)
-        metrics.gallery_size.set(len(state.gallery.identities))
         if service.swaps:
             metrics.swaps.inc()
+
+
+async def _follow(ctx: AppContext) -> None:
+    """Every ``sync_seconds`` (at once while a gallery is being built): one background step of the service."""
+    while True:
+        if not ctx.service.busy():
+            await asyncio.sleep(ctx.settings.sync_seconds)
+        try:
+            changed = await anyio.to_thread.run_sync(ctx.service.tick)
+            _published(ctx, changed)
+        except Exception:  # noqa: BLE001 - like the watcher: log, keep serving, try again
+            log.exception("background step failed")
+            await asyncio.sleep(ctx.settings.sync_seconds)
 
 
 async def _watch(ctx: AppContext) -> None:

@@ -41,6 +41,27 @@ class ServingSettings(BaseSettings):
         "re-embedded when a new model with other weights becomes champion.",
     )
 
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql://user:password@host:port/name: keep the gallery (identities, enrolment photos, "
+        "embeddings per model) and the request log in this PostgreSQL database, shared by every replica, instead "
+        "of the files in state_dir. In Kubernetes it comes from the Secret faceops-database.",
+        repr=False,
+    )
+    sync_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often the background task follows the other replicas' changes and retries a database "
+        "that was down (a search also checks for changes first).",
+    )
+    rebuild_batch: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="Photos embedded per step when a new model's gallery is built in the background (each step "
+        "is saved: an interrupted build resumes).",
+    )
+
     # -- request log -----------------------------------------------------------------------------------------
     log_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0, description="Share of requests logged.")
     log_retention_days: float = Field(default=30.0, gt=0, description="Older log rows are deleted.")
@@ -87,11 +108,25 @@ class ServingSettings(BaseSettings):
         "(inference_threads) and intra-op threads contend with them (None: torch's default).",
     )
     top_k: int = Field(default=3, ge=1, le=20, description="Candidates returned per recognised face.")
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of a second listener that serves only /metrics, without an API key, for Prometheus "
+        "(expose it inside the cluster only; 0: off, /metrics on the API port needs a key).",
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="Address the metrics listener binds to.")
 
     @model_validator(mode="after")
     def _one_model_source(self) -> ServingSettings:
         if self.bundle_dir is not None and self.mlflow_uri is not None:
             raise ValueError("set only one of bundle_dir and mlflow_uri")
+        return self
+
+    @model_validator(mode="after")
+    def _database_is_postgres(self) -> ServingSettings:
+        if self.database_url is not None and not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("database_url must be a postgresql:// URL (or unset for the files in state_dir)")
         return self
 
     @property

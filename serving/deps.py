@@ -20,21 +20,25 @@ from faceops.serving.config import ServingSettings
 from faceops.serving.metrics import ServiceMetrics
 from faceops.serving.security import ApiKeys, RateLimiter, sniff_image
 from faceops.serving.service import FaceService
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from faceops.errors import EmptyImage
-from faceops.telemetry.requestlog import RequestLog
+from faceops.telemetry.requestlog import RequestLogWriter
 
 __all__ = [
     "AppContext",
     "Client",
+    "MaybeClient",
     "Ctx",
     "authenticate",
     "check_images",
     "decode_base64",
     "image_body_openapi",
+    "json_body_openapi",
+    "read_json",
     "read_upload",
     "run_inference",
 ]
@@ -46,7 +50,7 @@ class AppContext:
 
     settings: ServingSettings
     service: FaceService
-    log: RequestLog
+    log: RequestLogWriter
     metrics: ServiceMetrics
     keys: ApiKeys
     limiter: RateLimiter
@@ -86,15 +90,40 @@ def authenticate(ctx: AppContext, key: str | None, client_host: str) -> str:
     return name
 
 
-def _require_key(request: Request, ctx: Ctx) -> str:
-    key = request.headers.get("x-api-key")
-    auth = request.headers.get("authorization", "")
-    if not key and auth.lower().startswith("bearer "):
-        key = auth[7:].strip()
+# Declared as OpenAPI security schemes (auto_error off: the 401 below says what is missing in our words), so that
+# clients, the docs page and the fuzzers read from the schema which operations need a key and how to send it.
+_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey", description="An API key.")
+_BEARER = HTTPBearer(auto_error=False, scheme_name="Bearer", description="The same API key as a bearer token.")
+
+
+def _require_key(
+    request: Request,
+    ctx: Ctx,
+    key: Annotated[str | None, Security(_KEY_HEADER)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
+) -> str:
+    if not key and bearer is not None:
+        key = bearer.credentials.strip()
     return authenticate(ctx, key, request.client.host if request.client else "unknown")
 
 
 Client = Annotated[str, Depends(_require_key)]
+
+
+def _optional_key(
+    request: Request,
+    ctx: Ctx,
+    key: Annotated[str | None, Security(_KEY_HEADER)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
+) -> str | None:
+    """The client's name when a key is sent (a bad one is still 401), ``None`` when none is: for the probes that
+    Kubernetes calls without one."""
+    if not key and bearer is None:
+        return None
+    return _require_key(request, ctx, key, bearer)
+
+
+MaybeClient = Annotated[str | None, Depends(_optional_key)]
 
 
 async def run_inference(ctx: AppContext, fn, *args):  # type: ignore[no-untyped-def]
@@ -152,6 +181,26 @@ async def read_upload(
         f"unsupported content type {ctype or '(none)'!r}: send multipart/form-data with "
         "image files, or application/json with base64 images",
     )
+
+
+async def read_json(request: Request, model: type[BaseModel]) -> dict[str, Any]:
+    """A JSON body validated by ``model``, read only when called (after the key check, unlike a body parameter,
+    which FastAPI parses before any dependency runs); 415 for another content type, 400 / 422 saying why."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in ("application/json", ""):
+        raise HTTPException(415, f"unsupported content type {ctype!r}: send application/json")
+    return _validated(model, _parse_json(await request.body()))
+
+
+def json_body_openapi(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` describing a required JSON body of ``model`` (for routes that read it with
+    :func:`read_json`)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
 
 
 def _parse_json(body: bytes) -> Any:

@@ -1,7 +1,8 @@
 """The gallery on disk: the gallery file plus (optionally) the consented enrollment photos it was built from.
 
 Keeping the photos lets the service re-embed every identity when a champion with other weights takes over,
-so a model swap never silently empties the gallery. Photos are stored by content hash under
+so a model swap never silently empties the gallery (:class:`~faceops.serving.store.EmbeddedStore` keeps them here;
+the PostgreSQL store keeps them in the database). Photos are stored by content hash under
 ``enrolled/<identity>/``; identity names are validated so they are safe folder names.
 """
 
@@ -15,11 +16,9 @@ import shutil
 from pathlib import Path
 
 from faceops.errors import GalleryError
-from faceops.face.enrol import enrol
 from faceops.face.gallery import UNKNOWN, Gallery
-from faceops.face.recognizer import FaceRecognizer
 
-__all__ = ["IDENTITY_PATTERN", "EnrolledPhotos", "check_identity", "rebuild_gallery"]
+__all__ = ["IDENTITY_PATTERN", "EnrolledPhotos", "check_identity", "copied"]
 
 log = logging.getLogger(__name__)
 IDENTITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,127}$"
@@ -66,21 +65,6 @@ class EnrolledPhotos:
             for d in sorted(self.root.iterdir())
             if d.is_dir()
         }
-
-
-def rebuild_gallery(photos: EnrolledPhotos, recognizer: FaceRecognizer) -> tuple[Gallery, int]:
-    """A gallery for ``recognizer``'s model from the stored photos; returns it and the photos without a face."""
-    gallery = Gallery(recognizer.model_id)
-    stored = [(identity, path) for identity, paths in photos.all().items() for path in paths]
-    done = enrol(recognizer, gallery, stored, names=[f"{identity}/{path.name}" for identity, path in stored])
-    lost = len(done.rejected)
-    log.info(
-        "gallery rebuilt for %s: %d identities, %d embeddings",
-        recognizer.model_id,
-        len(gallery.identities),
-        len(gallery),
-    )
-    return gallery, lost
 
 
 def copied(gallery: Gallery) -> Gallery:

@@ -12,6 +12,7 @@ UnknownIdentity                404     unknown_identity
 UnknownRequest                 404     unknown_request
 IdentityExists                 409     identity_exists
 GalleryError (other)           422     gallery_error
+StoreUnavailable               503     database_unavailable
 ModelNotReady                  503     model_not_ready
 request validation             422     invalid_request
 anything unexpected            500     internal_error (logged; the service keeps running)
@@ -31,7 +32,7 @@ import time
 import uuid
 
 import anyio
-from faceops.serving.service import IdentityExists, ModelNotReady
+from faceops.serving.store import IdentityExists, ModelNotReady, StoreUnavailable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -65,6 +66,7 @@ _MAP: tuple[tuple[type[Exception], int, str], ...] = (
     (UnknownRequest, 404, "unknown_request"),
     (IdentityExists, 409, "identity_exists"),
     (GalleryError, 422, "gallery_error"),
+    (StoreUnavailable, 503, "database_unavailable"),  # a subclass of ModelNotReady: before it
     (ModelNotReady, 503, "model_not_ready"),
     (FaceOpsError, 400, "bad_request"),
 )
@@ -165,7 +167,10 @@ async def _log_refused(request: Request, status: int, error: str) -> None:
     endpoint = getattr(route, "name", "unknown")
     ctx.metrics.observe(endpoint, status, seconds)
     record = RequestRecord(uuid.uuid4().hex, endpoint, status, round(seconds * 1000.0, 3), error=error[:500])
-    await anyio.to_thread.run_sync(ctx.log.append, record)
+    try:
+        await anyio.to_thread.run_sync(ctx.log.append, record)
+    except ModelNotReady as exc:  # the shared request log's database is down: the client still gets its 4xx
+        log.warning("request not logged (%s): %s %s", exc, endpoint, status)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
 
 __all__ = ["ServiceMetrics"]
 
@@ -48,6 +49,23 @@ class ServiceMetrics:
             "faceops_model_source_up", "1 if the model source (MLflow) answered last time.", registry=r
         )
         self.gallery_size = Gauge("faceops_gallery_identities", "Enrolled identities.", registry=r)
+        self.state_repairs = Gauge(
+            "faceops_state_repairs",
+            "Damaged state files moved aside since the start, by kind (gallery, request_log): alert when > 0.",
+            ["kind"],
+            registry=r,
+        )
+        self.database_up = Gauge(
+            "faceops_database_up", "1 if the gallery's store (PostgreSQL, or the files) answered last time.", registry=r
+        )
+        self.rebuild_progress = Gauge(
+            "faceops_gallery_rebuild_progress",
+            "Share of the stored photos embedded by the model whose gallery is being built (1: none is built).",
+            registry=r,
+        )
+        self.rebuild_remaining = Gauge(
+            "faceops_gallery_rebuild_photos_remaining", "Photos the gallery being built still has to embed.", registry=r
+        )
         self._recent: deque[bool] = deque(maxlen=unknown_window)
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
@@ -65,6 +83,27 @@ class ServiceMetrics:
         self.model_info.clear()
         self.model_info.labels(version, model_id).set(1)
         self.threshold.set(threshold)
+
+    def watch_repairs(self, files: Callable[[], list[str]]) -> None:
+        """Count the damaged state files that ``files()`` names, by kind, at each scrape."""
+
+        def counter(gallery: bool) -> Callable[[], float]:
+            return lambda: float(sum(1 for f in files() if gallery == f.endswith(".npz")))
+
+        self.state_repairs.labels("gallery").set_function(counter(True))
+        self.state_repairs.labels("request_log").set_function(counter(False))
+
+    def serve(self, host: str, port: int) -> Callable[[], None]:
+        """Serve these metrics (only them, no key) on ``host:port`` in a thread; returns the function that stops
+        it. For Prometheus inside the cluster: the API port keeps its key."""
+        server, thread = start_http_server(port, host, registry=self.registry)
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=10)
+
+        return stop
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

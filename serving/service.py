@@ -2,9 +2,21 @@
 
 Model and gallery are held together in one immutable :class:`ServingState` that is replaced as a whole (one
 reference assignment) when a new champion is loaded or the gallery changes. A request takes the state once at
-its start and uses it to the end, so a swap never fails or mixes an in-flight request; mutations copy the
-gallery, change the copy, save it atomically and then publish it. A gallery file that cannot be read at start
-is moved aside and rebuilt from the stored enrolment photos (:mod:`faceops.serving.state_files`), never a crash.
+its start; its search uses the newest gallery of the same model, so an identity whose deletion was acknowledged
+is never found again. Mutations go to the :class:`~faceops.serving.store.GalleryStore` first (the system of
+record: files, or PostgreSQL shared by replicas), then a changed copy of the gallery is published.
+
+A new champion with the same model id is swapped in at once. One with another model id (other weights) needs its
+own gallery: it is built in the background from the stored enrolment photos, in batches that are saved as they
+are done (a restart resumes), while the old model keeps answering; identities enrolled meanwhile are added to
+both (their photos are picked up by the next batch), deleted ones leave both. When the new gallery is complete
+the service switches. :attr:`FaceService.rebuild` is the progress (``/ready`` and the metrics show it).
+
+With a shared store the service follows the other replicas: :meth:`FaceService.tick` (every ``sync_seconds``)
+reads the identities changed elsewhere and reloads them, embedding with the served model any photo that has no
+embedding by it yet; a search first checks the store's change counter (one small query) and catches up if
+another replica changed something. A store that cannot be reached is :class:`StoreUnavailable` (HTTP 503 naming
+the database); the service retries on its own and is back when the database is.
 """
 
 from __future__ import annotations
@@ -16,9 +28,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from faceops.serving.config import ServingSettings
-from faceops.serving.enrolled import EnrolledPhotos, check_identity, copied, rebuild_gallery
+from faceops.serving.enrolled import check_identity, copied
 from faceops.serving.model_source import ModelSource, SourceUnavailable
-from faceops.serving.state_files import Repair, move_aside, state_lock
+from faceops.serving.rebuild import Rebuild, chunks, embed_stored
+from faceops.serving.state_files import Repair
+from faceops.serving.store import GalleryStore, IdentityExists, ModelNotReady, StoreUnavailable
 
 from faceops.errors import FaceOpsError, GalleryError, NoFaceDetected, UnknownIdentity
 from faceops.evaluation.bundle import ModelBundle
@@ -30,13 +44,18 @@ from faceops.face.images import load_image
 from faceops.face.quality import crop_quality
 from faceops.face.recognizer import FaceRecognizer
 
-__all__ = ["AnalyzedFace", "LoadedModel", "ModelNotReady", "FaceService", "ServingState"]
+__all__ = [
+    "AnalyzedFace",
+    "FaceService",
+    "IdentityExists",
+    "LoadedModel",
+    "ModelNotReady",
+    "Rebuild",
+    "ServingState",
+    "StoreUnavailable",
+]
 
 log = logging.getLogger(__name__)
-
-
-class ModelNotReady(FaceOpsError):
-    """No model is loaded yet (the source was unreachable at start)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,10 @@ class LoadedModel:
     @property
     def threshold(self) -> float:
         return self.bundle.threshold
+
+    @property
+    def model_id(self) -> str:
+        return self.recognizer.model_id
 
 
 @dataclass(frozen=True)
@@ -75,61 +98,90 @@ class AnalyzedFace:
 
 
 class FaceService:
-    """Wraps a model source, the current model + gallery, and the enrollment photo store."""
+    """Wraps a model source, the current model + gallery, and the gallery's store."""
 
-    def __init__(self, settings: ServingSettings, source: ModelSource) -> None:
+    def __init__(self, settings: ServingSettings, source: ModelSource, store: GalleryStore) -> None:
         self.settings = settings
         self.source = source
-        self.photos = EnrolledPhotos(settings.enrolled_dir)
+        self.store = store
         self._state: ServingState | None = None
         self._write_lock = threading.RLock()
         self.source_error: str | None = None
+        self.store_error: str | None = None
         self.last_check: float | None = None
         self.swaps = 0
         self.repairs: list[Repair] = []  # damaged state files moved aside (reported by /ready)
+        self.rebuild: Rebuild | None = None  # a gallery being built for a new model (in the background)
+        self.last_rebuild: Rebuild | None = None
+        self._waiting: LoadedModel | None = None  # loaded, but its gallery could not be read yet (store down)
+        self._cursor = 0  # the store's changes applied so far
 
     # -- model life cycle ------------------------------------------------------------------------------------
     @property
     def state(self) -> ServingState:
         state = self._state
         if state is None:
+            if self._waiting is not None:
+                raise StoreUnavailable(f"model {self._waiting.version} is loaded, but not its gallery: {self.store_error}")
             raise ModelNotReady(f"no model loaded yet from {self.source.description}: {self.source_error}")
         return state
 
     @property
     def ready(self) -> bool:
-        return self._state is not None
+        """A model and its gallery are served, and the store answered last time."""
+        return self._state is not None and self.store_error is None
+
+    @property
+    def version(self) -> str | None:
+        return self._state.model.version if self._state else None
 
     def refresh(self) -> bool:
-        """Load the source's current version if it differs from the served one; True if the model changed.
+        """Load the source's current version if it differs from the served one; True if the served model changed.
 
-        Failures are recorded in :attr:`source_error` and never disturb the model being served.
+        A model with the served model's id is swapped in at once; one with another id starts a background
+        :class:`Rebuild` (see :meth:`tick`); the first model is served once its gallery is complete. Failures are
+        recorded in :attr:`source_error` / :attr:`store_error` and never disturb the model being served.
         """
         self.last_check = time.time()
         try:
             version = self.source.current_version()
             current = self._state
+            pending = self.rebuild.model if self.rebuild is not None else self._waiting
+            if pending is not None and pending.version == version:
+                self.source_error = None
+                return False
             if current is not None and current.model.version == version:
                 self.source_error = None
+                if self.rebuild is not None:  # back to the served model (a rollback during a rebuild)
+                    log.info("model %s is champion again: the rebuild for %s stops", version, self.rebuild.model.version)
+                    self.rebuild = None
                 return False
             model = self._load(version)
         except (SourceUnavailable, FaceOpsError, OSError) as exc:
             self.source_error = f"{type(exc).__name__}: {exc}"
             log.warning("model source problem (serving %s): %s", self.version or "nothing", self.source_error)
             return False
-        with self._write_lock:
-            gallery = self._gallery_for(model)
-            self._state = ServingState(model, gallery)
-            self.source_error = None
-            self.swaps += current is not None
-        log.info(
-            "serving model version %s (%s), threshold %.4f", version, model.bundle.model_id, model.threshold
-        )
-        return True
+        self.source_error = None
+        if current is None:
+            self._waiting = model
+            return self._build_first()
+        if current.gallery.model_id == model.model_id:
+            with self._write_lock:
+                self._state = replace(self.state, model=model)
+                self.swaps += 1
+                self.rebuild = None
+            self._served(model)
+            return True
+        log.info("model %s (%s) needs its own gallery: building it in the background", version, model.model_id)
+        try:
+            with self._write_lock:
+                self.rebuild = self._start_rebuild(model)
+        except StoreUnavailable as exc:  # the next poll tries again
+            self.store_error = str(exc)
+        return False
 
-    @property
-    def version(self) -> str | None:
-        return self._state.model.version if self._state else None
+    def _served(self, model: LoadedModel) -> None:
+        log.info("serving model version %s (%s), threshold %.4f", model.version, model.model_id, model.threshold)
 
     def _load(self, version: str) -> LoadedModel:
         bundle = self.source.load(version)
@@ -141,59 +193,149 @@ class FaceService:
         # Warm up (first calls allocate and compile kernels) before the model meets real requests.
         recognizer.detector.detect(np.zeros((160, 160, 3), dtype=np.uint8))
         recognizer.embedder.embed(
-            np.zeros(
-                (1, bundle.preprocess.align.image_size, bundle.preprocess.align.image_size, 3), dtype=np.uint8
-            )
+            np.zeros((1, bundle.preprocess.align.image_size, bundle.preprocess.align.image_size, 3), dtype=np.uint8)
         )
         return LoadedModel(version, bundle, recognizer, time.time())
 
-    def _gallery_for(self, model: LoadedModel) -> Gallery:
-        model_id = model.recognizer.model_id
-        current = self._state
-        if current is not None and current.gallery.model_id == model_id:
-            return current.gallery
-        path = self.settings.gallery_path
-        with state_lock(path.parent):
-            damaged = None
-            if path.exists():
-                try:
-                    gallery = Gallery.load(path)
-                except GalleryError as exc:  # damaged: kept aside, rebuilt below; never a crash loop
-                    damaged = (str(exc), move_aside(path))
-                else:
-                    if gallery.model_id == model_id:
-                        return gallery
-            if not self.settings.keep_enrollment_images:
-                if path.exists():
-                    log.warning(
-                        "gallery %s was made by another model and no photos are kept: starting empty", path
-                    )
-                gallery = Gallery(model_id)
-                action = "started an empty gallery (no enrolment photos are kept): re-enrol the identities"
-            else:
-                gallery, lost = rebuild_gallery(self.photos, model.recognizer)
-                if lost:
-                    log.warning("%d enrollment photo(s) gave no face with the new model", lost)
-                action = (
-                    f"rebuilt from the stored enrolment photos: {len(gallery.identities)} identities, "
-                    f"{len(gallery)} embeddings, {lost} photo(s) without a face"
-                )
-                gallery.save(path)
-        if damaged is not None:
-            problem, moved = damaged
-            self.repairs.append(Repair(str(path), str(moved) if moved else None, problem, action, time.time()))
-            log.warning("gallery %s is damaged (%s): moved to %s; %s", path, problem, moved, action)
-        return gallery
+    def _start_rebuild(self, model: LoadedModel) -> Rebuild:
+        missing, total = self.store.count_missing(model.model_id)
+        return Rebuild(model, total=total, remaining=missing, resumed=total - missing)
+
+    def _build_first(self) -> bool:
+        """Build the first model's gallery now (serving nothing else meanwhile); True once it is served."""
+        try:
+            with self._write_lock:
+                model = self._waiting
+                if model is None:  # built meanwhile by another thread
+                    return False
+                self._cursor = self.store.head()
+                rebuild = self._start_rebuild(model)
+                self.rebuild = rebuild
+                while self._rebuild_batch(rebuild):
+                    pass
+                gallery = self.store.gallery(model.model_id)
+                self.store.promote(model.model_id)
+                self._state = ServingState(model, gallery)
+                self._waiting, self.store_error = None, None
+                self._finish(rebuild)
+        except StoreUnavailable as exc:
+            self.rebuild = None
+            self.store_error = str(exc)
+            log.warning("a model is loaded but its gallery cannot be read: %s", exc)
+            return False
+        if not rebuild.embedded:  # the stored gallery was complete: nothing was rebuilt
+            self.last_rebuild = None
+        self._note_damage(gallery, rebuild)
+        self._served(model)
+        return True
+
+    def _finish(self, rebuild: Rebuild) -> None:
+        rebuild.finished_at, rebuild.remaining = time.time(), 0
+        self.last_rebuild, self.rebuild = rebuild, None
+
+    def _note_damage(self, gallery: Gallery, rebuild: Rebuild) -> None:
+        damage = self.store.take_damage()
+        if damage is None:
+            return
+        path, problem, moved = damage
+        if self.settings.keep_enrollment_images:
+            action = (
+                f"rebuilt from the stored enrolment photos: {len(gallery.identities)} identities, "
+                f"{len(gallery)} embeddings, {rebuild.no_face} photo(s) without a face"
+            )
+        else:
+            action = "started an empty gallery (no enrolment photos are kept): re-enrol the identities"
+        self.repairs.append(Repair(path, moved, problem, action, time.time()))
+        log.warning("gallery %s is damaged (%s): moved to %s; %s", path, problem, moved, action)
+
+    def _rebuild_batch(self, rebuild: Rebuild) -> bool:
+        """Embed one batch of photos with no result for the rebuild's model; False when none is left."""
+        model_id = rebuild.model.model_id
+        with self._write_lock:
+            photos = self.store.missing(model_id, self.settings.rebuild_batch)
+        if not photos:
+            return False
+        results = embed_stored(rebuild.model.recognizer, photos, self.decode)  # the slow part: outside the lock
+        with self._write_lock:
+            self.store.put_embeddings(model_id, results)
+        rebuild.embedded += len(results)
+        rebuild.no_face += sum(v is None for _, v in results)
+        rebuild.remaining = max(0, rebuild.remaining - len(results))
+        return True
+
+    def tick(self) -> bool:
+        """Background work, called every ``sync_seconds``: retry a gallery the store could not give, advance a
+        rebuild by one batch (switching when it is complete), follow other replicas. True if the served model
+        changed."""
+        try:
+            if self._state is None:
+                return self._waiting is not None and self._build_first()
+            changed = False
+            rebuild = self.rebuild
+            if rebuild is not None and not self._rebuild_batch(rebuild):
+                changed = self._switch(rebuild)
+            if self.store.shared:
+                self._sync()
+            self.store_error = None
+            return changed
+        except StoreUnavailable as exc:
+            self.store_error = str(exc)
+            return False
+
+    def busy(self) -> bool:
+        """Whether :meth:`tick` has work to do at once (a rebuild in progress, or a gallery still to read)."""
+        return self.rebuild is not None or (self._state is None and self._waiting is not None)
+
+    def _switch(self, rebuild: Rebuild) -> bool:
+        model = rebuild.model
+        with self._write_lock:
+            if self.rebuild is None or self.rebuild.model.version != model.version:  # replaced or cancelled
+                return False
+            while self._rebuild_batch(rebuild):  # photos enrolled since the last batch (few)
+                pass
+            gallery = self.store.gallery(model.model_id)
+            self.store.promote(model.model_id)
+            self._state = ServingState(model, gallery)
+            self.swaps += 1
+            self._finish(rebuild)
+        log.info(
+            "gallery for %s complete (%d identities, %d embeddings, %d photos embedded, %d resumed): switched",
+            model.model_id, len(gallery.identities), len(gallery), rebuild.embedded, rebuild.resumed,
+        )  # fmt: skip
+        self._served(model)
+        return True
+
+    # -- following other replicas ----------------------------------------------------------------------------
+    def _sync(self) -> None:
+        """Apply the changes other processes made to the shared store since the last call."""
+        with self._write_lock:
+            cursor, changed = self.store.changes(self._cursor)
+            if not changed:
+                return
+            state = self.state
+            model = state.model
+            gallery = copied(state.gallery)
+            for photos in chunks(self.store.missing(model.model_id, 10_000, changed), self.settings.rebuild_batch):
+                self.store.put_embeddings(model.model_id, embed_stored(model.recognizer, photos, self.decode))
+            for identity in sorted(changed):
+                if identity in gallery.identities:
+                    gallery.remove(identity)
+                vectors, sources = self.store.identity(model.model_id, identity)
+                if len(sources):
+                    gallery.add(identity, vectors, sources)
+            self._state = replace(state, gallery=gallery)
+            self._cursor = cursor
+
+    def catch_up(self) -> None:
+        """With a shared store: apply other replicas' changes now if there are any (one small query if none)."""
+        if self.store.shared and self._state is not None and self.store.head() != self._cursor:
+            self._sync()
 
     # -- inference -------------------------------------------------------------------------------------------
     def decode(self, data: bytes, name: str) -> np.ndarray:
-        return load_image(
-            data, name=name, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_body_bytes
-        )
+        return load_image(data, name=name, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_body_bytes)
 
-    def analyze(
-        self, pixels: np.ndarray, state: ServingState, recognize: bool, top_k: int | None = None
-    ) -> list[AnalyzedFace]:
+    def analyze(self, pixels: np.ndarray, state: ServingState, recognize: bool, top_k: int | None = None) -> list[AnalyzedFace]:
         """Every face of an image with quality features, and its gallery match when ``recognize`` (``top_k``
         candidates; default: the ``top_k`` setting)."""
         recognizer = state.model.recognizer
@@ -205,22 +347,23 @@ class FaceService:
         matches: list[Match | None] = [None] * len(faces)
         if recognize:
             matches = list(self.identify(embeddings, state, top_k))
-        return [
-            AnalyzedFace(f, e, *crop_quality(c), m)
-            for f, e, c, m in zip(faces, embeddings, crops, matches, strict=True)
-        ]
+        quality = [crop_quality(c) for c in crops]  # (brightness, blur)
+        return [AnalyzedFace(f, e, q[0], q[1], m) for f, e, q, m in zip(faces, embeddings, quality, matches, strict=True)]
 
     def identify(self, embeddings: np.ndarray, state: ServingState, top_k: int | None = None) -> list[Match]:
-        if len(state.gallery) == 0:
+        """Search the newest gallery of the request's model (not the one of the request's start: a deletion
+        acknowledged meanwhile, here or on another replica, is never answered)."""
+        self.catch_up()
+        fresh = self._state
+        gallery = fresh.gallery if fresh is not None and fresh.gallery.model_id == state.gallery.model_id else state.gallery
+        if len(gallery) == 0:
             return [Match(UNKNOWN, float("nan"), ()) for _ in range(len(embeddings))]
-        return state.gallery.identify(embeddings, state.model.threshold, top_k or self.settings.top_k)
+        return gallery.identify(embeddings, state.model.threshold, top_k or self.settings.top_k)
 
     def subject(self, pixels: np.ndarray, state: ServingState, name: str) -> AnalyzedFace:
         """The subject face of a photo (the model's subject policy); raises :class:`NoFaceDetected`."""
         faces = self.analyze(pixels, state, recognize=False)
-        face = select_subject(
-            [f.face for f in faces], pixels.shape, state.model.bundle.preprocess.detector.subject
-        )
+        face = select_subject([f.face for f in faces], pixels.shape, state.model.bundle.preprocess.detector.subject)
         if face is None:
             raise NoFaceDetected(name)
         return next(f for f in faces if f.face is face)
@@ -233,6 +376,7 @@ class FaceService:
         Raises :class:`NoFaceDetected` / :class:`InvalidImage` when no photo could be used.
         """
         identity = check_identity(identity)
+        self.catch_up()
         state = self.state
         _check_enrolled(state.gallery, identity, new)  # early, before the slow embedding
         done = embed_people(
@@ -249,32 +393,36 @@ class FaceService:
             current = self.state
             if current.model.version != state.model.version:
                 raise ModelNotReady("the model changed during enrollment: please retry")
-            # Again under the lock: another enrolment (or a deletion) may have landed while this one embedded.
-            _check_enrolled(current.gallery, identity, new)
-            gallery = copied(current.gallery)
-            kept = [images[i][1] for i in done.indices]
-            sources = [
-                self.photos.save(identity, d) if self.settings.keep_enrollment_images else "" for d in kept
-            ]
-            done.add_to(gallery, sources)
-            gallery.save(self.settings.gallery_path)
-            self._state = replace(current, gallery=gallery)
+            # The store decides (under its own lock or transaction): another enrolment or a deletion, here or on
+            # another replica, may have landed while this one embedded.
+            sources = self.store.enroll(
+                identity,
+                new=new,
+                model_id=current.model.model_id,
+                photos=[images[i][1] for i in done.indices],
+                embeddings=done.embeddings,
+                keep=self.settings.keep_enrollment_images,
+            )
+            if self.store.shared:
+                self._sync()  # reads this enrolment back, with whatever other replicas did meanwhile
+            else:
+                gallery = copied(current.gallery)
+                done.add_to(gallery, sources)
+                self._state = replace(current, gallery=gallery)
         return identity, len(done.indices), errors
 
     def delete(self, identity: str) -> int:
         """Remove every embedding (and stored photo) of an identity; returns how many embeddings."""
         with self._write_lock:
             current = self.state
-            gallery = copied(current.gallery)
-            removed = gallery.remove(identity)
-            gallery.save(self.settings.gallery_path)
-            self.photos.remove(identity)
-            self._state = replace(current, gallery=gallery)
+            removed = self.store.delete(identity)
+            if self.store.shared:
+                self._sync()
+            else:
+                gallery = copied(current.gallery)
+                gallery.remove(identity)
+                self._state = replace(current, gallery=gallery)
         return removed
-
-
-class IdentityExists(GalleryError):
-    """Enrolling an identity that is already enrolled."""
 
 
 def _check_enrolled(gallery: Gallery, identity: str, new: bool) -> None:

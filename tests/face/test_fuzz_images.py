@@ -281,22 +281,30 @@ def test_untouched_encodings_cover_every_mode_and_format() -> None:
     assert set(made) == set(FORMATS), f"formats never produced: {set(FORMATS) - set(made)}"
 
 
-def teardown_module() -> None:
+def merge_report(section: str, figures: dict) -> None:
+    """Put ``figures`` under ``section`` of the ``FUZZ_REPORT`` file (make fuzz), keeping the other fuzzers'."""
     report = os.environ.get("FUZZ_REPORT")
-    if not report or not FIGURES:
+    if not report:
         return
     path = Path(report)
-    figures = json.loads(path.read_text()) if path.exists() else {}
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged[section] = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": FUZZ_SEED, **figures}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merged, indent=2) + "\n")
+
+
+def teardown_module() -> None:
+    if not FIGURES:
+        return
     tests: dict[str, dict[str, int]] = {}
     for key, count in sorted(FIGURES.items()):
         test, outcome = key.split(":", 1)
         tests.setdefault(test, {})[outcome] = count
-    figures["images"] = {
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "examples_per_test": FUZZ_EXAMPLES or "bounded",
-        "seed": FUZZ_SEED,
-        "outcomes": tests,
-        "failed_examples": sum(c for k, c in FIGURES.items() if k.endswith(":failed")),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(figures, indent=2) + "\n")
+    merge_report(
+        "images",
+        {
+            "examples_per_test": FUZZ_EXAMPLES or "bounded",
+            "outcomes": tests,
+            "failed_examples": sum(c for k, c in FIGURES.items() if k.endswith(":failed")),
+        },
+    )

@@ -1,14 +1,19 @@
-"""The gallery: vectorised 1:N search, 'unknown' below the threshold, no-pickle storage, atomic saves."""
+"""The gallery: vectorised 1:N search, 'unknown' below the threshold, no-pickle storage, atomic saves.
+
+Small galleries search exactly: their answers must stay those of the plain exhaustive search FaceOps always did
+(``_reference_identify`` below is that code), checked on real LFW embeddings.
+"""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from faceops.errors import GalleryError, UnknownIdentity
-from faceops.face.gallery import UNKNOWN, Gallery
+from faceops.face.gallery import UNKNOWN, Gallery, Match
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int = 512) -> np.ndarray:
@@ -21,10 +26,68 @@ def gallery() -> tuple[Gallery, dict[str, np.ndarray]]:
     rng = np.random.default_rng(7)
     centres = {name: _unit(rng, 1)[0] for name in ["carol", "alice", "bob"]}
     g = Gallery("model-a")
-    for name, centre in centres.items():
+    for name, centre in list(centres.items()):
         noisy = centre + 0.3 * _unit(rng, 3) / np.sqrt(2)
         g.add(name, noisy, [f"{name}/{i}.jpg" for i in range(3)])
+        centres[f"{name}/enrolled"] = noisy
     return g, centres
+
+
+def _reference_identify(
+    embeddings: np.ndarray, labels: list[str], queries: np.ndarray, threshold: float, top_k: int
+) -> tuple[np.ndarray, list[Match]]:
+    """The exhaustive search as FaceOps did it before the index (normalise, sort by label, max per run)."""
+    vectors = np.asarray(embeddings, dtype=np.float32)
+    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+    names_all = np.asarray(labels, dtype=str)
+    order = np.argsort(names_all, kind="stable")
+    vectors, names_all = vectors[order], names_all[order]
+    queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    names, starts = np.unique(names_all, return_index=True)
+    per_identity = np.maximum.reduceat(queries @ vectors.T, starts, axis=1)
+    ranks = np.argsort(-per_identity, axis=1)[:, : min(top_k, len(names))]
+    matches = []
+    for row, top in zip(per_identity, ranks, strict=True):
+        candidates = tuple((str(names[i]), float(row[i])) for i in top)
+        matches.append(Match(candidates[0][0] if candidates[0][1] >= threshold else UNKNOWN, candidates[0][1], candidates))
+    return per_identity, matches
+
+
+@pytest.fixture(scope="module")
+def lfw_embeddings(recognizer, lfw: Path) -> tuple[np.ndarray, list[str]]:
+    """Real embeddings: up to 3 photos each of 12 LFW people with several photos, and 1 of 8 others."""
+    people = [(p.name, sorted(p.glob("*.jpg"))) for p in sorted(lfw.iterdir()) if p.is_dir()]
+    photos = [(name, jpg) for name, jpgs in [x for x in people if len(x[1]) >= 3][:12] for jpg in jpgs[:3]]
+    photos += [(name, jpgs[0]) for name, jpgs in [x for x in people if len(x[1]) == 1][:8]]
+    result = recognizer.embed_subjects([p for _, p in photos])
+    ok = [i for i in range(len(photos)) if i not in result.errors]
+    return result.embeddings[ok], [photos[i][0] for i in ok]
+
+
+def test_exact_search_is_identical_to_the_plain_exhaustive_search_on_lfw(lfw_embeddings, tmp_path: Path) -> None:
+    embeddings, labels = lfw_embeddings
+    assert len(set(labels)) >= 12 and len(embeddings) >= 30
+    enrolled = [int(i) for i in np.random.default_rng(3).permutation(len(labels)) if i % 3 != 1]  # arrival order
+    probes = embeddings[[i for i in range(len(labels)) if i % 3 == 1]]
+    g = Gallery("lfw")
+    for i in enrolled:  # one photo per call, in an interleaved order, as enrolments arrive
+        g.add(labels[i], embeddings[i][None], [f"{labels[i]}/{i}"])
+    assert not g.uses_index
+    for top_k in (1, 3, 50):
+        ref_scores, ref = _reference_identify(embeddings[enrolled], [labels[i] for i in enrolled], probes, 0.4, top_k)
+        assert g.identify(probes, 0.4, top_k) == ref  # the same Match objects: names, order, float scores
+        scores, names = g.scores(probes)
+        assert np.array_equal(scores, ref_scores) and names == sorted(set(labels[i] for i in enrolled))
+    victim = labels[enrolled[0]]
+    g.remove(victim)
+    kept = [i for i in enrolled if labels[i] != victim]
+    _, ref = _reference_identify(embeddings[kept], [labels[i] for i in kept], probes, 0.4, 3)
+    assert g.identify(probes, 0.4, 3) == ref
+    g.save(tmp_path / "g.npz")
+    assert Gallery.load(tmp_path / "g.npz").identify(probes, 0.4, 3) == ref
+    batch = Gallery("lfw")
+    batch.add_batch([labels[i] for i in kept], embeddings[kept])
+    assert batch.identify(probes, 0.4, 3) == ref
 
 
 def test_identify_known_unknown_and_top_k(gallery) -> None:
@@ -43,7 +106,8 @@ def test_scores_are_the_best_embedding_per_identity(gallery) -> None:
     query = centres["carol"][None]
     scores, names = g.scores(query)
     assert names == ["alice", "bob", "carol"]
-    brute = {n: max(float(query[0] @ e) for e in g._embeddings[g._labels == n]) for n in names}  # noqa: SLF001
+    enrolled = {n: centres[f"{n}/enrolled"] / np.linalg.norm(centres[f"{n}/enrolled"], axis=1, keepdims=True) for n in names}
+    brute = {n: max(float(query[0] @ e) for e in enrolled[n]) for n in names}
     assert np.allclose(scores[0], [brute[n] for n in names], atol=1e-6)
 
 
@@ -109,3 +173,17 @@ def test_a_gallery_of_another_model_is_refused(tmp_path: Path, gallery) -> None:
     with pytest.raises(GalleryError, match="re-enrol"):
         Gallery.open_or_create(tmp_path / "g.npz", "model-b")
     assert len(Gallery.open_or_create(tmp_path / "new.npz", "model-b")) == 0
+
+
+def test_add_batch_and_deep_copies(gallery) -> None:
+    g, centres = gallery
+    twin = copy.deepcopy(g)
+    twin.add_batch(["dave", "erin", "dave"], _unit(np.random.default_rng(5), 3), ["d/1", "e/1", "d/2"])
+    assert twin.identities == {"alice": 3, "bob": 3, "carol": 3, "dave": 2, "erin": 1}
+    assert twin.sources("dave") == ["d/1", "d/2"]
+    assert g.identities == {"alice": 3, "bob": 3, "carol": 3}, "the original is untouched"
+    with pytest.raises(GalleryError, match="one identity per embedding"):
+        g.add_batch(["dave"], _unit(np.random.default_rng(5), 2))
+    with pytest.raises(GalleryError, match="invalid identity"):
+        g.add_batch(["dave", " "], _unit(np.random.default_rng(5), 2))
+    assert len(g) == 9, "a refused batch adds nothing"

@@ -17,17 +17,19 @@ def _upload(path: Path, field: str = "image") -> dict:
     return {field: (path.name, path.read_bytes(), "image/jpeg")}
 
 
-def test_health_is_open_everything_else_needs_a_key(client, key_header) -> None:
+def test_probes_are_open_everything_else_needs_a_key(client, key_header) -> None:
     assert client.get("/health").json() == {"status": "ok"}
-    for path in ("/ready", "/metrics", "/v1/identities"):
+    for path in ("/metrics", "/v1/identities"):
         response = client.get(path)
         assert response.status_code == 401, path
         assert response.json()["error"] == "unauthorized"
-    assert client.get("/ready", headers={"X-API-Key": "fo_wrong"}).status_code == 401
-    assert (
-        client.get("/ready", headers={"Authorization": f"Bearer {key_header['X-API-Key']}"}).status_code
-        == 200
-    )
+    # Kubernetes probes /ready without a key: the status, the version and counts, nothing more.
+    probe = client.get("/ready")
+    assert probe.status_code == 200 and set(probe.json()) == {"ready", "model_version", "source_reachable", "alerts"}
+    assert probe.json()["ready"] is True and probe.json()["alerts"] == 0
+    assert client.get("/ready", headers={"X-API-Key": "fo_wrong"}).status_code == 401  # a bad key is still refused
+    full = client.get("/ready", headers={"Authorization": f"Bearer {key_header['X-API-Key']}"})
+    assert full.status_code == 200 and {"gallery", "model", "source", "repairs"} <= set(full.json())
 
 
 def test_ready_reports_the_model_with_its_own_threshold(client, key_header, bundle_dir) -> None:

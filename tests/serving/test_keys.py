@@ -44,7 +44,7 @@ def test_no_log_line_of_a_real_server_contains_a_key(bundle_dir, tmp_path, no_fa
         r = requests.post(f"{url}/v1/detect", files={"image": ("x.jpg", no_face_jpeg)}, headers=bearer, timeout=120)
         assert r.status_code == 200, r.text
         # a careless client puts the key in URLs: refused, and not logged either
-        assert requests.get(f"{url}/ready?api_key={key}", timeout=30).status_code == 401
+        assert requests.get(f"{url}/v1/identities?api_key={key}", timeout=30).status_code == 401
         with pytest.raises(websocket.WebSocketException):
             ws = websocket.create_connection(f"{ws_url}?api_key={key}", timeout=30)
             ws.recv()
@@ -142,3 +142,36 @@ def test_every_html_page_has_security_headers(client) -> None:
         assert r.headers["referrer-policy"] == "no-referrer"
     assert "'sha256-" in client.get("/docs").headers["content-security-policy"]  # Swagger UI's start-up script
     assert "content-security-policy" not in client.get("/health").headers  # JSON: no page, no policy
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type"),
+    [
+        ("/v1/feedback", b"{not json", "application/json"),
+        ("/v1/feedback", b'{"request_id": 5}', "application/json"),
+        ("/v1/identities/nobody/images", b"--x\r\nbroken", "multipart/form-data; boundary=x"),
+        ("/v1/identities", b"\xff\xfe", "application/json"),
+        ("/v1/verify", b"[" * 5000, "application/json"),
+    ],
+)
+def test_without_a_key_the_answer_is_401_whatever_the_body(client, path, body, content_type) -> None:
+    """The key is checked before the body is read: a client without one learns nothing about the body's rules."""
+    r = client.post(path, content=body, headers={"Content-Type": content_type})
+    assert r.status_code == 401, r.text
+    assert "API key" in r.json()["detail"]
+
+
+def test_openapi_declares_the_api_key_schemes(client) -> None:
+    """Clients and fuzzers read from the schema how to authenticate, and which operations need it."""
+    spec = client.get("/openapi.json").json()
+    schemes = spec["components"]["securitySchemes"]
+    kinds = {(s["type"], s.get("in"), s.get("name"), s.get("scheme")) for s in schemes.values()}
+    assert ("apiKey", "header", "X-API-Key", None) in kinds
+    assert ("http", None, None, "bearer") in kinds
+    ops = {(p, m): op for p, item in spec["paths"].items() for m, op in item.items()}
+    assert "security" not in ops[("/health", "get")]
+    for (p, m), op in ops.items():
+        if p.startswith("/v1/"):
+            assert op.get("security"), f"{m.upper()} {p} declares no security requirement"
+    feedback = ops[("/v1/feedback", "post")]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"request_id", "truth"} <= set(feedback["properties"])

@@ -92,6 +92,16 @@ def _state(seeded: Path, where: Path, name: str, damage) -> tuple[Path, bytes]: 
     return state, damaged
 
 
+def _repairs_metric(client, headers) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """``faceops_state_repairs`` by kind, as Prometheus scrapes it (what an alert rule fires on)."""
+    text = client.get("/metrics", headers=headers).text
+    return {
+        line.split('kind="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("faceops_state_repairs{")
+    }
+
+
 def _one_repair(ready: dict, name: str, damaged: bytes) -> dict:
     assert len(ready["alerts"]) == 1 and name in ready["alerts"][0], ready
     repair = ready["repairs"][0]
@@ -111,6 +121,7 @@ def test_a_damaged_gallery_is_kept_aside_and_rebuilt(
         assert ready.status_code == 200, ready.text
         repair = _one_repair(ready.json(), "gallery.npz", damaged)
         assert "rebuilt from the stored enrolment photos" in repair["action"]
+        assert _repairs_metric(client, headers) == {"gallery": 1.0, "request_log": 0.0}
         assert ready.json()["gallery"] == {"identities": 2, "embeddings": sum(ENROLLED.values())}
         photo = people["Colin_Powell"][3]
         r = client.post("/v1/recognize", files={"image": (photo.name, photo.read_bytes())}, headers=headers)
@@ -130,6 +141,7 @@ def test_a_damaged_request_log_is_kept_aside_and_a_new_one_started(
         assert ready.status_code == 200, ready.text
         repair = _one_repair(ready.json(), "requests.sqlite", damaged)
         assert "new, empty request log" in repair["action"]
+        assert _repairs_metric(client, headers) == {"gallery": 0.0, "request_log": 1.0}
         assert ready.json()["gallery"]["identities"] == 2  # the gallery was fine and untouched
         r = client.post("/v1/detect", files={"image": ("x.jpg", no_face_jpeg)}, headers=headers)
         assert r.status_code == 200, r.text
@@ -143,6 +155,7 @@ def test_a_sound_state_raises_no_alert(seeded, bundle_dir, api_key, tmp_path) ->
     state = Path(shutil.copytree(seeded, tmp_path / "state"))
     with TestClient(create_app(make_settings(bundle_dir, state, api_key))) as client:
         ready = client.get("/ready", headers={"X-API-Key": api_key}).json()
+        assert _repairs_metric(client, {"X-API-Key": api_key}) == {"gallery": 0.0, "request_log": 0.0}
     assert ready["alerts"] == [] and ready["repairs"] == [] and ready["gallery"]["identities"] == 2
     assert sorted(p.name for p in state.iterdir() if ".damaged-" in p.name) == []
 

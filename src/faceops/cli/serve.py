@@ -49,6 +49,11 @@ __all__ = ["serve", "watch"]
 @click.option(
     "--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="uvicorn processes."
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="Also serve /metrics without a key on this port, for Prometheus (keep it inside the cluster).",
+)
 def serve(
     host: str,
     port: int,
@@ -60,6 +65,7 @@ def serve(
     allow_anonymous: bool,
     poll_seconds: float | None,
     workers: int,
+    metrics_port: int | None,
 ) -> None:
     """Run the FaceOps HTTP service (OpenAPI docs at /docs, web page at /ui)."""
     from faceops.serving.security import hash_key, new_api_key
@@ -94,11 +100,17 @@ def serve(
             "state_dir": state_dir,
             "api_keys_file": api_keys_file,
             "poll_seconds": poll_seconds,
+            "metrics_port": metrics_port,
         }.items()
         if v is not None
     }
     if allow_anonymous:
         overrides["allow_anonymous"] = True
+    if metrics_port and workers > 1:
+        raise click.UsageError(
+            "--metrics-port takes one process (each would bind the port): run one worker per pod and scale "
+            "with replicas, or leave --metrics-port out and scrape /metrics with a key"
+        )
     try:
         settings = ServingSettings(**overrides)
     except ValidationError as exc:

@@ -1,18 +1,27 @@
 """The gallery: enrolled identities with several embeddings each, stored without pickle, searched vectorised.
 
-A gallery file is a NumPy ``.npz`` written with ``allow_pickle=False``: the (M, 512) float32 embeddings, their
-identity labels and source names as fixed-width unicode arrays, and a JSON header (format version, the model id
-that produced the embeddings). Saves are atomic (a temporary file renamed over the old one), so a crash or a bad
+A gallery file is a NumPy ``.npz`` written with ``allow_pickle=False``: the (M, 512) embeddings, their identity
+labels and source names as fixed-width unicode arrays, and a JSON header (format version, the model id that
+produced the embeddings). Saves are atomic (a temporary file renamed over the old one), so a crash or a bad
 enrolment never loses what was stored before.
+
+Search is exact below :data:`~faceops.face.index.EXACT_BELOW` embeddings (float32, a matrix product: the results
+are those of the plain exhaustive search). From that size on, the gallery keeps its vectors in float16 (half the
+memory) and an ANN index (:mod:`faceops.face.index`) proposes candidates, which are re-scored exactly against the
+stored vectors and grouped per identity, so the scores keep their meaning (best cosine of an identity's
+embeddings) and the threshold its calibration. Adds and deletions are incremental (amortised O(added)); a deleted
+embedding is marked dead before it leaves the index, so a search that ends after :meth:`Gallery.remove` returned
+never answers with it. Such a gallery also writes the index next to its file (``<file>.index``, its checksum in
+the gallery header, plus a ``keys`` array) and reads it back at load; a missing, damaged or mismatched index file
+is rebuilt from the embeddings and said in the log. Files stay readable by older FaceOps versions.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-import os
-import tempfile
-import zipfile
-import zlib
+import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +29,16 @@ from pathlib import Path
 import numpy as np
 
 from faceops.errors import GalleryError, UnknownIdentity
+from faceops.face.gallery_file import FORMAT_VERSION, index_path, read_gallery_file, write_gallery_file
+from faceops.face.index import EXACT_BELOW, UsearchIndex, VectorIndex, read_index, timed_build, write_index
 
 __all__ = ["Gallery", "Match", "UNKNOWN", "valid_identity"]
 
+log = logging.getLogger(__name__)
+
 UNKNOWN = "unknown"
-_FORMAT_VERSION = 1
+_CANDIDATES = 64  # ANN candidates re-scored per query (more when they hold fewer than top_k identities)
+_SCAN_CHUNK = 1 << 16
 
 
 def valid_identity(identity: str) -> str:
@@ -58,77 +72,192 @@ class Match:
 class Gallery:
     """Enrolled identities and their embeddings.
 
+    Safe for concurrent :meth:`identify` calls while one writer adds or removes (an internal lock orders them).
+
     Args:
         model_id: the embedder that made (and must keep making) the embeddings; mixing models is refused.
+        exact_below: below this many embeddings search is exact; from it on, through the ANN index.
+        index_type: the :class:`~faceops.face.index.VectorIndex` implementation for large galleries.
     """
 
-    def __init__(self, model_id: str) -> None:
+    def __init__(
+        self, model_id: str, *, exact_below: int = EXACT_BELOW, index_type: type[VectorIndex] = UsearchIndex
+    ) -> None:
         self.model_id = model_id
-        self._embeddings = np.zeros((0, 0), dtype=np.float32)
-        self._labels = np.zeros(0, dtype=str)
-        self._sources = np.zeros(0, dtype=str)
+        self.exact_below = exact_below
+        self.index_type = index_type
+        self._lock = threading.RLock()
+        self._reset()
+
+    def _reset(self) -> None:
+        # Slots: rows of _store/_codes/_sources in order of addition. Exact mode keeps them dense (a removal
+        # compacts); ANN mode marks removed slots dead (code -1), as the slot number is the key in the index.
+        self._store = np.zeros((0, 0), dtype=np.float32)
+        self._codes = np.zeros(0, dtype=np.int32)
+        self._sources: list[str] = []
+        self._used = 0
+        self._names: list[str] = []
+        self._code_of: dict[str, int] = {}
+        self._counts = np.zeros(0, dtype=np.int64)
+        self._live = 0
+        self._index: VectorIndex | None = None
+        self._exact_view: tuple[np.ndarray, np.ndarray, list[str], np.ndarray] | None = None
 
     # -- contents -----------------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._labels)
+        return self._live
 
     @property
     def identities(self) -> dict[str, int]:
         """Identity -> number of embeddings, sorted by name."""
-        names, counts = np.unique(self._labels, return_counts=True)
-        return {str(n): int(c) for n, c in zip(names, counts, strict=True)}
+        counts = self._counts
+        return {self._names[c]: int(counts[c]) for c in sorted(np.flatnonzero(counts), key=self._names.__getitem__)}
+
+    @property
+    def uses_index(self) -> bool:
+        """Whether search goes through the ANN index (the gallery reached ``exact_below`` embeddings)."""
+        return self._index is not None
+
+    @property
+    def index(self) -> VectorIndex | None:
+        """The ANN index (None while the search is exact); e.g. to tune its search depth."""
+        return self._index
 
     def sources(self, identity: str) -> list[str]:
         self._require(identity)
-        return [str(s) for s in self._sources[self._labels == identity]]
+        rows = np.flatnonzero(self._codes[: self._used] == self._code_of[identity])
+        return [self._sources[i] for i in rows]
 
     def add(self, identity: str, embeddings: np.ndarray, sources: list[str] | None = None) -> None:
         """Enrol more embeddings for an identity (new or existing)."""
         identity = valid_identity(identity)
         vectors = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
+        self.add_batch([identity] * len(vectors), vectors, sources)
+
+    def add_batch(
+        self, identities: Sequence[str], embeddings: np.ndarray, sources: Sequence[str] | None = None
+    ) -> None:
+        """Enrol many embeddings at once, one identity name per row (e.g. loading a stored gallery).
+
+        One validation and one index insertion for the whole batch, so a million rows load in index-build time.
+        """
+        vectors = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
         if len(vectors) == 0:
             return
-        if self._embeddings.size and vectors.shape[1] != self._embeddings.shape[1]:
+        if len(self) and vectors.shape[1] != self.dim:
             raise GalleryError(f"embedding size {vectors.shape[1]} does not match the gallery's {self.dim}")
         if not np.all(np.isfinite(vectors)):
             raise GalleryError("embeddings contain NaN or infinite values")
+        if len(identities) != len(vectors):
+            raise GalleryError(f"one identity per embedding is needed ({len(identities)} for {len(vectors)})")
+        names = [valid_identity(i) for i in dict.fromkeys(identities)]  # validate each distinct name once
         vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
-        sources = sources or [""] * len(vectors)
+        sources = list(sources) if sources else [""] * len(vectors)
         if len(sources) != len(vectors):
             raise GalleryError("one source name per embedding is needed")
-        self._embeddings = vectors if not self._embeddings.size else np.vstack([self._embeddings, vectors])
-        self._labels = np.concatenate([self._labels, np.full(len(vectors), identity)])
-        self._sources = np.concatenate([self._sources, np.asarray(sources, dtype=str)])
-        self._sort()
+        with self._lock:
+            if not len(self):
+                self._reset()
+            for name in names:
+                if name not in self._code_of:
+                    self._code_of[name] = len(self._names)
+                    self._names.append(name)
+            if len(self._counts) < len(self._names):
+                self._counts = np.concatenate([self._counts, np.zeros(len(self._names) - len(self._counts), np.int64)])
+            lookup = {raw: self._code_of[raw.strip()] for raw in dict.fromkeys(identities)}
+            codes = np.fromiter((lookup[i] for i in identities), dtype=np.int32, count=len(vectors))
+            keys = self._append(vectors, codes, [str(s) for s in sources])
+            self._counts += np.bincount(codes, minlength=len(self._counts))
+            self._live += len(vectors)
+            self._exact_view = None
+            if self._index is not None:
+                self._index.add(keys, vectors)
+            elif self._live >= self.exact_below:
+                self._start_index()
 
     def remove(self, identity: str) -> int:
         """Delete every embedding of an identity; returns how many were removed."""
-        self._require(identity)
-        keep = self._labels != identity
-        removed = int((~keep).sum())
-        self._embeddings, self._labels, self._sources = self._embeddings[keep], self._labels[keep], self._sources[keep]
-        return removed
+        with self._lock:
+            self._require(identity)
+            code = self._code_of[identity]
+            rows = np.flatnonzero(self._codes[: self._used] == code)
+            if self._index is None:
+                keep = np.ones(self._used, dtype=bool)
+                keep[rows] = False
+                self._store = self._store[: self._used][keep]
+                self._codes = self._codes[: self._used][keep]
+                self._sources = [s for s, k in zip(self._sources, keep.tolist(), strict=True) if k]
+                self._used = len(self._codes)
+            else:
+                self._codes[rows] = -1  # dead before it leaves the index: searches drop it from here on
+                self._index.remove(rows)
+                for i in rows.tolist():
+                    self._sources[i] = ""
+            self._counts[code] = 0
+            self._live -= len(rows)
+            self._exact_view = None
+            return len(rows)
 
     @property
     def dim(self) -> int:
-        return int(self._embeddings.shape[1]) if self._embeddings.size else 0
+        return int(self._store.shape[1]) if len(self) else 0
+
+    def _append(self, vectors: np.ndarray, codes: np.ndarray, sources: list[str]) -> np.ndarray:
+        """Write the rows into free slots (growing the buffers by half when full); returns the slots."""
+        need = self._used + len(vectors)
+        if need > len(self._codes) or self._store.shape[1] != vectors.shape[1]:
+            capacity = max(need, len(self._codes) * 3 // 2, 16)
+            dtype = np.float16 if self._index is not None else np.float32
+            store = np.zeros((capacity, vectors.shape[1]), dtype=dtype)
+            if self._used:
+                store[: self._used] = self._store[: self._used]
+            grown = np.full(capacity, -1, dtype=np.int32)
+            grown[: self._used] = self._codes[: self._used]
+            self._store, self._codes = store, grown
+        keys = np.arange(self._used, need)
+        self._store[keys] = vectors
+        self._codes[keys] = codes
+        self._sources += sources
+        self._used = need
+        return keys
+
+    def _start_index(self) -> None:
+        """Switch to ANN search: float16 vectors and an index over every slot (all live: exact mode is dense)."""
+        self._store = self._store[: self._used].astype(np.float16)
+        self._codes = self._codes[: self._used].copy()
+        keys = np.arange(self._used)
+        self._index = timed_build(self.index_type, keys, self._store, f"the gallery reached {self._live} embeddings")
 
     # -- search -------------------------------------------------------------------------------------------------
     def scores(self, queries: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, list[str]]:
-        """Cosine score of each query against each identity (the best of its embeddings): (Q, I) and the names."""
-        if len(self) == 0:
-            raise GalleryError("the gallery is empty: enrol identities first")
-        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        if queries.shape[1] != self.dim:
-            raise GalleryError(f"query embedding size {queries.shape[1]} does not match the gallery's {self.dim}")
-        sims = queries @ self._embeddings.T
-        names, starts = np.unique(self._labels, return_index=True)  # labels are kept sorted, so groups are runs
-        return np.maximum.reduceat(sims, starts, axis=1), [str(n) for n in names]
+        """Cosine score of each query against each identity (the best of its embeddings): (Q, I) and the names.
+
+        Always exhaustive (every embedding is scored), also when :meth:`identify` uses the index.
+        """
+        queries = self._queries(queries)
+        with self._lock:
+            embeddings, starts, names, _ = self._exact()
+        if self._index is None:
+            sims = queries @ embeddings.T
+            return np.maximum.reduceat(sims, starts, axis=1), names
+        out = np.full((len(queries), len(names)), -np.inf, dtype=np.float32)
+        rank = self._name_ranks(names)
+        with self._lock:
+            store, codes, used = self._store, self._codes, self._used
+        for start in range(0, used, _SCAN_CHUNK):
+            chunk = codes[start : start + _SCAN_CHUNK]
+            live = np.flatnonzero(chunk >= 0)
+            sims = queries @ store[start + live].astype(np.float32).T
+            for q in range(len(queries)):
+                np.maximum.at(out[q], rank[chunk[live]], sims[q])
+        return out, names
 
     def identify(
         self, queries: np.ndarray | Sequence[np.ndarray], threshold: float, top_k: int = 3
     ) -> list[Match]:
         """The best identities for each query; ``unknown`` when the best score is below ``threshold``."""
+        if self._index is not None:
+            return self._identify_ann(self._queries(queries), threshold, top_k)
         per_identity, names = self.scores(queries)
         k = min(top_k, len(names))
         order = np.argsort(-per_identity, axis=1)[:, :k]
@@ -139,68 +268,148 @@ class Gallery:
             matches.append(Match(best_name if best >= threshold else UNKNOWN, best, candidates))
         return matches
 
+    def _queries(self, queries: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        if len(self) == 0:
+            raise GalleryError("the gallery is empty: enrol identities first")
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if queries.shape[1] != self.dim:
+            raise GalleryError(f"query embedding size {queries.shape[1]} does not match the gallery's {self.dim}")
+        return queries
+
+    def _identify_ann(self, queries: np.ndarray, threshold: float, top_k: int) -> list[Match]:
+        """Candidates from the index, re-scored exactly and grouped: each identity's best retrieved embedding."""
+        matches = []
+        for query in queries:
+            want = max(_CANDIDATES, 4 * top_k)
+            while True:
+                with self._lock:
+                    keys = self._index.search(query, want)[0] if self._index is not None else np.zeros(0, int)
+                    store, codes, live, identities = self._store, self._codes, self._live, int(np.count_nonzero(self._counts))
+                keys = keys[keys >= 0]
+                keys = keys[codes[keys] >= 0]  # removed since the search began
+                sims = store[keys].astype(np.float32) @ query
+                order = np.argsort(-sims, kind="stable")
+                ranked = codes[keys][order]
+                _, first = np.unique(ranked, return_index=True)
+                first.sort()
+                if len(first) >= min(top_k, identities) or want >= live:
+                    break
+                want = min(want * 4, live)
+            candidates = tuple((self._names[ranked[i]], float(sims[order[i]])) for i in first[:top_k])
+            if not candidates:
+                raise GalleryError("the gallery is empty: enrol identities first")
+            best_name, best = candidates[0]
+            matches.append(Match(best_name if best >= threshold else UNKNOWN, best, candidates))
+        return matches
+
+    def _exact(self) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+        """Live embeddings sorted by label (stable), run starts, sorted names, and their slots (cached)."""
+        if self._exact_view is None:
+            slots = np.flatnonzero(self._codes[: self._used] >= 0)
+            labels = np.asarray(self._names)[self._codes[slots]] if len(slots) else np.zeros(0, dtype=str)
+            order = np.argsort(labels, kind="stable")
+            slots = slots[order]
+            names, starts = np.unique(labels[order], return_index=True)
+            embeddings = self._store[slots] if self._index is None else self._store[:0]
+            self._exact_view = (embeddings, starts, [str(n) for n in names], slots)
+        return self._exact_view
+
+    def _name_ranks(self, names: list[str]) -> np.ndarray:
+        rank = np.zeros(len(self._names), dtype=np.int64)
+        for i, name in enumerate(names):
+            rank[self._code_of[name]] = i
+        return rank
+
     # -- storage ------------------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        """Write atomically: the old file stays intact until the new one is complete."""
+        """Write atomically: the old file stays intact until the new one is complete.
+
+        A gallery searched through the index also writes the index to ``<path>.index`` (first, so a crash in
+        between leaves a checksum mismatch, which the next load repairs by rebuilding).
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = json.dumps({"format": _FORMAT_VERSION, "model_id": self.model_id})
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(
-                    handle,
-                    header=np.array(header),
-                    embeddings=self._embeddings,
-                    labels=self._labels.astype(str),
-                    sources=self._sources.astype(str),
-                )
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with self._lock:
+            header: dict[str, object] = {"format": FORMAT_VERSION, "model_id": self.model_id}
+            arrays: dict[str, np.ndarray] = {}
+            if self._index is None:
+                slots = self._exact()[3]  # sorted by label, as files have always been
+            else:
+                slots = np.flatnonzero(self._codes[: self._used] >= 0)  # slot order: the keys stay ascending
+                header["index"] = write_index(self._index, index_path(path))
+                arrays["keys"] = slots.astype(np.int64)
+            dense = len(slots) == self._used and (self._index is not None or self._used == 0)
+            embeddings = self._store[: self._used] if dense else self._store[slots]
+            labels = np.asarray(self._names)[self._codes[slots]] if len(slots) else np.zeros(0, dtype=str)
+            sources = np.asarray([self._sources[i] for i in slots.tolist()], dtype=str)
+        arrays |= {
+            "header": np.array(json.dumps(header)),
+            "embeddings": embeddings if len(slots) else np.zeros((0, 0), dtype=np.float32),
+            "labels": labels.astype(str),
+            "sources": sources.astype(str),
+        }
+        write_gallery_file(path, arrays)
 
     @classmethod
-    def load(cls, path: str | Path) -> Gallery:
-        """Read a gallery written by :meth:`save`.
+    def load(
+        cls, path: str | Path, *, exact_below: int = EXACT_BELOW, index_type: type[VectorIndex] = UsearchIndex
+    ) -> Gallery:
+        """Read a gallery written by :meth:`save` (and its index file, when it is large enough to use one).
 
         Raises:
             GalleryError: naming the file, when it is missing, not a ``.npz`` archive (empty, truncated,
-                garbage), holds pickled objects, or lacks or mangles the gallery's arrays.
+                garbage), holds pickled objects, or lacks or mangles the gallery's arrays. A bad index file is
+                not an error: it is rebuilt from the embeddings (a warning in the log says why).
         """
         path = Path(path)
-        if not path.is_file():
-            raise GalleryError(f"gallery not found: {path}")
-        try:
-            with path.open("rb") as head:
-                magic = head.read(4)
-        except OSError as exc:
-            raise GalleryError(f"cannot read the gallery {path}: {exc}") from exc
-        if magic != b"PK\x03\x04":  # an .npz is a ZIP archive; np.load would try to unpickle anything else
-            what = "an empty file" if not magic else "not a .npz archive"
-            raise GalleryError(f"{path} is not a FaceOps gallery: {what}")
-        try:
-            # our own handle: np.load leaves the file it opened unclosed when the archive is damaged
-            with path.open("rb") as handle, np.load(handle, allow_pickle=False) as data:
-                missing = sorted({"header", "embeddings", "labels", "sources"} - set(data.files))
-                if missing:
-                    raise GalleryError(f"{path} is not a FaceOps gallery: no {', '.join(missing)} array")
-                header = json.loads(str(data["header"]))
-                embeddings, labels, sources = data["embeddings"], data["labels"], data["sources"]
-        except GalleryError:
-            raise
-        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-            if isinstance(exc, ValueError) and "allow_pickle" in str(exc):
-                raise GalleryError(f"{path} holds Python objects (pickled data), which are never loaded") from exc
-            raise GalleryError(f"{path} is a damaged or foreign gallery file: {type(exc).__name__}: {exc}") from exc
-        _check_arrays(path, header, embeddings, labels, sources)
-        gallery = cls(header["model_id"])
-        gallery._embeddings = embeddings.astype(np.float32) if len(labels) else np.zeros((0, 0), dtype=np.float32)
-        gallery._labels, gallery._sources = labels.astype(str), sources.astype(str)
-        gallery._sort()
+        header, embeddings, labels, sources, keys = read_gallery_file(path)
+        gallery = cls(header["model_id"], exact_below=exact_below, index_type=index_type)
+        if not len(labels):
+            return gallery
+        names, codes = np.unique(labels.astype(str), return_inverse=True)
+        gallery._names = [str(n) for n in names]
+        gallery._code_of = {n: i for i, n in enumerate(gallery._names)}
+        gallery._counts = np.bincount(codes, minlength=len(names)).astype(np.int64)
+        gallery._live = len(labels)
+        if len(labels) < exact_below:
+            order = np.argsort(labels, kind="stable")  # the order the exact search has always used
+            gallery._store = embeddings.astype(np.float32)[order]
+            gallery._codes, gallery._sources = codes.astype(np.int32)[order], sources.astype(str)[order].tolist()
+            gallery._used = len(labels)
+            return gallery
+        gallery._load_indexed(path, header.get("index"), keys, embeddings, codes.astype(np.int32), sources)
         return gallery
+
+    def _load_indexed(
+        self, path: Path, stamp: object, keys: np.ndarray | None, embeddings: np.ndarray, codes: np.ndarray,
+        sources: np.ndarray,
+    ) -> None:
+        """Slots as saved and the index from its file when both check out; else dense slots and a new index."""
+        count = len(codes)
+        index: VectorIndex | None = None
+        try:
+            if keys is None:
+                raise GalleryError(f"{path}: no keys array for an index")
+            if keys.shape != (count,) or keys.dtype.kind not in "iu" or (count and (keys.min() < 0 or np.any(np.diff(keys) <= 0))):
+                raise GalleryError(f"{path}: the keys array is not {count} ascending non-negative integers")
+            index = read_index(self.index_type, index_path(path), stamp, count)
+        except GalleryError as exc:
+            log.warning("the gallery's index is not usable (%s): rebuilding it from the %d embeddings", exc, count)
+            keys = None
+        slots = np.arange(count) if keys is None else keys.astype(np.int64)
+        size = int(slots[-1]) + 1
+        if size == count:  # no holes: the loaded array is the store
+            self._store = embeddings.astype(np.float16, copy=False)
+        else:
+            self._store = np.zeros((size, embeddings.shape[1]), dtype=np.float16)
+            self._store[slots] = embeddings
+        self._codes = np.full(size, -1, dtype=np.int32)
+        self._codes[slots] = codes
+        self._sources = [""] * size
+        for slot, source in zip(slots.tolist(), sources.tolist(), strict=True):
+            self._sources[slot] = source
+        self._used = size
+        self._index = index or timed_build(self.index_type, slots, self._store[slots], f"loading {path}")
 
     @classmethod
     def open_or_create(cls, path: str | Path, model_id: str) -> Gallery:
@@ -219,32 +428,15 @@ class Gallery:
             )
 
     def _require(self, identity: str) -> None:
-        if identity not in set(self._labels.tolist()):
+        code = self._code_of.get(identity)
+        if code is None or not self._counts[code]:
             raise UnknownIdentity(f"identity {identity!r} is not enrolled")
 
-    def _sort(self) -> None:
-        order = np.argsort(self._labels, kind="stable")
-        self._embeddings, self._labels, self._sources = self._embeddings[order], self._labels[order], self._sources[order]
-
-
-def _check_arrays(path: Path, header: object, embeddings: np.ndarray, labels: np.ndarray, sources: np.ndarray) -> None:
-    """:class:`GalleryError` naming ``path`` unless the arrays are what :meth:`Gallery.save` writes."""
-    if not isinstance(header, dict):
-        raise GalleryError(f"{path}: the gallery header is not a JSON object")
-    if header.get("format") != _FORMAT_VERSION:
-        raise GalleryError(f"{path}: unsupported gallery format {header.get('format')!r}")
-    if not isinstance(header.get("model_id"), str) or not header["model_id"]:
-        raise GalleryError(f"{path}: the gallery header names no model_id")
-    if labels.ndim != 1 or sources.ndim != 1 or labels.dtype.kind != "U" or sources.dtype.kind != "U":
-        raise GalleryError(f"{path}: labels and sources must be 1-D arrays of text")
-    if len(labels) != len(sources):
-        raise GalleryError(f"{path}: {len(labels)} labels but {len(sources)} sources")
-    if len(labels) == 0:
-        return
-    if embeddings.ndim != 2 or embeddings.dtype.kind != "f" or embeddings.shape[0] != len(labels):
-        raise GalleryError(
-            f"{path}: embeddings of shape {embeddings.shape} ({embeddings.dtype}) do not match "
-            f"{len(labels)} labels (expected a ({len(labels)}, D) float array)"
-        )
-    if not np.all(np.isfinite(embeddings)):
-        raise GalleryError(f"{path}: embeddings contain NaN or infinite values")
+    def __deepcopy__(self, memo: dict[int, object]) -> Gallery:
+        """An independent copy (the index too), e.g. for copy-on-write updates."""
+        with self._lock:
+            twin = Gallery(self.model_id, exact_below=self.exact_below, index_type=self.index_type)
+            state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_index", "_exact_view")}
+            twin.__dict__.update(copy.deepcopy(state, memo))
+            twin._index = self._index.copy() if self._index is not None else None
+            return twin

@@ -2,6 +2,8 @@
 
 :class:`RequestLog` is the one writer (the service), :class:`RequestLogReader` the one reader (monitoring): both
 hold the SQL, and the reader refuses a log whose ``SCHEMA_VERSION`` (SQLite's ``user_version``) is not this one.
+Replicas share one log in PostgreSQL instead (same tables and version: :mod:`faceops.telemetry.requestlog_postgres`);
+the reader reads either, given a path or a ``postgresql://`` URL.
 
 SQLite runs in WAL mode with ``synchronous=FULL``: a row is on disk when the request's insert returns, and a
 crash (even a power cut) never loses or corrupts committed rows. No raw images are stored unless
@@ -31,7 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,6 +48,7 @@ __all__ = [
     "LoggedFace",
     "RequestLog",
     "RequestLogReader",
+    "RequestLogWriter",
     "RequestRecord",
     "SchemaVersionMismatch",
     "UnknownRequest",
@@ -80,12 +83,12 @@ class SchemaVersionMismatch(MonitoringError):
     """A request log written with another ``SCHEMA_VERSION`` than this FaceOps reads and writes.
 
     Attributes:
-        path: the log file.
-        found: its schema version (SQLite ``user_version``).
+        path: the log file (or the database, without password).
+        found: its schema version (SQLite ``user_version``, or the ``faceops_schema`` row in PostgreSQL).
         expected: :data:`SCHEMA_VERSION`.
     """
 
-    def __init__(self, path: Path, found: int, expected: int = SCHEMA_VERSION) -> None:
+    def __init__(self, path: Path | str, found: int, expected: int = SCHEMA_VERSION) -> None:
         super().__init__(
             f"{path}: request log schema version {found}, but this FaceOps reads version {expected} "
             "(the log was written by another FaceOps release; monitor it with that release or start a new log)"
@@ -124,6 +127,19 @@ class RequestRecord:
     faces: list[FaceRecord] = field(default_factory=list)
     image: bytes | None = None
     ts: float = field(default_factory=time.time)
+
+
+class RequestLogWriter(Protocol):
+    """What the service writes through: :class:`RequestLog` (SQLite) or ``PostgresRequestLog``."""
+
+    store_images: bool
+
+    def sampled(self) -> bool: ...
+    def append(self, record: RequestRecord) -> None: ...
+    def add_feedback(self, request_id: str, truth: str, face_index: int = 0) -> None: ...
+    def prune(self, now: float | None = None) -> int: ...
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]: ...
+    def close(self) -> None: ...
 
 
 class RequestLog:
@@ -319,14 +335,26 @@ class RequestLogReader:
     """Read-only access to a request log (WAL lets it read beside the service's writes without blocking them).
 
     Args:
-        path: the SQLite file the service writes.
+        path: the SQLite file the service writes, or the ``postgresql://`` URL of the database replicas share
+            (a URL that went through :class:`~pathlib.Path` is repaired).
 
     Raises:
-        MonitoringError: the file is missing, not SQLite, or lacks the log's tables.
+        MonitoringError: the file is missing, not SQLite, or lacks the log's tables; the database cannot be
+            reached or holds no log.
         SchemaVersionMismatch: the log has another schema version than :data:`SCHEMA_VERSION`.
     """
 
     def __init__(self, path: str | Path) -> None:
+        from faceops.telemetry.postgres import is_database_url
+
+        self._pg: Any = None
+        if is_database_url(path):
+            from faceops.telemetry.requestlog_postgres import PostgresLogSource
+
+            self._pg = PostgresLogSource(str(path))
+            self.path: Path | str = self._pg.name
+            self._has_embedding = True
+            return
         self.path = Path(path)
         if not self.path.is_file():
             raise MonitoringError(f"request log not found: {self.path} (is the service writing its log there?)")
@@ -356,9 +384,14 @@ class RequestLogReader:
         self.close()
 
     def close(self) -> None:
-        self._db.close()
+        if self._pg is not None:
+            self._pg.close()
+        else:
+            self._db.close()
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        if self._pg is not None:
+            return self._pg.read(sql, params)
         try:
             return self._db.execute(sql, params).fetchall()
         except sqlite3.DatabaseError as exc:
@@ -398,7 +431,9 @@ class RequestLogReader:
     def request_counts(self, start: float, end: float, model_version: str | None = None) -> tuple[int, int]:
         """``(requests, failed requests)`` of ``[start, end)``; failed: an HTTP error status (400 and over)."""
         where, params = self._where(start, end, model_version)
-        total, failed = self._read(f"SELECT COUNT(*), SUM(r.status >= 400) FROM requests r WHERE {where}", params)[0]
+        total, failed = self._read(
+            f"SELECT COUNT(*), SUM(CASE WHEN r.status >= 400 THEN 1 ELSE 0 END) FROM requests r WHERE {where}", params
+        )[0]
         return int(total or 0), int(failed or 0)
 
     def model_versions(self, start: float, end: float) -> dict[str, int]:

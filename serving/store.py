@@ -1,0 +1,263 @@
+"""The gallery's system of record behind one interface: embedded files (one process) or PostgreSQL (replicas).
+
+A store keeps the identities, their enrolment photos (or only the photos' names when photos are not kept), and
+per model id the embedding of each photo, or the fact that the model found no face in it. The service keeps an
+in-memory :class:`~faceops.face.gallery.Gallery` per model for searching, built from the store and updated with
+each change; the store is what survives a restart and what replicas share.
+
+* :class:`EmbeddedStore` is today's layout in ``state_dir``: ``gallery.npz`` (the served model's gallery),
+  ``enrolled/<identity>/<sha256>`` (the photos) and, while a new model's gallery is built,
+  ``gallery-rebuild.npz`` (its part done so far, so a restart resumes it).
+* :class:`~faceops.serving.store_postgres.PostgresStore` keeps the same in tables, with a change counter that
+  replicas follow (see there).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from faceops.serving.enrolled import EnrolledPhotos, copied
+from faceops.serving.state_files import move_aside, state_lock
+
+from faceops.errors import FaceOpsError, GalleryError, UnknownIdentity
+from faceops.face.gallery import Gallery
+
+__all__ = [
+    "EmbeddedStore",
+    "GalleryStore",
+    "IdentityExists",
+    "ModelNotReady",
+    "StoreUnavailable",
+    "StoredPhoto",
+]
+
+log = logging.getLogger(__name__)
+
+
+class ModelNotReady(FaceOpsError):
+    """The service cannot answer yet: no model loaded (the source was unreachable at start), or no gallery."""
+
+
+class StoreUnavailable(ModelNotReady):
+    """The gallery's store (the database) cannot be reached: HTTP 503, naming it; the service retries by itself."""
+
+
+class IdentityExists(GalleryError):
+    """Enrolling an identity that is already enrolled."""
+
+
+@dataclass(frozen=True)
+class StoredPhoto:
+    """An enrolment photo as stored: its name (the gallery source), whose it is, and its bytes."""
+
+    source: str
+    identity: str
+    data: bytes
+
+
+class GalleryStore(abc.ABC):
+    """Where enrolments live. Every method may raise :class:`StoreUnavailable`."""
+
+    description: str
+    shared = False  # True: other processes write too (follow :meth:`changes`)
+
+    @abc.abstractmethod
+    def gallery(self, model_id: str) -> Gallery:
+        """Everything stored for ``model_id`` as a new gallery (empty if nothing; photos not yet embedded with
+        this model are missing from it: see :meth:`missing`)."""
+
+    @abc.abstractmethod
+    def missing(self, model_id: str, limit: int, identities: set[str] | None = None) -> list[StoredPhoto]:
+        """Up to ``limit`` stored photos (of ``identities`` if given) with no result yet for ``model_id``."""
+
+    @abc.abstractmethod
+    def count_missing(self, model_id: str) -> tuple[int, int]:
+        """``(photos without a result for model_id, stored photos)``."""
+
+    @abc.abstractmethod
+    def put_embeddings(self, model_id: str, results: list[tuple[StoredPhoto, np.ndarray | None]]) -> None:
+        """Store ``model_id``'s embedding of each photo (``None``: no face found, not tried again)."""
+
+    @abc.abstractmethod
+    def enroll(self, identity: str, *, new: bool, model_id: str, photos: list[bytes], embeddings: np.ndarray, keep: bool) -> list[str]:
+        """Add photos of an identity with their embeddings by ``model_id``, all or nothing; the sources.
+
+        Raises:
+            IdentityExists: ``new`` and the identity exists (also when another process enrolled it just now).
+            UnknownIdentity: not ``new`` and the identity does not exist.
+        """
+
+    @abc.abstractmethod
+    def delete(self, identity: str) -> int:
+        """Remove an identity with its photos and embeddings; how many embeddings (of any model) went."""
+
+    def changes(self, cursor: int) -> tuple[int, set[str]]:
+        """Identities changed by any process after ``cursor``, and the new cursor (embedded: none)."""
+        return cursor, set()
+
+    def head(self) -> int:
+        """The latest change's cursor (embedded: always 0)."""
+        return 0
+
+    def identity(self, model_id: str, identity: str) -> tuple[np.ndarray, list[str]]:
+        """``model_id``'s embeddings of one identity and their sources (for stores other processes write)."""
+        raise NotImplementedError(f"{type(self).__name__} has one writer: it never re-reads an identity")
+
+    def promote(self, model_id: str) -> None:
+        """``model_id`` is now the served model (the embedded store writes its gallery as ``gallery.npz``)."""
+        return None
+
+    def take_damage(self) -> tuple[str, str, str | None] | None:
+        """A damaged gallery file found while loading: ``(file, problem, where it was moved)``, once."""
+        return None
+
+    def close(self) -> None:
+        """Release connections."""
+        return None
+
+
+class EmbeddedStore(GalleryStore):
+    """The files of one process's ``state_dir`` (see the module docstring)."""
+
+    def __init__(self, state_dir: Path, keep_photos: bool) -> None:
+        self.path = state_dir / "gallery.npz"
+        self.partial_path = state_dir / "gallery-rebuild.npz"
+        self.photos = EnrolledPhotos(state_dir / "enrolled")
+        self.keep_photos = keep_photos
+        self.description = f"files in {state_dir}"
+        self._galleries: dict[str, Gallery] = {}  # model id -> what is stored for it (the served one is the file)
+        self._served: str | None = None
+        self._no_face: dict[str, set[str]] = {}  # model id -> sources it found no face in (not tried again)
+        self._damage: tuple[str, str, str | None] | None = None
+        self._done: dict[str, set[str]] = {}  # model id -> sources with a result (embedding or no face)
+
+    # -- per model galleries -----------------------------------------------------------------------------------
+    def _load(self, model_id: str) -> Gallery:
+        """``gallery.npz`` if it is ``model_id``'s, else the rebuild in progress if it is, else an empty gallery.
+
+        A damaged ``gallery.npz`` is moved aside (kept) and reported by :meth:`take_damage`; a damaged partial
+        file is deleted (it is only a head start)."""
+        with state_lock(self.path.parent):
+            for path in (self.path, self.partial_path):
+                if not path.exists():
+                    continue
+                try:
+                    gallery = Gallery.load(path)
+                except GalleryError as exc:
+                    if path == self.path:
+                        moved = move_aside(path)
+                        self._damage = (str(path), str(exc), str(moved) if moved else None)
+                    else:
+                        log.warning("partial gallery %s is unreadable (%s): the rebuild starts over", path, exc)
+                        path.unlink(missing_ok=True)
+                    continue
+                if gallery.model_id == model_id:
+                    if path == self.partial_path:
+                        log.info("resuming the gallery rebuild for %s: %d embeddings done", model_id, len(gallery))
+                    return gallery
+                if path == self.path and not self.keep_photos:
+                    log.warning("gallery %s was made by another model and no photos are kept: starting empty", path)
+        return Gallery(model_id)
+
+    def _gallery(self, model_id: str) -> Gallery:
+        if model_id not in self._galleries:
+            self._galleries[model_id] = self._load(model_id)
+        return self._galleries[model_id]
+
+    def take_damage(self) -> tuple[str, str, str | None] | None:
+        damage, self._damage = self._damage, None
+        return damage
+
+    def _save(self, model_id: str) -> None:
+        path = self.path if model_id == self._served else self.partial_path
+        self._galleries[model_id].save(path)
+
+    def gallery(self, model_id: str) -> Gallery:
+        return copied(self._gallery(model_id))
+
+    def _done_sources(self, model_id: str) -> set[str]:
+        if model_id not in self._done:
+            gallery = self._gallery(model_id)
+            self._done[model_id] = {s for name in gallery.identities for s in gallery.sources(name)}
+        return self._done[model_id]
+
+    def _pending(self, model_id: str) -> list[StoredPhoto]:
+        done = self._done_sources(model_id) | self._no_face.get(model_id, set())
+        return [
+            StoredPhoto(f"{identity}/{path.name}", identity, b"")
+            for identity, paths in self.photos.all().items()
+            for path in paths
+            if f"{identity}/{path.name}" not in done
+        ]
+
+    def missing(self, model_id: str, limit: int, identities: set[str] | None = None) -> list[StoredPhoto]:
+        if not self.keep_photos:
+            return []
+        todo = [p for p in self._pending(model_id) if identities is None or p.identity in identities][:limit]
+        return [StoredPhoto(p.source, p.identity, (self.photos.root / p.source).read_bytes()) for p in todo]
+
+    def count_missing(self, model_id: str) -> tuple[int, int]:
+        if not self.keep_photos:
+            return 0, 0
+        return len(self._pending(model_id)), sum(len(p) for p in self.photos.all().values())
+
+    def put_embeddings(self, model_id: str, results: list[tuple[StoredPhoto, np.ndarray | None]]) -> None:
+        gallery = self._gallery(model_id)
+        for photo, vector in results:
+            if vector is None:
+                self._no_face.setdefault(model_id, set()).add(photo.source)
+            elif (self.photos.root / photo.source).exists():  # not deleted meanwhile
+                gallery.add(photo.identity, vector[None, :], [photo.source])
+                self._done_sources(model_id).add(photo.source)
+        self._save(model_id)
+
+    # -- changes -----------------------------------------------------------------------------------------------
+    def enroll(self, identity: str, *, new: bool, model_id: str, photos: list[bytes], embeddings: np.ndarray, keep: bool) -> list[str]:
+        gallery = self._gallery(model_id)
+        exists = identity in gallery.identities
+        if new and exists:
+            raise IdentityExists(f"identity {identity!r} is already enrolled: add images to it instead")
+        if not new and not exists:
+            raise UnknownIdentity(f"identity {identity!r} is not enrolled")
+        sources = [self.photos.save(identity, data) if keep else "" for data in photos]
+        updated = copied(gallery)  # the stored one changes only once the file is written
+        updated.add(identity, embeddings, sources)
+        self._galleries[model_id] = updated
+        try:
+            self._save(model_id)
+        except BaseException:
+            self._galleries[model_id] = gallery
+            raise
+        self._done.pop(model_id, None)
+        return sources
+
+    def delete(self, identity: str) -> int:
+        served = self._gallery(self._served) if self._served is not None else None
+        if served is not None and identity not in served.identities:
+            raise UnknownIdentity(f"identity {identity!r} is not enrolled")
+        removed = 0
+        for model_id, gallery in list(self._galleries.items()):
+            if identity in gallery.identities:
+                updated = copied(gallery)
+                n = updated.remove(identity)
+                self._galleries[model_id] = updated
+                self._save(model_id)
+                removed = n if model_id == self._served else removed
+        self.photos.remove(identity)
+        self._done.clear()
+        return removed
+
+    def promote(self, model_id: str) -> None:
+        """Make ``model_id``'s gallery ``gallery.npz`` (a finished rebuild replaces the old model's file)."""
+        with state_lock(self.path.parent):
+            self._served = model_id
+            gallery = self._gallery(model_id)
+            gallery.save(self.path)
+            self.partial_path.unlink(missing_ok=True)
+            for other in [m for m in self._galleries if m != model_id]:
+                del self._galleries[other]
+                self._done.pop(other, None)
