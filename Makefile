@@ -15,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv browser prometheus tools bench-index run demo test test-all fuzz lint bench bench-lfw bench-finetune closed-loop serve monitor clean
+.PHONY: help venv browser prometheus postgres tools bench-index run demo test test-all fuzz lint bench bench-lfw bench-finetune closed-loop serve monitor clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -65,7 +65,18 @@ prometheus: ## Install Debian's prometheus (server + promtool) for the monitorin
 	fi; \
 	command -v promtool >/dev/null 2>&1 || echo "NOTE: prometheus not found: tests/serving/test_prometheus.py will be partly SKIPPED (sudo apt-get install -y prometheus)"
 
-tools: browser prometheus ## Every outside program the tests use (chromium, prometheus)
+# PostgreSQL's server (initdb, pg_ctl) for the shared-store tests (tests/serving/pg_server.py).
+postgres: ## Install Debian's postgresql server binaries for the shared-store tests when missing
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true >/dev/null 2>&1; then sudo="sudo -n"; else sudo=no; fi; \
+	if [ "$$sudo" != no ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing postgresql (Debian package) for the shared-store tests..."; \
+	  { $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; } \
+	    || echo "apt-get could not install postgresql"; \
+	fi; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || echo "NOTE: PostgreSQL's server not found: the shared-store tests will be SKIPPED (sudo apt-get install -y postgresql)"
+
+tools: browser prometheus postgres ## Every outside program the tests use (chromium, prometheus, postgresql)
 
 test: venv tools ## The tests (fast tier: unit + integration, no slow markers); installs chromium and prometheus when it can
 	@test -d $(SHARED)/datasets || { echo "$(SHARED)/datasets not found: the tests read real images from ../shared"; exit 1; }

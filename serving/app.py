@@ -125,6 +125,7 @@ def create_app(settings: ServingSettings | None = None, source: ModelSource | No
     install_error_handlers(app)
     for module in (faces, identities, ops, stream):
         app.include_router(module.router)
+    _build_routes(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -145,6 +146,18 @@ def create_app(settings: ServingSettings | None = None, source: ModelSource | No
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)  # CSP and anti-framing on every HTML page (/ui, /docs, /redoc)
     return app
+
+
+def _build_routes(app: FastAPI) -> None:
+    """Have FastAPI analyse every route now, in this one thread.
+
+    FastAPI (0.165) analyses an included router's routes lazily, at the first request, and the analysis writes to
+    the parameter objects the route functions share across apps; two apps doing it at once (two replicas in one
+    process, as the tests run them) can trip over each other (seen as a pydantic warning, a 500 under -W error).
+    """
+    scope = {"type": "http", "path": "/", "method": "GET", "headers": [], "query_string": b"", "root_path": ""}
+    for route in app.router.routes:
+        route.matches(scope)
 
 
 async def _refresh(ctx: AppContext) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -216,18 +217,29 @@ def _probe(uri: str) -> None:
 @contextmanager
 def _session(uri: str | None) -> Iterator[MlflowClient]:
     """Point mlflow's fluent API at ``uri`` for the duration, with its errors mapped by :func:`map_exceptions`."""
+    from mlflow.tracking._model_registry import utils as registry_state
+    from mlflow.tracking._tracking_service import utils as tracking_state
+
     uri = tracking_uri(uri)
     with map_exceptions(uri):
         _probe(uri)
-        previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+        # mlflow keeps the URIs process-wide and also exports them as MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI
+        # (inherited by every child process: pipeline steps, CLIs): put all four back exactly as they were, so a
+        # session never leaves a URI behind (one that names a server long gone, in a test suite).
+        saved = (tracking_state._tracking_uri, registry_state._registry_uri)
+        saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         try:
             yield MlflowClient(tracking_uri=uri, registry_uri=uri)
         finally:
-            if previous:
-                mlflow.set_tracking_uri(previous)
-                mlflow.set_registry_uri(previous)
+            mlflow.set_tracking_uri(saved[0])  # type: ignore[arg-type]  # None: back to unset (mlflow handles it)
+            registry_state._registry_uri = saved[1]
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def _experiment_id(client: MlflowClient, uri: str) -> str:

@@ -40,6 +40,22 @@ def _job_command(r: Rendered, tmp_path: Path) -> tuple[list[str], dict[str, str]
     return [sys.executable, str(tmp_path / Path(args[1]).name), *args[2:]], env
 
 
+def _remove_bucket(endpoint: str, env: dict[str, str], name: str) -> None:
+    import boto3
+
+    s3 = boto3.resource(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    bucket = s3.Bucket(name)
+    if bucket.creation_date is not None:
+        bucket.objects.all().delete()
+        bucket.delete()
+
+
 def test_the_job_creates_every_bucket_the_overlay_names_once(rendered: dict[str, Rendered], s3_endpoint: str, tmp_path: Path) -> None:
     import boto3
 
@@ -47,6 +63,7 @@ def test_the_job_creates_every_bucket_the_overlay_names_once(rendered: dict[str,
     assert env["AWS_ENDPOINT_URL"] == "http://faceops-minio:9000"
     env["AWS_ENDPOINT_URL"] = s3_endpoint  # MinIO's Service name does not resolve here
     run_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env
+    _remove_bucket(s3_endpoint, env, "faceops")  # the S3 server is shared: another test may have made it
     first = subprocess.run(command, env=run_env, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
     assert first.stdout.splitlines() == [f"bucket faceops created at {s3_endpoint}"]
@@ -59,7 +76,8 @@ def test_the_job_creates_every_bucket_the_overlay_names_once(rendered: dict[str,
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     )
-    assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["faceops"]
+    # the S3 server is shared with other tests (their buckets are there too): "faceops" is there, once
+    assert [b["Name"] for b in s3.list_buckets()["Buckets"]].count("faceops") == 1
     # the buckets of every s3:// URI in the overlay: the store, the DVC remote and MLflow's artifacts
     assert {a.split("/")[2] for a in command[2:]} == {"faceops"} and len(command[2:]) == 3
 

@@ -185,7 +185,8 @@ def test_training_pipeline_with_steps_that_share_nothing_but_artifacts_s3_and_ml
     assert any(k.startswith("cache/crops-") and k.endswith(".npz") for k in cache_keys)
     assert any(k.startswith("cache/trunk-") for k in cache_keys)
     # the champion alias points at the new version, whose artifacts are in S3
-    mlflow = MlflowClient(mlflow_server)
+    # both URIs explicit: mlflow's process-wide registry URI may still name another test's (stopped) server
+    mlflow = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     champion = mlflow.get_model_version_by_alias(MODEL_NAME, "champion")
     assert champion.version == "1"
     mlflow_keys = _keys(client, "mlflow/")

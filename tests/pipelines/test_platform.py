@@ -74,6 +74,7 @@ def test_every_step_gets_secrets_config_map_resources_and_retries(documents: dic
             "MLFLOW_TRACKING_URI",
             "FACEOPS_STORE",
             "FACEOPS_DVC_REMOTE",
+            "FACEOPS_DATA_REPO",
         }
         assert "pvcMount" not in config  # the cache PVC is a compile-time option, off by default
         resources = executors[label]["container"]["resources"]

@@ -183,7 +183,11 @@ def test_the_database_down_at_start_or_between_requests_is_a_503_and_heals(
                 "recognition once the database is back",
             )
             assert back.json()["faces"][0]["identity"] == "Tony_Blair"  # the acknowledged enrolment is there
-            assert client.get("/ready", headers=key_header).json()["gallery"] == {"identities": 1, "embeddings": 2}
+            # /ready follows the background retry (every sync_seconds): wait for it, then look
+            ready = wait_until(
+                lambda: (r := client.get("/ready", headers=key_header)).status_code == 200 and r, 30, "ready again"
+            )
+            assert ready.json()["gallery"] == {"identities": 1, "embeddings": 2}
     finally:
         with contextlib.suppress(RuntimeError):  # already running
             postgres.start()  # for the other tests, whatever happened here
