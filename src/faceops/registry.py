@@ -26,6 +26,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -214,6 +215,9 @@ def _probe(uri: str) -> None:
         raise TrackingUnavailable(_unavailable(uri, requests.HTTPError(response.status_code)))
 
 
+_SESSION_LOCK = threading.RLock()
+
+
 @contextmanager
 def _session(uri: str | None) -> Iterator[MlflowClient]:
     """Point mlflow's fluent API at ``uri`` for the duration, with its errors mapped by :func:`map_exceptions`."""
@@ -221,7 +225,9 @@ def _session(uri: str | None) -> Iterator[MlflowClient]:
     from mlflow.tracking._tracking_service import utils as tracking_state
 
     uri = tracking_uri(uri)
-    with map_exceptions(uri):
+    # One session at a time in a process: the URIs are process-wide, so a session in another thread (the service
+    # polls MLflow in worker threads) must neither see this one's URI go away mid-call nor restore its own over it.
+    with _SESSION_LOCK, map_exceptions(uri):
         _probe(uri)
         # mlflow keeps the URIs process-wide and also exports them as MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI
         # (inherited by every child process: pipeline steps, CLIs): put all four back exactly as they were, so a
@@ -365,7 +371,11 @@ def load_bundle(model_uri: str, uri: str | None = None, dst: str | Path | None =
     with _session(uri):
         target = Path(dst) if dst else Path(tempfile.mkdtemp(prefix="faceops-model-"))
         with map_exceptions(uri, context=model_uri, missing=_LOOKUP_MISSING):
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(target)))
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=model_uri, dst_path=str(target), tracking_uri=uri, registry_uri=uri
+                )
+            )
     found = sorted(local.rglob("bundle.json"))
     if not found:
         raise ModelNotFound(f"{model_uri} is not a FaceOps model (no bundle.json in its artifacts)")
