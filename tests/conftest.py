@@ -41,6 +41,26 @@ def recognizer():
     return FaceRecognizer()
 
 
+def wait_for_mlflow(uri: str, proc, log_path: Path, timeout: float = 240.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the ``mlflow server`` process ``proc`` answers ``/health`` at ``uri``; fail with the end of its
+    log if it exits or takes longer than ``timeout`` (a busy 2-core machine takes minutes to import mlflow)."""
+    import time
+
+    import requests
+
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if requests.get(uri + "/health", timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"mlflow server did not start: {log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
 def start_mlflow_server():
     """Start real ``mlflow server`` processes on 127.0.0.1 (SQLite backend, artifacts in a folder).
@@ -51,9 +71,7 @@ def start_mlflow_server():
     import socket
     import subprocess
     import sys
-    import time
 
-    import requests
 
     started: list[tuple[subprocess.Popen, object]] = []
 
@@ -70,17 +88,8 @@ def start_mlflow_server():
         )
         started.append((proc, log))
         uri = f"http://127.0.0.1:{port}"
-        deadline = time.time() + timeout  # a busy machine takes minutes to import mlflow
-        while True:
-            try:
-                if requests.get(uri + "/health", timeout=2).ok:
-                    return uri, proc
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"mlflow server did not start: {(where / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+        wait_for_mlflow(uri, proc, where / "server.log", timeout)
+        return uri, proc
 
     yield start
     for proc, log in started:

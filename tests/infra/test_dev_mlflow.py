@@ -10,12 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from tests.conftest import wait_for_mlflow
 from tests.infra import checks
 from tests.infra.conftest import Rendered
 
@@ -73,16 +73,7 @@ def test_the_dev_mlflow_server_serves_in_cluster_hosts_and_stores_artifacts_in_s
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=server_env, start_new_session=True)
         try:
             uri = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 240  # a busy 2-core machine takes a while to import mlflow
-            while True:
-                try:
-                    if requests.get(uri + "/health", timeout=2).ok:
-                        break
-                except requests.RequestException:
-                    pass
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-3000:]}")
-                time.sleep(0.5)
+            wait_for_mlflow(uri, proc, tmp_path / "server.log")
             search = uri + "/api/2.0/mlflow/experiments/search?max_results=1"
             in_cluster = r.get("ConfigMap", "faceops-endpoints")["data"]["MLFLOW_TRACKING_URI"].removeprefix("http://")
             fqdn = f"faceops-mlflow.{r.get('Service', 'faceops-mlflow')['metadata']['namespace']}.svc.cluster.local:5000"

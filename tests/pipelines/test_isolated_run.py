@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import wait_for_mlflow
+
 pytestmark = pytest.mark.integration
 
 BUCKET = "faceops"
@@ -80,7 +82,6 @@ def s3() -> Iterator[tuple[str, object]]:
 @pytest.fixture(scope="module")
 def mlflow_server(s3: tuple[str, object], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``mlflow server`` on 127.0.0.1: SQLite backend, artifacts proxied to s3://faceops/mlflow on moto."""
-    import requests
 
     where = tmp_path_factory.mktemp("mlflow")
     port = _free_port()
@@ -93,17 +94,8 @@ def mlflow_server(s3: tuple[str, object], tmp_path_factory: pytest.TempPathFacto
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=where,
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240  # a busy 2-core machine takes a while to import mlflow
     try:
-        while True:
-            try:
-                if requests.get(uri + "/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"mlflow server did not start: {(where / 'server.log').read_text()[-2000:]}")
-            time.sleep(1)
+        wait_for_mlflow(uri, proc, where / "server.log")
         yield uri
     finally:
         proc.terminate()
