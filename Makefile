@@ -15,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv browser prometheus postgres tools bench-index run demo test test-all fuzz lint bench bench-lfw bench-finetune closed-loop serve monitor clean
+.PHONY: help venv browser prometheus postgres tools bench-index bench-speed bench-detector bench-optimize run demo test test-all fuzz lint bench bench-lfw bench-finetune closed-loop serve monitor clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -99,6 +99,15 @@ lint: venv ## Ruff lint and mypy type check
 
 bench-index: venv ## 1:N search: usearch, FAISS and hnswlib side by side at 10k and 100k (SIZES=1000000 LIBS=usearch: the 1M gallery, ~15 min)
 	$(PY) benchmarks/gallery_index.py --sizes $(or $(SIZES),10000 100000) --libraries $(or $(LIBS),usearch faiss-hnsw-sq8 hnswlib)
+
+bench-speed: venv ## Detect + embed side by side: facenet-pytorch as shipped, FaceOps torch, ONNX, int8, MobileFaceNet (long; QUICK=1: 20 photos)
+	$(PY) benchmarks/inference_speed.py $(if $(QUICK),--quick)
+
+bench-detector: venv ## MTCNN pyramid settings per stage, batched vs one at a time, and the retry ladder on the listed misses
+	$(PY) benchmarks/detector.py bench --out benchmarks/results/detector.json
+
+bench-optimize: venv ## The accuracy-parity gate of each inference variant against the pretrained default on LFW pairs (long)
+	$(PY) benchmarks/optimize_lfw.py --out benchmarks/results/optimize_lfw.json
 
 bench: venv ## Face-core and serving benchmarks (JSON under benchmarks/results/)
 	$(PY) benchmarks/bench_core.py --out benchmarks/results/core.json

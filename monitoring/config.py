@@ -238,13 +238,19 @@ class MonitorConfig(StrictConfig):
         description="SQLite cache of the stored images' embeddings (a cache: losing it costs time only); "
         "default: state_path with the local state, <reports_dir>/.cache/embeddings.sqlite with MLflow.",
     )
+    embedding_cache_max_age: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="Cached embeddings (of people's faces) older than this are dropped at each run, as are those "
+        "whose request left the request log (erased identity, log retention). Seconds or a duration ('7d').",
+    )
     log_to_mlflow: bool = True
     drift: DriftConfig = DriftConfig()
     policy: PolicyConfig = PolicyConfig()
     alerts: list[SinkConfig] = Field(default_factory=_log_sink_only)
     trigger: TriggerConfig = TriggerConfig()
 
-    _durations = field_validator("window", mode="before")(_duration)
+    _durations = field_validator("window", "embedding_cache_max_age", mode="before")(_duration)
 
 
 def load_monitor_config(path: str | Path | None) -> MonitorConfig:

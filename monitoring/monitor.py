@@ -40,6 +40,7 @@ from faceops.monitoring.window import Window, read_images, read_window
 
 from faceops.errors import FaceOpsError
 from faceops.telemetry.reference import FEATURES, Reference
+from faceops.telemetry.requestlog import RequestLogReader
 from faceops.telemetry.stats import performance
 
 __all__ = ["MonitorRun", "run_every", "run_once"]
@@ -103,7 +104,9 @@ def _embeddings(
             except FaceOpsError as exc:
                 log.debug("stored image of %s not embedded: %s", request_id, exc)
                 faces = []
-            fresh[request_id] = np.array([f.embedding for f in faces], dtype=np.float32).reshape(-1, 512)
+            fresh[request_id] = (
+                np.stack([f.embedding for f in faces]).astype(np.float32) if faces else np.zeros((0, 0), np.float32)
+            )
         state.cache_embeddings(model, fresh)
         found.update(fresh)
     vectors = [v for v in found.values() if len(v)]
@@ -203,8 +206,24 @@ def run_once(
             run = MonitorRun("error", [f"monitor could not run: {type(exc).__name__}: {exc}"])
         else:
             with cache:
+                _prune_cache(config, cache, now)
                 run = _judge_window(config, span, out, state, cache, now, trigger)
         return _finish(config, state, run, span, out, sinks, now)
+
+
+def _prune_cache(config: MonitorConfig, cache: EmbeddingCache, now: float) -> None:
+    """Drop cached embeddings past ``embedding_cache_max_age`` and those of requests no longer in the log (an
+    erased identity's, pruned ones); without a readable log only the age applies (the run reports the log)."""
+    try:
+        reader = RequestLogReader(config.request_log)
+    except FaceOpsError as exc:
+        log.debug("embedding cache pruned by age only: %s", exc)
+        removed = cache.prune(config.embedding_cache_max_age, now=now)
+    else:
+        with reader:
+            removed = cache.prune(config.embedding_cache_max_age, reader.known_requests, now=now)
+    if removed:
+        log.info("embedding cache: %d entries dropped (too old, or their request left the log)", removed)
 
 
 def _finish(

@@ -22,14 +22,19 @@ for ``retry_after``; a run that ended FAILED counts as a start (the cooldown app
 failed).
 
 The embeddings of logged images the monitor computed (:class:`EmbeddingCache`) are a cache, not state: a
-local SQLite file, lost with the pod at no cost but time.
+local SQLite file, lost with the pod at no cost but time. They are embeddings of people's faces, so the cache
+keeps them no longer than ``embedding_cache_max_age`` (7 days by default) nor longer than the request they came
+from: each monitor run drops the entries older than that and those whose request left the request log (erased
+with an identity, or older than the log's retention) (:meth:`EmbeddingCache.prune`).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -273,6 +278,8 @@ class EmbeddingCache:
             "vectors BLOB NOT NULL, PRIMARY KEY (model, request_id));",
             "embedding cache",
         )
+        if "ts" not in {row[1] for row in self._db.execute("PRAGMA table_info(embeddings)")}:
+            self._db.execute("ALTER TABLE embeddings ADD COLUMN ts REAL")  # a cache from before: NULL, pruned first
 
     def close(self) -> None:
         self._db.close()
@@ -284,7 +291,7 @@ class EmbeddingCache:
         self.close()
 
     def cached_embeddings(self, model: str, request_ids: list[str]) -> dict[str, np.ndarray]:
-        """The cached ``(n_faces, 512)`` embeddings of these requests (no face: 0 rows)."""
+        """The cached ``(n_faces, D)`` embeddings of these requests (no face: 0 rows)."""
         out = {}
         for start in range(0, len(request_ids), 500):
             chunk = request_ids[start : start + 500]
@@ -292,14 +299,45 @@ class EmbeddingCache:
                 f"SELECT request_id, vectors FROM embeddings WHERE model = ? AND request_id IN ({','.join('?' * len(chunk))})",
                 (model, *chunk),
             ).fetchall()
-            out.update({r: np.frombuffer(v, dtype=np.float32).reshape(-1, 512) for r, v in rows})
+            out.update({r: _vectors(v) for r, v in rows})
         return out
 
     def cache_embeddings(self, model: str, vectors: dict[str, np.ndarray]) -> None:
         self._db.executemany(
-            "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?)",
-            [(model, r, np.asarray(v, dtype=np.float32).reshape(-1, 512).tobytes()) for r, v in vectors.items()],
+            "INSERT OR REPLACE INTO embeddings (model, request_id, vectors, ts) VALUES (?, ?, ?, ?)",
+            [(model, r, _blob(v), time.time()) for r, v in vectors.items()],
         )
+
+    def prune(self, max_age_s: float, known: Callable[[list[str]], set[str]] | None = None, now: float | None = None) -> int:
+        """Drop entries cached more than ``max_age_s`` ago (or at an unknown time), and with ``known`` (the
+        request ids still in the request log, of those given) those whose request is gone; how many went."""
+        cutoff = (now or time.time()) - max_age_s
+        removed = self._db.execute("DELETE FROM embeddings WHERE ts IS NULL OR ts < ?", (cutoff,)).rowcount
+        if known is None:
+            return removed
+        ids = [r[0] for r in self._db.execute("SELECT DISTINCT request_id FROM embeddings").fetchall()]
+        alive = known(ids)
+        gone = [i for i in ids if i not in alive]
+        for start in range(0, len(gone), 500):
+            chunk = gone[start : start + 500]
+            removed += self._db.execute(
+                f"DELETE FROM embeddings WHERE request_id IN ({','.join('?' * len(chunk))})", chunk
+            ).rowcount
+        return removed
+
+
+def _blob(vectors: np.ndarray) -> bytes:
+    """``(n, D)`` float32 as ``.npy`` bytes: the shape travels with the vectors (D is the model's)."""
+    buffer = io.BytesIO()
+    vectors = np.asarray(vectors, dtype=np.float32)
+    np.save(buffer, vectors.reshape(len(vectors), vectors.size // max(len(vectors), 1)), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _vectors(blob: bytes) -> np.ndarray:
+    if blob[:6] == b"\x93NUMPY":
+        return np.load(io.BytesIO(blob), allow_pickle=False)
+    return np.frombuffer(blob, dtype=np.float32).reshape(-1, 512)  # a cache written before: 512-d rows
 
 
 def _ago(seconds: float) -> str:

@@ -77,7 +77,9 @@ def _number(value: Any, name: str) -> float:
 
 
 def _embedding(blob: Any) -> np.ndarray | None:
-    if not isinstance(blob, bytes) or len(blob) not in (512 * 4, 512 * 2):
+    # the service writes float16 of the model's size (512 for InceptionResnetV1, 128 for MobileFaceNet); logs
+    # from before that wrote 512 float32 (2048 bytes, which no float16 embedding of a shipped model has)
+    if not isinstance(blob, bytes) or len(blob) % 2 or not 32 <= len(blob) <= 8192:
         return None
     vector = np.frombuffer(blob, dtype=np.float32 if len(blob) == 2048 else np.float16).astype(np.float32)
     return vector if np.all(np.isfinite(vector)) else None

@@ -70,3 +70,4 @@ class EnrolledPhotos:
 def copied(gallery: Gallery) -> Gallery:
     """A deep copy, so a mutation never shows half-done to a concurrent reader (copy-on-write)."""
     return copy.deepcopy(gallery)
+

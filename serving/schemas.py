@@ -173,7 +173,12 @@ class IdentitiesResponse(BaseModel):
 
 class DeleteResponse(BaseModel):
     identity: str
-    removed_embeddings: int
+    removed_embeddings: int = Field(description="Gallery embeddings removed (every model's).")
+    removed: dict[str, int] = Field(
+        default_factory=dict,
+        description="What each store lost: gallery_embeddings, photos, and log_requests, log_faces, log_feedback, "
+        "log_images, log_embeddings (the request-log rows that named or showed the identity).",
+    )
 
 
 class FeedbackOut(BaseModel):

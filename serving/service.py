@@ -32,7 +32,7 @@ from faceops.serving.enrolled import check_identity, copied
 from faceops.serving.model_source import ModelSource, SourceUnavailable
 from faceops.serving.rebuild import Rebuild, chunks, embed_stored
 from faceops.serving.state_files import Repair
-from faceops.serving.store import GalleryStore, IdentityExists, ModelNotReady, StoreUnavailable
+from faceops.serving.store import DELETED, GalleryStore, IdentityExists, ModelNotReady, StoreUnavailable
 
 from faceops.errors import FaceOpsError, GalleryError, NoFaceDetected, UnknownIdentity
 from faceops.evaluation.bundle import ModelBundle
@@ -43,6 +43,8 @@ from faceops.face.gallery import UNKNOWN, Gallery, Match
 from faceops.face.images import load_image
 from faceops.face.quality import crop_quality
 from faceops.face.recognizer import FaceRecognizer
+from faceops.telemetry.erasure import DeletionRecord, likeness_of
+from faceops.telemetry.requestlog import RequestLogWriter
 
 __all__ = [
     "AnalyzedFace",
@@ -315,6 +317,10 @@ class FaceService:
             state = self.state
             model = state.model
             gallery = copied(state.gallery)
+            if DELETED in changed:  # a deletion elsewhere: the change log does not name whom
+                changed.discard(DELETED)
+                for gone in set(gallery.identities) - self.store.names():
+                    gallery.remove(gone)
             for photos in chunks(self.store.missing(model.model_id, 10_000, changed), self.settings.rebuild_batch):
                 self.store.put_embeddings(model.model_id, embed_stored(model.recognizer, photos, self.decode))
             for identity in sorted(changed):
@@ -411,17 +417,37 @@ class FaceService:
                 self._state = replace(current, gallery=gallery)
         return identity, len(done.indices), errors
 
-    def delete(self, identity: str) -> int:
-        """Remove every embedding (and stored photo) of an identity; returns how many embeddings."""
+    def delete(self, identity: str, request_log: RequestLogWriter, actor: str) -> dict[str, int]:
+        """Erase an identity from every store the service writes; how many of what each lost.
+
+        In this order, so that a failure part-way leaves the identity deletable again (a retry finds it): check it
+        exists (:class:`UnknownIdentity`, nothing touched), erase it from the request log (every request naming
+        it or, with logged embeddings, showing it: :mod:`faceops.telemetry.erasure`), delete its embeddings of
+        every model and its photos from the store and the served gallery, then append the audit record (who,
+        when, the counts; the name only as a salted hash) to the request log's ``deletions`` table.
+
+        Returns:
+            ``{'gallery_embeddings', 'photos', 'log_requests', 'log_faces', 'log_feedback', 'log_images',
+            'log_embeddings'}``.
+        """
         with self._write_lock:
+            self.catch_up()
             current = self.state
-            removed = self.store.delete(identity)
+            if identity not in current.gallery.identities and not self.store.has(identity):
+                raise UnknownIdentity(f"identity {identity!r} is not enrolled")
+            likeness = likeness_of(current.gallery, identity, current.model.threshold)
+            logged = request_log.forget(identity, likeness)
+            stored = self.store.delete(identity)
             if self.store.shared:
                 self._sync()
-            else:
+            elif identity in current.gallery.identities:
                 gallery = copied(current.gallery)
                 gallery.remove(identity)
                 self._state = replace(current, gallery=gallery)
+            removed = {"gallery_embeddings": stored["embeddings"], "photos": stored["photos"]}
+            removed |= {f"log_{k}": n for k, n in logged.items()}
+            request_log.record_deletion(DeletionRecord.new(identity, actor, removed))
+        log.info("identity erased by %s: %s", actor, removed)  # counts only: the log names no one
         return removed
 
 

@@ -16,6 +16,7 @@ from faceops.serving.config import ServingSettings
 from faceops.serving.state_files import Repair, open_request_log
 from faceops.serving.store import EmbeddedStore, GalleryStore, StoreUnavailable
 
+from faceops.telemetry.erasure import DeletionRecord, Likeness
 from faceops.telemetry.postgres import DatabaseUnavailable
 from faceops.telemetry.requestlog import RequestLogWriter, RequestRecord
 
@@ -79,6 +80,18 @@ class GuardedLog:
     def prune(self, now: float | None = None) -> int:
         with _mapped():
             return self.inner.prune(now)
+
+    def forget(self, identity: str, likeness: Likeness | None = None) -> dict[str, int]:
+        with _mapped():
+            return self.inner.forget(identity, likeness)
+
+    def record_deletion(self, record: DeletionRecord) -> None:
+        with _mapped():
+            self.inner.record_deletion(record)
+
+    def deletions(self) -> list[DeletionRecord]:
+        with _mapped():
+            return self.inner.deletions()
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         with _mapped():

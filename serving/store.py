@@ -33,9 +33,14 @@ __all__ = [
     "ModelNotReady",
     "StoreUnavailable",
     "StoredPhoto",
+    "DELETED",
 ]
 
 log = logging.getLogger(__name__)
+
+# What a shared store's change log says for a deletion: not the name (the log would keep naming the person); a
+# replica that reads it drops the identities its gallery has and the store no longer has (:meth:`GalleryStore.names`).
+DELETED = ""
 
 
 class ModelNotReady(FaceOpsError):
@@ -92,8 +97,20 @@ class GalleryStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def delete(self, identity: str) -> int:
-        """Remove an identity with its photos and embeddings; how many embeddings (of any model) went."""
+    def delete(self, identity: str) -> dict[str, int]:
+        """Remove an identity with its photos and embeddings: ``{'embeddings': of any model, 'photos': n}``.
+
+        Raises:
+            UnknownIdentity: nothing is stored for it (nothing is changed).
+        """
+
+    @abc.abstractmethod
+    def has(self, identity: str) -> bool:
+        """Whether anything (an embedding by any model, a photo) is stored for ``identity``."""
+
+    def names(self) -> set[str]:
+        """Every stored identity (for following another process's deletions)."""
+        raise NotImplementedError(f"{type(self).__name__} has one writer: it never re-reads its identities")
 
     def changes(self, cursor: int) -> tuple[int, set[str]]:
         """Identities changed by any process after ``cursor``, and the new cursor (embedded: none)."""
@@ -235,21 +252,29 @@ class EmbeddedStore(GalleryStore):
         self._done.pop(model_id, None)
         return sources
 
-    def delete(self, identity: str) -> int:
-        served = self._gallery(self._served) if self._served is not None else None
-        if served is not None and identity not in served.identities:
+    def has(self, identity: str) -> bool:
+        galleries = [*self._galleries.values(), *([self._gallery(self._served)] if self._served else [])]
+        return any(identity in g.identities for g in galleries) or (self.photos.root / identity).is_dir()
+
+    def delete(self, identity: str) -> dict[str, int]:
+        """Every model's gallery file without the identity, and its photo folder removed (the photos' names, the
+        sources, leave the in-memory bookkeeping too)."""
+        if not self.has(identity):
             raise UnknownIdentity(f"identity {identity!r} is not enrolled")
-        removed = 0
+        embeddings = 0
         for model_id, gallery in list(self._galleries.items()):
             if identity in gallery.identities:
                 updated = copied(gallery)
-                n = updated.remove(identity)
+                embeddings += updated.remove(identity)
                 self._galleries[model_id] = updated
                 self._save(model_id)
-                removed = n if model_id == self._served else removed
+        folder = self.photos.root / identity
+        photos = sum(p.is_file() for p in folder.iterdir()) if folder.is_dir() else 0
         self.photos.remove(identity)
+        for sources in self._no_face.values():
+            sources.difference_update({s for s in sources if s.startswith(f"{identity}/")})
         self._done.clear()
-        return removed
+        return {"embeddings": embeddings, "photos": photos}
 
     def promote(self, model_id: str) -> None:
         """Make ``model_id``'s gallery ``gallery.npz`` (a finished rebuild replaces the old model's file)."""

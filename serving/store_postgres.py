@@ -5,14 +5,17 @@ Tables (created on first use, by one replica at a time)::
     gallery_identities(name PK)                          the unique name settles two replicas enrolling one name
     gallery_photos(source PK, identity FK, data BYTEA)   data is NULL when enrolment photos are not kept
     gallery_embeddings(model_id, source) PK, identity FK, vector BYTEA (float32; NULL: no face with this model)
-    gallery_changes(seq PK, identity)                    one row per enrolment or deletion
+    gallery_changes(seq PK, identity)                    one row per enrolment or deletion (a deletion's
+                                                         row says DELETED, not the name)
     gallery_head(seq)                                    one row: the last change's seq
 
 Deleting an identity cascades to its photos and embeddings. Every enrolment and deletion ends its transaction by
 bumping ``gallery_head`` (its row lock orders the commits, so the change seqs become visible in order, none
 skipped) and writing a ``gallery_changes`` row: a replica follows the others by reading the changes after its
-cursor and reloading those identities. Any connection failure is :class:`StoreUnavailable` naming the
-database; the next call reconnects.
+cursor and reloading those identities. A deletion also removes the identity's earlier change rows and writes
+:data:`~faceops.serving.store.DELETED` instead of its name, so nothing in the database names the person once
+deleted; a replica that reads it drops what its gallery has and the store no longer has. Any connection failure
+is :class:`StoreUnavailable` naming the database; the next call reconnects.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import psycopg
-from faceops.serving.store import GalleryStore, IdentityExists, StoredPhoto, StoreUnavailable
+from faceops.serving.store import DELETED, GalleryStore, IdentityExists, StoredPhoto, StoreUnavailable
 
 from faceops.errors import UnknownIdentity
 from faceops.face.gallery import Gallery
@@ -178,18 +181,29 @@ class PostgresStore(GalleryStore):
             _changed(cur, identity, now)
         return sources
 
-    def delete(self, identity: str) -> int:
+    def has(self, identity: str) -> bool:
+        with self._conn() as conn:
+            return conn.execute("SELECT 1 FROM gallery_identities WHERE name = %s", (identity,)).fetchone() is not None
+
+    def names(self) -> set[str]:
+        with self._conn() as conn:
+            return {r[0] for r in conn.execute("SELECT name FROM gallery_identities").fetchall()}
+
+    def delete(self, identity: str) -> dict[str, int]:
         with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
-            removed = _one(
+            embeddings, photos = _one(
                 cur.execute(
-                    "SELECT COUNT(*) FROM gallery_embeddings WHERE identity = %s AND vector IS NOT NULL", (identity,)
+                    "SELECT (SELECT COUNT(*) FROM gallery_embeddings WHERE identity = %s AND vector IS NOT NULL), "
+                    "(SELECT COUNT(*) FROM gallery_photos WHERE identity = %s AND data IS NOT NULL)",
+                    (identity, identity),
                 ).fetchone()
-            )[0]
+            )
             cur.execute("DELETE FROM gallery_identities WHERE name = %s", (identity,))
             if cur.rowcount == 0:
                 raise UnknownIdentity(f"identity {identity!r} is not enrolled")
-            _changed(cur, identity, time.time())
-        return int(removed)
+            cur.execute("DELETE FROM gallery_changes WHERE identity = %s", (identity,))
+            _changed(cur, DELETED, time.time())
+        return {"embeddings": int(embeddings), "photos": int(photos)}
 
     def close(self) -> None:
         self.db.close()

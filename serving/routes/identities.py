@@ -104,9 +104,11 @@ async def get_identity(ctx: Ctx, client: Client, identity: str = IdentityId) -> 
 
 @router.delete("/{identity}", response_model=DeleteResponse, responses=_ERRORS)
 async def delete_identity(ctx: Ctx, client: Client, identity: str = IdentityId) -> DeleteResponse:
-    """Delete an identity: every embedding and every stored photo of it."""
+    """Erase an identity: its embeddings (every model's), its stored photos, and every request-log row that names
+    it or shows it (with their stored images and embeddings); an audit record says who did it, when and how many
+    of what went (the name only as a salted hash). An unknown identity is 404 and changes nothing."""
     async with Tracked(ctx, "delete_identity") as track:
         track.use_state(ctx.service.state)
-        removed = await run_inference(ctx, ctx.service.delete, identity)
+        removed = await run_inference(ctx, ctx.service.delete, identity, ctx.log, client)
         ctx.metrics.gallery_size.set(len(ctx.service.state.gallery.identities))
-        return DeleteResponse(identity=identity, removed_embeddings=removed)
+        return DeleteResponse(identity=identity, removed_embeddings=removed["gallery_embeddings"], removed=removed)

@@ -5,6 +5,7 @@ service, pipeline components) can map a whole family to one exit code or HTTP st
 
     FaceOpsError
     ├── ConfigError                 a setting or run config is missing or has a bad value
+    │   └── InvalidModelFile        a model file that is unreadable, corrupt, or not what its bundle declares
     ├── WeightsNotFound             no embedding weights at the configured path and no way to download them
     ├── InvalidImage                an input that is not a usable image
     │   ├── ImageNotFound           the path does not exist
@@ -45,6 +46,7 @@ __all__ = [
     "GalleryError",
     "ImageNotFound",
     "ImageTooLarge",
+    "InvalidModelFile",
     "InvalidImage",
     "ModelNotFound",
     "MonitoringError",
@@ -69,6 +71,10 @@ class FaceOpsError(Exception):
 
 class ConfigError(FaceOpsError):
     """A setting or run config is missing or has a bad value."""
+
+
+class InvalidModelFile(ConfigError):
+    """A model file that is unreadable, corrupt, or not what its bundle declares (input size, embedding size)."""
 
 
 class WeightsNotFound(FaceOpsError):

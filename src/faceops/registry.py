@@ -85,6 +85,7 @@ _PIP_REQUIREMENTS = [
     "torchvision==0.29.1",
     "facenet-pytorch==2.6.0",
     "mlflow==3.17.2",
+    "onnxruntime==1.32.0",
 ]
 
 

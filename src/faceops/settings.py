@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, description="Larger images are refused (bomb guard).")
     max_image_bytes: int = Field(default=25 * 1024 * 1024, description="Larger image files are refused.")
     shared_dir: Path = Field(default=Path("../shared"), description="Where the shared datasets and weights are.")
+    mobilefacenet: Path | None = Field(
+        default=None,
+        description="The MobileFaceNet ONNX embedder (`faceops optimize --method mobilefacenet`); default: "
+        "<shared_dir>/weights/mobilefacenet/MobileFaceNet.onnx.",
+    )
     output_dir: Path = Field(default=Path("outputs"), description="Where demos and reports write.")
     # Data versioning (DVC remotes). The local remote works offline; the S3 one needs a bucket.
     dvc_local_remote: Path = Field(
@@ -83,6 +88,15 @@ class Settings(BaseSettings):
         description="DVC remote (name or URL) pipeline steps push to and fetch data versions from; the "
         "pipeline parameter `remote` wins.",
     )
+    monitor_request_log: SecretStr | None = Field(
+        default=None,
+        description="The request log `faceops monitor run` reads when --request-log is not given: a SQLite file "
+        "or the replicas' postgresql:// URL (a secret: in the environment, not on a command line).",
+    )
+
+    def mobilefacenet_path(self) -> Path:
+        """The MobileFaceNet ONNX file: the setting, or its place in the shared folder."""
+        return self.mobilefacenet or self.shared_dir / "weights" / "mobilefacenet" / "MobileFaceNet.onnx"
 
 
 @lru_cache(maxsize=1)

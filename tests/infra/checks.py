@@ -218,6 +218,157 @@ def image_problems(docs: list[Doc]) -> list[str]:
     return problems
 
 
+# -- replicas -----------------------------------------------------------------------------------------------------
+DATABASE_ENV = "FACEOPS_SERVE_DATABASE_URL"
+
+
+def _scalers(docs: list[Doc], workload: Doc) -> list[Doc]:
+    """The HorizontalPodAutoscalers whose scaleTargetRef is ``workload``."""
+    return [
+        d
+        for d in docs
+        if d["kind"] == "HorizontalPodAutoscaler"
+        and _ns(d) == _ns(workload)
+        and d["spec"]["scaleTargetRef"].get("kind") == workload["kind"]
+        and d["spec"]["scaleTargetRef"].get("name") == workload["metadata"]["name"]
+    ]
+
+
+def replica_range(docs: list[Doc], workload: Doc) -> tuple[int, int]:
+    """The fewest and most pods ``workload`` may run: its HPA's bounds, else its fixed ``replicas`` (default 1)."""
+    scalers = _scalers(docs, workload)
+    if scalers:
+        return scalers[0]["spec"].get("minReplicas", 1), scalers[0]["spec"]["maxReplicas"]
+    fixed = workload["spec"].get("replicas", 1)
+    return fixed, fixed
+
+
+def _selects(selector: Doc, labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels and matchExpressions) selects pods with ``labels``; an empty
+    selector counts as selecting nothing here (policy/v1 would select every pod of the namespace)."""
+    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        return False
+    if not (selector.get("matchLabels") or {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if (
+            (op == "In" and labels.get(key) not in values)
+            or (op == "NotIn" and labels.get(key) in values)
+            or (op == "Exists" and key not in labels)
+            or (op == "DoesNotExist" and key in labels)
+        ):
+            return False
+    return True
+
+
+def _pdb_need(pdb: Doc) -> int | str:
+    """The fewest replicas for which ``pdb`` still lets one pod be evicted (a percentage: returned as text)."""
+    spec = pdb["spec"]
+    value = spec.get("minAvailable", spec.get("maxUnavailable"))
+    if not isinstance(value, int):
+        return str(value)
+    return value + 1 if "minAvailable" in spec else max(1, value) + 1
+
+
+def _probe_problems(where: str, container: Doc, http_port: str | int) -> list[str]:
+    problems = []
+    for probe, path in (("readinessProbe", "/ready"), ("livenessProbe", "/health")):
+        get = container.get(probe, {}).get("httpGet")
+        if get is None:
+            problems.append(f"{where}: no HTTP {probe} (expected GET {path} on port {http_port!r})")
+        elif get.get("path") != path or get.get("port") != http_port:
+            problems.append(f"{where}: {probe} is GET {get.get('path')} on port {get.get('port')!r}, expected {path} on {http_port!r}")
+    return problems
+
+
+def _database_problems(where: str, container: Doc) -> list[str]:
+    var = next((e for e in container.get("env", []) if e["name"] == DATABASE_ENV), None)
+    if var is None:
+        return [f"{where}: no {DATABASE_ENV} in env: the replicas would each keep their own gallery and log"]
+    ref = var.get("valueFrom", {}).get("secretKeyRef")
+    if ref is None:
+        return [f"{where}: {DATABASE_ENV} does not come from a Secret (secretKeyRef): it holds the password"]
+    if ref.get("optional"):
+        return [f"{where}: {DATABASE_ENV} is optional: a pod without it would keep state of its own"]
+    return []
+
+
+def serving_problems(docs: list[Doc], name: str = "faceops-serving") -> list[str]:
+    """The serving Deployment ``name`` runs as several replicas that share their state: at least 2 pods, the
+    database URL from a required Secret key, readiness on GET /ready and liveness on GET /health of the port the
+    service listens on, an HPA on it whose minimum leaves the PodDisruptionBudget room to evict a pod, and a PDB
+    that selects its pods."""
+    found = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name]
+    if len(found) != 1:
+        return [f"expected one Deployment {name!r}, found {len(found)}"]
+    deployment = found[0]
+    where, labels = _where(deployment), pod_labels(deployment)
+    problems = []
+    low, _ = replica_range(docs, deployment)
+    if low < 2:
+        problems.append(f"{where}: runs {low} replica(s) at least; one pod is no service during a drain or a rollout")
+    for container in containers(pod_spec(deployment) or {}):
+        if "serve" not in container.get("args", []):
+            continue
+        cwhere = f"{where}: container {container['name']!r}"
+        args = container["args"]
+        port = int(args[args.index("--port") + 1]) if "--port" in args else 8000
+        named = [p.get("name") for p in container.get("ports", []) if p["containerPort"] == port]
+        problems += _probe_problems(cwhere, container, named[0] if named and named[0] else port)
+        problems += _database_problems(cwhere, container)
+        if "cpu" not in container.get("resources", {}).get("requests", {}):
+            problems.append(f"{cwhere}: no CPU request, which the HPA's utilisation is measured against")
+    for hpa in (d for d in docs if d["kind"] == "HorizontalPodAutoscaler"):
+        ref = hpa["spec"]["scaleTargetRef"]
+        if not _defined(docs, ref.get("kind", ""), ref.get("name", ""), _ns(hpa)):
+            problems.append(f"{_where(hpa)}: scaleTargetRef {ref.get('kind')}/{ref.get('name')} is not defined")
+    scalers = _scalers(docs, deployment)
+    if len(scalers) != 1:
+        problems.append(f"{where}: {len(scalers)} HorizontalPodAutoscalers target it, expected 1")
+    elif scalers[0]["spec"].get("minReplicas", 1) > scalers[0]["spec"]["maxReplicas"]:
+        problems.append(f"{_where(scalers[0])}: minReplicas above maxReplicas")
+    budgets = [d for d in docs if d["kind"] == "PodDisruptionBudget" and _ns(d) == _ns(deployment)]
+    selecting = [b for b in budgets if _selects(b["spec"].get("selector") or {}, labels)]
+    for budget in budgets:
+        if budget not in selecting:
+            problems.append(f"{_where(budget)}: selector {budget['spec'].get('selector')} does not select {name}'s pods {labels}")
+    if not selecting:
+        problems.append(f"{where}: no PodDisruptionBudget selects its pods")
+    for budget in selecting:
+        need = _pdb_need(budget)
+        if isinstance(need, str):
+            problems.append(f"{_where(budget)}: give an integer, not {need!r}, so that it can be checked against the HPA")
+        elif low < need:
+            problems.append(
+                f"{_where(budget)}: needs {need} replicas to let a pod be evicted; {name} may run {low} (drains would block)"
+            )
+    return problems
+
+
+def claim_problems(docs: list[Doc]) -> list[str]:
+    """No workload that may run more than one pod mounts a ReadWriteOnce (or ReadWriteOncePod) claim: the pods
+    on other nodes could not attach it, and those on the same node would write one volume unaware of each other."""
+    problems = []
+    for doc in docs:
+        spec = pod_spec(doc)
+        if spec is None or doc["kind"] not in ("Deployment", "ReplicaSet", "StatefulSet"):
+            continue
+        _, high = replica_range(docs, doc)
+        if high < 2:
+            continue
+        for volume in spec.get("volumes", []):
+            claim = volume.get("persistentVolumeClaim", {}).get("claimName")
+            pvc = next(
+                (d for d in docs if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == claim and _ns(d) == _ns(doc)),
+                None,
+            )
+            modes = set((pvc or {}).get("spec", {}).get("accessModes", []))
+            if modes & {"ReadWriteOnce", "ReadWriteOncePod"}:
+                problems.append(f"{_where(doc)}: runs up to {high} replicas but mounts claim {claim!r}, which is {sorted(modes)}")
+    return problems
+
+
 # -- secrets ------------------------------------------------------------------------------------------------------
 _REAL_LOOKING = {
     "AWS access key id": re.compile(r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA)[0-9A-Z]{16}\b"),

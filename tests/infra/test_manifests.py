@@ -39,8 +39,8 @@ SECRET_KEYS = {
     "faceops-s3": {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"},
     "faceops-mlflow": {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"},  # optional: a subset
     "faceops-api-keys": {"api-keys"},
+    "faceops-database": {"url"},
 }
-SERVING_CLAIM = "faceops-serving-state"
 
 
 def _validation_errors(docs: list[dict]) -> list[str]:
@@ -108,7 +108,6 @@ def test_the_agreed_names_are_defined_without_hash_suffix(rendered: dict[str, Re
     for name, keys in SECRET_KEYS.items():
         found = set(checks.decoded(r.get("Secret", name)))
         assert found <= keys if name == "faceops-mlflow" else found == keys, (name, found)
-    assert SERVING_CLAIM in r.names("PersistentVolumeClaim")
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -160,58 +159,108 @@ def test_dev_endpoints_point_at_the_services_of_the_overlay(rendered: dict[str, 
     assert destination["data"]["ARTIFACTS_DESTINATION"].startswith("s3://")
     env = {e["name"] for e in r.get("Deployment", "faceops-mlflow")["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert {"MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= env
-    assert {"faceops-minio-data", "faceops-postgres-data", SERVING_CLAIM} <= r.names("PersistentVolumeClaim")
-    assert "faceops-create-buckets" in r.names("Job")
+    assert r.names("PersistentVolumeClaim") == {"faceops-minio-data", "faceops-postgres-data"}
+    assert {"faceops-create-buckets", "faceops-create-database"} <= r.names("Job")
+
+
+def test_dev_serving_database_is_its_own_on_the_overlay_postgres(rendered: dict[str, Rendered]) -> None:
+    """The serving replicas' database is on the overlay's PostgreSQL Service, beside MLflow's but not MLflow's: its
+    own database and user, which the faceops-create-database Job creates from the same two Secrets."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    r = rendered["overlays/dev"]
+    url = conninfo_to_dict(checks.decoded(r.get("Secret", "faceops-database"))["url"])
+    postgres = r.get("Service", "faceops-postgres")
+    assert url["host"] == "faceops-postgres" and int(url["port"]) in {p["port"] for p in postgres["spec"]["ports"]}
+    mlflow = checks.decoded(r.get("Secret", next(n for n in r.names("Secret") if n.startswith("faceops-postgres"))))
+    assert url["user"] != mlflow["POSTGRES_USER"] and url["dbname"] != mlflow["POSTGRES_DB"]
+    job = checks.pod_spec(r.get("Job", "faceops-create-database"))
+    assert job is not None
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in job["containers"][0]["env"]}
+    assert refs[checks.DATABASE_ENV] == {"name": "faceops-database", "key": "url"}
+    assert {refs[k]["key"] for k in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB")} == {
+        "POSTGRES_USER",
+        "POSTGRES_PASSWORD",
+        "POSTGRES_DB",
+    }
 
 
 def test_production_brings_no_store_of_its_own(rendered: dict[str, Rendered]) -> None:
     r = rendered["overlays/production"]
     assert r.names("Deployment") == {"faceops-serving"}
-    assert r.names("PersistentVolumeClaim") == {SERVING_CLAIM}
+    assert r.names("PersistentVolumeClaim") == set()
+    # the serving database is yours: the overlay replaces the base's placeholder from a file kustomize requires
+    kustomization = yaml.safe_load((K8S / "overlays/production/kustomization.yaml").read_text())
+    database = next(g for g in kustomization["secretGenerator"] if g["name"] == "faceops-database")
+    assert database["behavior"] == "replace" and database["envs"] == ["secrets/database.env"]
     serving = r.get("Deployment", "faceops-serving")["spec"]["template"]["spec"]["containers"][0]
     base = rendered["base"].get("Deployment", "faceops-serving")["spec"]["template"]["spec"]["containers"][0]
     assert serving["resources"]["requests"]["cpu"] > base["resources"]["requests"]["cpu"]
 
 
 # -- serving and the monitor ------------------------------------------------------------------------------------
-def _mount_of_claim(doc: dict, claim: str) -> dict:
-    spec = checks.pod_spec(doc)
+def _serving_container(r: Rendered) -> dict:
+    spec = checks.pod_spec(r.get("Deployment", "faceops-serving"))
     assert spec is not None
-    volume = next(v["name"] for v in spec["volumes"] if v.get("persistentVolumeClaim", {}).get("claimName") == claim)
-    return next(m for c in spec["containers"] for m in c.get("volumeMounts", []) if m["name"] == volume)
+    return spec["containers"][0]
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_serving_is_the_single_writer_of_its_state(rendered: dict[str, Rendered], target: str) -> None:
-    """The gallery is in memory and the request log is SQLite (WAL): one pod, a ReadWriteOnce volume, and
-    Recreate so two pods never write it at once (base/serving.yaml says why)."""
+def test_serving_replicas_share_their_state_through_postgres(rendered: dict[str, Rendered], target: str) -> None:
+    """Several pods behind an HPA and a PDB, probes on /ready and /health, the database URL from a required Secret
+    (base/serving.yaml says why), and no ReadWriteOnce claim under a Deployment that runs more than one pod."""
     r = rendered[target]
+    assert checks.serving_problems(r.docs) == []
+    assert checks.claim_problems(r.docs) == []
     serving = r.get("Deployment", "faceops-serving")
-    assert serving["spec"]["replicas"] == 1
-    assert serving["spec"]["strategy"]["type"] == "Recreate"
-    assert r.get("PersistentVolumeClaim", SERVING_CLAIM)["spec"]["accessModes"] == ["ReadWriteOnce"]
-    assert not r.of_kind("HorizontalPodAutoscaler")
-    args = serving["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[args.index("--state-dir") + 1] == _mount_of_claim(serving, SERVING_CLAIM)["mountPath"]
+    assert "replicas" not in serving["spec"]  # the HPA owns the count: an apply must not reset it
+    assert serving["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    low, high = checks.replica_range(r.docs, serving)
+    assert 2 <= low < high
+    spread = serving["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    by_node = next(c for c in spread if c["topologyKey"] == "kubernetes.io/hostname")
+    assert by_node["whenUnsatisfiable"] == "DoNotSchedule"
+    assert by_node["labelSelector"]["matchLabels"].items() <= checks.pod_labels(serving).items()
+    hpa = r.get("HorizontalPodAutoscaler", "faceops-serving")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+    # the URL names a key the Secret has, and the database is PostgreSQL as the service's settings require
+    from faceops.serving.config import ServingSettings
+
+    container = _serving_container(r)
+    ref = next(e for e in container["env"] if e["name"] == checks.DATABASE_ENV)["valueFrom"]["secretKeyRef"]
+    url = checks.decoded(r.get("Secret", ref["name"]))[ref["key"]]
+    assert ServingSettings(database_url=url, allow_anonymous=True).database_url == url
+    # --state-dir holds nothing that is state with the database set: a per-pod emptyDir, no claim at all
+    spec = checks.pod_spec(serving)
+    assert spec is not None
+    args = container["args"]
+    state = next(m for m in container["volumeMounts"] if m["mountPath"] == args[args.index("--state-dir") + 1])
+    assert "emptyDir" in next(v for v in spec["volumes"] if v["name"] == state["name"])
+    assert not any("persistentVolumeClaim" in v for v in spec["volumes"])
     keys_file = args[args.index("--api-keys-file") + 1]
-    mount = next(
-        m for m in serving["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] if keys_file.startswith(m["mountPath"] + "/")
-    )
-    volume = next(v for v in serving["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    mount = next(m for m in container["volumeMounts"] if keys_file.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
     assert volume["secret"]["secretName"] == "faceops-api-keys"
     assert posixpath.basename(keys_file) in checks.decoded(r.get("Secret", "faceops-api-keys"))
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_the_monitor_reads_the_service_log_and_loads_its_config(rendered: dict[str, Rendered], target: str, tmp_path: Path) -> None:
-    from faceops.monitoring.config import load_monitor_config
+def test_the_monitor_reads_the_service_log_and_loads_its_config(
+    rendered: dict[str, Rendered], target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from faceops.monitoring.config import MonitorConfig, load_monitor_config
+
+    from faceops.settings import get_settings
+    from faceops.telemetry.postgres import database_url, is_database_url
 
     r = rendered[target]
     cronjob = r.get("CronJob", "faceops-monitor")
     spec = checks.pod_spec(cronjob)
     assert spec is not None
     container = spec["containers"][0]
-    config_path = container["args"][container["args"].index("-c") + 1]
+    args = container["args"]
+    config_path = args[args.index("-c") + 1]
     config_mount = next(m for m in container["volumeMounts"] if config_path.startswith(m["mountPath"] + "/"))
     config_map = next(v["configMap"]["name"] for v in spec["volumes"] if v["name"] == config_mount["name"])
     text = r.get("ConfigMap", config_map)["data"][posixpath.basename(config_path)]
@@ -219,18 +268,26 @@ def test_the_monitor_reads_the_service_log_and_loads_its_config(rendered: dict[s
     config = load_monitor_config(tmp_path / "monitor.yaml")  # strict: unknown keys refused
     assert config.trigger.backend == "kfp"
     assert config.state_backend == "mlflow"  # nothing the next run needs is left in the pod
-    # the log the monitor reads is the file the service writes, on the same claim, mounted read-only
-    state = _mount_of_claim(cronjob, SERVING_CLAIM)
-    assert state.get("readOnly") is True
-    assert config.request_log.as_posix() == posixpath.join(state["mountPath"], "requests.sqlite")
-    # a ReadWriteOnce volume: the monitor's pod must land on the service's node
-    term = spec["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]
-    serving_labels = checks.pod_labels(r.get("Deployment", "faceops-serving"))
-    assert term["labelSelector"]["matchLabels"].items() <= serving_labels.items()
-    assert term["topologyKey"] == "kubernetes.io/hostname"
-    # no state volume of its own: its state is in MLflow
-    claims = {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
-    assert claims == {SERVING_CLAIM}
+    # the log the monitor reads is the database the service writes: the setting from the same Secret key, in the
+    # environment (a URL with a password never on the command line)
+    assert "--request-log" not in args and not any("$(" in a for a in args)
+    env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in container["env"]}
+    served = next(e for e in _serving_container(r)["env"] if e["name"] == checks.DATABASE_ENV)
+    assert env["FACEOPS_MONITOR_REQUEST_LOG"] == served["valueFrom"]["secretKeyRef"]
+    # what the CLI does with it (the setting, then the config's Path): the reader still sees the URL
+    url = checks.decoded(r.get("Secret", served["valueFrom"]["secretKeyRef"]["name"]))["url"]
+    monkeypatch.setenv("FACEOPS_MONITOR_REQUEST_LOG", url)
+    get_settings.cache_clear()
+    try:
+        secret = get_settings().monitor_request_log
+        assert secret is not None
+        overridden = MonitorConfig.model_validate({**config.model_dump(), "request_log": Path(secret.get_secret_value())})
+    finally:
+        get_settings.cache_clear()
+    assert is_database_url(overridden.request_log) and database_url(overridden.request_log) == url
+    # no volume and no node affinity: the monitor may run anywhere
+    assert not any("persistentVolumeClaim" in v for v in spec["volumes"])
+    assert "affinity" not in spec
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -342,8 +399,11 @@ def test_the_reference_check_reports_each_broken_name(rendered: dict[str, Render
     docs = _planted(rendered)
     serving = checks.pod_spec(_doc(docs, "Deployment", "faceops-serving"))
     assert serving is not None
-    serving["volumes"][0]["persistentVolumeClaim"]["claimName"] = "faceops-serving-stat"
-    serving["containers"][0]["env"][0]["valueFrom"]["configMapKeyRef"]["key"] = "MLFLOW_URI"
+    postgres = checks.pod_spec(_doc(docs, "Deployment", "faceops-postgres"))
+    assert postgres is not None
+    next(v for v in postgres["volumes"] if "persistentVolumeClaim" in v)["persistentVolumeClaim"]["claimName"] = "faceops-postgres-dat"
+    env = {e["name"]: e for e in serving["containers"][0]["env"]}
+    env["FACEOPS_SERVE_MLFLOW_URI"]["valueFrom"]["configMapKeyRef"]["key"] = "MLFLOW_URI"
     serving["containers"][0]["envFrom"][1]["secretRef"]["name"] = "faceops-s4"
     monitor = checks.pod_spec(_doc(docs, "CronJob", "faceops-monitor"))
     assert monitor is not None
@@ -355,7 +415,7 @@ def test_the_reference_check_reports_each_broken_name(rendered: dict[str, Render
     mlflow["containers"][0]["env"] = [e for e in mlflow["containers"][0]["env"] if e["name"] != "POSTGRES_PASSWORD"]
     problems = checks.reference_problems(docs)
     expected = [
-        "'faceops-serving-stat'",
+        "'faceops-postgres-dat'",
         "'MLFLOW_URI'",
         "'faceops-s4'",
         "'faceops-monitr'",
@@ -366,6 +426,110 @@ def test_the_reference_check_reports_each_broken_name(rendered: dict[str, Render
     for fragment in expected:
         assert any(fragment in p for p in problems), (fragment, problems)
     assert len(problems) == len(expected) + 1  # the subject moved namespace: also not defined there
+
+
+def _serving_docs(docs: list[dict]) -> tuple[dict, dict, dict, dict]:
+    """The serving Deployment's api container, its HPA, its PDB and the Deployment, of planted documents."""
+    deployment = _doc(docs, "Deployment", "faceops-serving")
+    spec = checks.pod_spec(deployment)
+    assert spec is not None
+    return (
+        spec["containers"][0],
+        _doc(docs, "HorizontalPodAutoscaler", "faceops-serving"),
+        _doc(docs, "PodDisruptionBudget", "faceops-serving"),
+        deployment,
+    )
+
+
+def _env(container: dict, name: str) -> dict:
+    return next(e for e in container["env"] if e["name"] == name)
+
+
+def _one_fixed_replica(docs: list[dict]) -> None:
+    _, hpa, _, deployment = _serving_docs(docs)
+    docs.remove(hpa)
+    deployment["spec"]["replicas"] = 1
+
+
+def _no_database(docs: list[dict]) -> None:
+    container = _serving_docs(docs)[0]
+    container["env"].remove(_env(container, checks.DATABASE_ENV))
+
+
+def _hpa_on_another_deployment(docs: list[dict]) -> None:
+    _serving_docs(docs)[1]["spec"]["scaleTargetRef"]["name"] = "faceops-servng"
+
+
+def _hpa_min_below_the_pdb(docs: list[dict]) -> None:
+    pdb = _serving_docs(docs)[2]
+    del pdb["spec"]["maxUnavailable"]
+    pdb["spec"]["minAvailable"] = 2  # the dev HPA's minimum: no pod could ever be evicted
+
+
+def _pdb_selects_other_pods(docs: list[dict]) -> None:
+    _serving_docs(docs)[2]["spec"]["selector"] = {"matchLabels": {"app.kubernetes.io/name": "faceops-api"}}
+
+
+def _probes_swapped(docs: list[dict]) -> None:
+    container = _serving_docs(docs)[0]
+    container["readinessProbe"]["httpGet"]["path"] = "/health"
+    container["livenessProbe"]["httpGet"]["port"] = "metrics"
+
+
+def _database_url_in_plain_text(docs: list[dict]) -> None:
+    var = _env(_serving_docs(docs)[0], checks.DATABASE_ENV)
+    del var["valueFrom"]
+    var["value"] = "postgresql://faceops:CHANGE_ME@faceops-postgres:5432/faceops"
+
+
+def _database_url_optional(docs: list[dict]) -> None:
+    _env(_serving_docs(docs)[0], checks.DATABASE_ENV)["valueFrom"]["secretKeyRef"]["optional"] = True
+
+
+def _state_on_a_read_write_once_claim(docs: list[dict]) -> None:
+    spec = checks.pod_spec(_serving_docs(docs)[3])
+    assert spec is not None
+    state = next(v for v in spec["volumes"] if v["name"] == "state")
+    state.pop("emptyDir")
+    state["persistentVolumeClaim"] = {"claimName": "faceops-postgres-data"}  # ReadWriteOnce
+
+
+PLANTED = {
+    "one fixed replica": (_one_fixed_replica, ["runs 1 replica", "0 HorizontalPodAutoscalers", "needs 2 replicas"]),
+    "no database URL": (_no_database, ["no FACEOPS_SERVE_DATABASE_URL"]),
+    "HPA on another Deployment": (
+        _hpa_on_another_deployment,
+        ["Deployment/faceops-servng is not defined", "0 HorizontalPodAutoscalers", "runs 1 replica", "needs 2 replicas"],
+    ),
+    "HPA minimum below the PDB's need": (_hpa_min_below_the_pdb, ["needs 3 replicas to let a pod be evicted"]),
+    "PDB selects other pods": (_pdb_selects_other_pods, ["does not select", "no PodDisruptionBudget selects"]),
+    "probes swapped": (_probes_swapped, ["readinessProbe is GET /health", "livenessProbe is GET /health on port 'metrics'"]),
+    "database URL in plain text": (_database_url_in_plain_text, ["does not come from a Secret"]),
+    "database URL optional": (_database_url_optional, ["is optional"]),
+}
+
+
+@pytest.mark.parametrize("mistake", PLANTED)
+def test_the_serving_check_reports_each_planted_mistake(rendered: dict[str, Rendered], mistake: str) -> None:
+    plant, expected = PLANTED[mistake]
+    docs = _planted(rendered)
+    assert checks.serving_problems(docs) == []
+    plant(docs)
+    problems = checks.serving_problems(docs)
+    for fragment in expected:
+        assert any(fragment in p for p in problems), (fragment, problems)
+    assert len(problems) == len(expected), problems
+
+
+def test_the_claim_check_reports_a_read_write_once_claim_under_replicas(rendered: dict[str, Rendered]) -> None:
+    docs = _planted(rendered)
+    assert checks.claim_problems(docs) == []  # PostgreSQL and MinIO mount theirs, as one replica each
+    _state_on_a_read_write_once_claim(docs)
+    assert checks.claim_problems(docs) == [
+        "Deployment/faceops-serving: runs up to 4 replicas but mounts claim 'faceops-postgres-data', which is ['ReadWriteOnce']"
+    ]
+    _one_fixed_replica(docs)
+    assert checks.claim_problems(docs) == []  # one pod may own a ReadWriteOnce volume
 
 
 def test_the_service_check_reports_a_selector_that_selects_nothing(rendered: dict[str, Rendered]) -> None:
@@ -402,12 +566,16 @@ def test_the_secret_check_reports_real_looking_values(rendered: dict[str, Render
 
 
 def test_a_broken_reference_in_the_files_fails_the_rendering_check(tmp_path: Path) -> None:
-    """End to end on the files: a claim renamed in base/serving.yaml is reported for every target."""
+    """End to end on the files: a Secret misnamed in base/serving.yaml is reported for the overlay."""
     tree = copy_with_example_secrets(K8S, tmp_path / "k8s")
     serving = tree / "base" / "serving.yaml"
-    serving.write_text(serving.read_text().replace("claimName: faceops-serving-state", "claimName: faceops-state"))
+    text = serving.read_text()
+    assert text.count("secretKeyRef: {name: faceops-database, key: url}") == 1
+    serving.write_text(text.replace("secretKeyRef: {name: faceops-database, key: url}", "secretKeyRef: {name: faceops-db, key: url}"))
     problems = checks.reference_problems(kustomize(tree / "overlays" / "production"))
-    assert problems == ["Deployment/faceops-serving: volume 'state' names PersistentVolumeClaim 'faceops-state', which is not defined"]
+    assert problems == [
+        "Deployment/faceops-serving: container 'api' env FACEOPS_SERVE_DATABASE_URL names Secret 'faceops-db', which is not defined"
+    ]
 
 
 def test_the_examples_are_the_only_committed_secrets_files() -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -75,18 +73,7 @@ def no_face_jpeg(datasets: Path) -> bytes:
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A real PostgreSQL server on 127.0.0.1 for the session (``new_database()`` gives each test its own)."""
-    from tests.serving.pg_server import PgServer, find_bin_dir
-    from tests.serving.serving_helpers import free_port
+    from tests.serving.pg_server import running_server
 
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries not installed (/usr/lib/postgresql/*/bin: Debian package postgresql)")
-    # Not under pytest's temporary folder: that one is private to root, and the server may run as 'postgres'.
-    root = Path(tempfile.mkdtemp(prefix="faceops-pg-"))
-    try:
-        server = PgServer(bin_dir, root, free_port())
-        server.start()
+    with running_server() as server:
         yield server
-        server.stop()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)

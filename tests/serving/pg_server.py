@@ -11,7 +11,10 @@ import glob
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["PgServer", "find_bin_dir"]
@@ -58,3 +61,25 @@ class PgServer:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+
+@contextmanager
+def running_server() -> Iterator[PgServer]:
+    """A started server on a free loopback port, stopped and removed afterwards; skips the test without the
+    Debian package."""
+    import pytest
+
+    from tests.serving.serving_helpers import free_port
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries not installed (/usr/lib/postgresql/*/bin: Debian package postgresql)")
+    # Not under pytest's temporary folder: that one is private to root, and the server may run as 'postgres'.
+    root = Path(tempfile.mkdtemp(prefix="faceops-pg-"))
+    try:
+        server = PgServer(bin_dir, root, free_port())
+        server.start()
+        yield server
+        server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

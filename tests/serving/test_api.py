@@ -112,7 +112,7 @@ def test_enroll_recognize_verify_delete(client, key_header, people, stranger) ->
     assert different.json()["same"] is False and different.json()["similarity"] < same.json()["similarity"]
 
     gone = client.delete("/v1/identities/Tony_Blair", headers=key_header)
-    assert gone.json() == {"identity": "Tony_Blair", "removed_embeddings": 3}
+    assert gone.json()["identity"] == "Tony_Blair" and gone.json()["removed_embeddings"] == 3
     assert client.get("/v1/identities/Tony_Blair", headers=key_header).status_code == 404
     assert client.delete("/v1/identities/Tony_Blair", headers=key_header).status_code == 404
     after = client.post("/v1/recognize", files=_upload(people["Tony_Blair"][3]), headers=key_header).json()

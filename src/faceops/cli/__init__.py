@@ -18,8 +18,10 @@ import click
 from faceops.cli._common import EXIT_CODES_HELP, FaceOpsGroup
 from faceops.cli.data import data
 from faceops.cli.face import detect, enroll, recognize, verify
+from faceops.cli.identities import identities
 from faceops.cli.model import evaluate, model, preprocess, train
 from faceops.cli.monitor import monitor
+from faceops.cli.optimize import optimize
 from faceops.cli.pipeline import pipeline
 from faceops.cli.serve import serve, watch
 
@@ -42,7 +44,8 @@ cli.add_command(serve)
 cli.add_command(watch)
 cli.add_command(monitor)
 cli.add_command(pipeline)
-for _command in (preprocess, train, evaluate, model):
+cli.add_command(identities)
+for _command in (preprocess, train, evaluate, model, optimize):
     cli.add_command(_command)
 
 

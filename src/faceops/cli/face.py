@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -174,19 +176,35 @@ def recognize(inputs: tuple[Path, ...], gallery_path: Path, threshold: float, to
 @click.option("--roc", "roc_path", type=click.Path(dir_okay=False, path_type=Path), help="Save a ROC plot (PNG).")
 @click.option("--scores-out", type=click.Path(dir_okay=False, path_type=Path),
               help="Save each pair's score (CSV: a, b, same, fold, score) for calibration or plots.")
+@click.option("--model", "model_uri", default=None,
+              help="The model: a bundle folder or models:/faceops@champion (its preprocessing and threshold; "
+                   "--threshold still wins); default: the pretrained embedder with --config.")
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI for --model models:/...")
 @threshold_option
 @config_option
 @json_option
-def verify(images: tuple[Path, ...], pairs_path: Path | None, root: Path | None, folds: str | None, no_face: str,
-           roc_path: Path | None, scores_out: Path | None, threshold: float, config_path: Path | None,
-           as_json: bool) -> None:
-    """Verify two photos (A B), or run the LFW protocol on a pairs file (--pairs)."""
+@click.pass_context
+def verify(ctx: click.Context, images: tuple[Path, ...], pairs_path: Path | None, root: Path | None,
+           folds: str | None, no_face: str, roc_path: Path | None, scores_out: Path | None, model_uri: str | None,
+           tracking_uri: str | None, threshold: float, config_path: Path | None, as_json: bool) -> None:
+    """Verify two photos (A B), or run the LFW protocol on a pairs file (--pairs); --model compares variants."""
     from faceops.face.verification import score_pairs, verify_images
 
+    if model_uri is not None and config_path is not None:
+        raise click.UsageError("--model brings its own preprocessing: drop --config")
+    if model_uri is not None:
+        from faceops.registry import load_bundle
+
+        bundle = load_bundle(model_uri, tracking_uri)
+        make_recognizer: Callable[[], FaceRecognizer] = bundle.recognizer
+        if ctx.get_parameter_source("threshold") is not click.core.ParameterSource.COMMANDLINE:
+            threshold = bundle.threshold
+    else:
+        make_recognizer = partial(FaceRecognizer, load_preprocess(config_path))
     if pairs_path is None:
         if len(images) != 2:
             raise click.UsageError("give two images (A B), or --pairs FILE")
-        recognizer = FaceRecognizer(load_preprocess(config_path))
+        recognizer = make_recognizer()
         similarity = verify_images(recognizer, images[0], images[1])
         payload = {"a": str(images[0]), "b": str(images[1]), "similarity": round(similarity, 6),
                    "threshold": threshold, "same": similarity >= threshold}
@@ -202,7 +220,7 @@ def verify(images: tuple[Path, ...], pairs_path: Path | None, root: Path | None,
 
     fold_list = [int(f) for f in folds.split(",")] if folds else None
     pairs = read_pairs(pairs_path, root or pairs_path.parent, fold_list)
-    recognizer = FaceRecognizer(load_preprocess(config_path))
+    recognizer = make_recognizer()
     n_images = len({p.a for p in pairs} | {p.b for p in pairs})
     with progress(total=n_images, desc="embed") as bar:
         scored = score_pairs(recognizer, pairs, no_face=no_face, progress=bar.update)  # type: ignore[arg-type]

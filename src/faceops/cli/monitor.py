@@ -59,7 +59,12 @@ def monitor() -> None:
     "--since", type=float, help="Window start (unix seconds); default: now minus the config's window."
 )
 @click.option("--window", help="Window length (e.g. 1h), replacing the config's.")
-@click.option("--request-log", type=click.Path(path_type=Path), help="The service's request log (SQLite).")
+@click.option(
+    "--request-log",
+    type=click.Path(path_type=Path),
+    help="The service's request log: a SQLite file or a postgresql:// URL; default: the "
+    "FACEOPS_MONITOR_REQUEST_LOG setting (keeps a URL's password off the command line), else the config's.",
+)
 @click.option("--no-trigger", is_flag=True, help="Alert only: never start a retraining.")
 @json_option
 def run_command(
@@ -80,6 +85,11 @@ def run_command(
     from faceops.monitoring.monitor import run_every, run_once
     from faceops.telemetry.stats import parse_duration
 
+    if request_log is None:
+        from faceops.settings import get_settings
+
+        secret = get_settings().monitor_request_log
+        request_log = Path(secret.get_secret_value()) if secret is not None else None
     config = _load(config_path, window=window, request_log=request_log)
     if no_trigger:
         config = config.model_copy(update={"trigger": config.trigger.model_copy(update={"enabled": False})})

@@ -1,7 +1,7 @@
 """Preprocessing of a data version: MTCNN + alignment once per image, cached, with quality statistics.
 
 Crops are cached by (image sha256, :meth:`PreprocessConfig.fingerprint`): the cache of one config is a folder
-of ``.npz`` shards (no pickle) under ``<cache_dir>/crops-<fingerprint>/``, each holding the crops of one
+of ``.npz`` shards (no pickle) under ``<cache_dir>/crops-<crop fingerprint>/``, each holding the crops of one
 batch of images with their statistics. A shard is written atomically when its batch is done, so an
 interrupted run resumes where it stopped, and an image shared by two data versions (same bytes) is processed
 once.
@@ -68,13 +68,14 @@ class CropCache:
     """The cached aligned crops and statistics of one preprocessing config.
 
     Args:
-        config: the preprocessing config (its fingerprint names the cache folder).
+        config: the preprocessing config (its crop fingerprint, detection and alignment only, names the cache
+            folder: configs that differ only after the crop share it).
         cache_dir: the root of all caches (callers pass e.g. the ``FACEOPS_CACHE_DIR`` setting).
     """
 
     def __init__(self, config: PreprocessConfig, cache_dir: str | Path) -> None:
         self.config = config
-        self.root = Path(cache_dir) / f"crops-{config.fingerprint()}"
+        self.root = Path(cache_dir) / f"crops-{config.crop_fingerprint()}"
         self._index: dict[str, tuple[Path, int]] | None = None
 
     def index(self) -> dict[str, tuple[Path, int]]:
@@ -230,7 +231,7 @@ def preprocess_dataset(
     Args:
         data_root: the data version (a folder with ``manifest.csv``).
         config: the preprocessing config; default: the built-in one.
-        cache_dir: the cache root (the crops go to ``<cache_dir>/crops-<fingerprint>/``).
+        cache_dir: the cache root (the crops go to ``<cache_dir>/crops-<crop fingerprint>/``).
         stats_path: where to write the statistics CSV; ``None`` writes none.
         chunk: images per MTCNN batch (and per cache shard).
         show_progress: a tqdm bar on stderr.

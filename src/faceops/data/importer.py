@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from faceops.data.denylist import DenyList
 from faceops.data.ingest import BuildResult, ImportFilters, Problem, build_dataset
 from faceops.data.splits import SplitConfig
 from faceops.data.versioning import DATA_DIR, ensure_repo, record_version, replace_data, staging_dir
@@ -67,6 +68,8 @@ def import_dataset(
         force: replace a ``data/`` that holds changes no data version has.
         progress: called with 1 per image read.
 
+    Identities on the deny list (``deleted-identities.txt``, :mod:`faceops.data.denylist`) are left out.
+
     Raises:
         DatasetError: unusable source; VersioningError: git / DVC failure. Nothing is changed in either case.
     """
@@ -77,7 +80,7 @@ def import_dataset(
     stage = staging_dir(root)
     try:
         built: BuildResult = build_dataset(
-            src, stage / DATA_DIR, filters, splits, strict=strict, progress=progress
+            src, stage / DATA_DIR, filters, splits, strict=strict, progress=progress, denied=DenyList(root).denies
         )
         counts = built.split_counts()
         meta = {

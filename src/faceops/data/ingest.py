@@ -68,7 +68,7 @@ class Problem:
         level: ``error`` (an image or identity was dropped because it is unusable) or ``warning``.
         kind: ``corrupt_image``, ``empty_identity``, ``stray_file``, ``stray_folder``, ``renamed``,
         ``name_clash``,
-            ``too_few_images``, ``unknown_identity``.
+            ``too_few_images``, ``unknown_identity``, ``deleted_identity``.
         path: the source path concerned.
         message: what happened, in words.
     """
@@ -243,6 +243,7 @@ def build_dataset(
     *,
     strict: bool = False,
     progress: Callable[[int], object] | None = None,
+    denied: Callable[[str], bool] | None = None,
 ) -> BuildResult:
     """Build a new data folder ``dest`` (which must not exist) from the tree at ``src``.
 
@@ -253,6 +254,8 @@ def build_dataset(
         splits: how train / val / test are drawn.
         strict: raise instead of skipping when any image or identity is unusable.
         progress: called with the number of images read after each one (e.g. a tqdm ``update``).
+        denied: identities (source names) deleted on request (:class:`~faceops.data.denylist.DenyList`): left
+            out, counted in one problem that does not name them.
 
     Raises:
         DatasetError: the source is missing, holds nothing usable, or (``strict``) holds an unusable item;
@@ -263,6 +266,13 @@ def build_dataset(
         raise DatasetError(f"{dest} already exists: refusing to overwrite it")
     problems: list[Problem] = []
     tree = _scan(src, filters, problems)
+    gone = [name for name in tree if denied is not None and denied(name)]
+    for name in gone:
+        del tree[name]
+    if gone:
+        problems.append(
+            Problem("warning", "deleted_identity", str(src), f"{len(gone)} identit(ies) deleted on request left out")
+        )
     names = _safe_names(tree, src, problems)
     kept: dict[str, list[_Image]] = {}
     dest.mkdir(parents=True)

@@ -4,8 +4,14 @@ A bundle is what training produces, what the MLflow registry stores (as the mode
 loads, so serving needs nothing else and guesses no defaults::
 
     <dir>/
-      bundle.json      format, model id, preprocessing config, threshold, target FAR, metadata
-      weights.pt       InceptionResnetV1 state dict (embedder only; classification heads are dropped)
+      bundle.json      format, model id, preprocessing config, threshold, target FAR, the embedder record
+                       (family, backend, file, embedding size, crop side, sha256 of the file), metadata
+      weights.pt       InceptionResnetV1 state dict (backend torch; classification heads are dropped), or
+      model.onnx       an ONNX network (backend onnxruntime: exported, int8, or another family)
+
+Format 1 bundles (``weights.pt`` only, no embedder record) still load. Loading checks the network against the
+record and the preprocessing (backend, crop side, embedding size, checksum), so a damaged or mismatched file is
+refused with what is wrong instead of giving wrong embeddings.
 """
 
 from __future__ import annotations
@@ -18,14 +24,17 @@ from typing import Any
 
 import torch
 
-from faceops.errors import ConfigError
+from faceops.errors import ConfigError, InvalidModelFile
+from faceops.face.backends import OnnxNet, module_dim
 from faceops.face.config import DEFAULT_TARGET_FAR, DEFAULT_THRESHOLD, PreprocessConfig
 from faceops.face.embedding import Embedder, load_backbone
 from faceops.face.recognizer import FaceRecognizer
 
-__all__ = ["BUNDLE_FORMAT", "ModelBundle"]
+__all__ = ["BUNDLE_FORMAT", "FAMILY_INCEPTION", "ModelBundle"]
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2
+FAMILY_INCEPTION = "inception_resnet_v1"
+"""The family fine-tuning starts from (facenet-pytorch); others (e.g. ``mobilefacenet``) arrive as ONNX."""
 
 
 @dataclass
@@ -33,20 +42,34 @@ class ModelBundle:
     """A face model with its preprocessing and calibrated decision threshold.
 
     Attributes:
-        backbone: the embedding network (eval mode).
+        backbone: the embedding network: a ``torch.nn.Module`` (eval mode) or an
+            :class:`~faceops.face.backends.OnnxNet`; ``preprocess.embedder.backend`` says which.
         preprocess: the preprocessing it was trained and evaluated with.
         threshold: cosine threshold for "same person" / known identity.
         target_far: the FAR the threshold was calibrated for, if it was calibrated.
         model_id: a stable id of the weights (used to stamp galleries).
         metadata: free-form facts (data version, run id, metrics).
+        family: the network family (``inception_resnet_v1``, ``mobilefacenet``).
     """
 
-    backbone: torch.nn.Module
+    backbone: torch.nn.Module | OnnxNet
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     threshold: float = DEFAULT_THRESHOLD
     target_far: float | None = None
     model_id: str = "custom"
     metadata: dict[str, Any] = field(default_factory=dict)
+    family: str = FAMILY_INCEPTION
+
+    @property
+    def backend(self) -> str:
+        return "onnxruntime" if isinstance(self.backbone, OnnxNet) else "torch"
+
+    @property
+    def torch_module(self) -> torch.nn.Module:
+        """The PyTorch network, for what needs one (fine-tuning, trunk caches)."""
+        if not isinstance(self.backbone, torch.nn.Module):
+            raise ConfigError(f"this {self.family} model runs on {self.backend}: it has no PyTorch network")
+        return self.backbone
 
     @classmethod
     def pretrained(cls, weights: str | Path | None = None, preprocess: PreprocessConfig | None = None) -> ModelBundle:
@@ -68,17 +91,32 @@ class ModelBundle:
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        weights = directory / "weights.pt"
-        state = {k: v.detach().cpu() for k, v in self.backbone.state_dict().items() if not k.startswith("logits.")}
-        torch.save(state, weights)
+        if isinstance(self.backbone, OnnxNet):
+            weights = directory / "model.onnx"
+            self.backbone.save(weights)
+            dim, side = self.backbone.dim, self.backbone.input_size
+        else:
+            weights = directory / "weights.pt"
+            state = {k: v.detach().cpu() for k, v in self.backbone.state_dict().items() if not k.startswith("logits.")}
+            torch.save(state, weights)
+            dim, side = module_dim(self.backbone), None
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
         if self.model_id == "custom":
-            self.model_id = "sha256:" + hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+            self.model_id = "sha256:" + digest[:16]
         meta = {
             "format": BUNDLE_FORMAT,
             "model_id": self.model_id,
             "preprocess": self.preprocess.to_dict(),
             "threshold": self.threshold,
             "target_far": self.target_far,
+            "embedder": {
+                "family": self.family,
+                "backend": self.backend,
+                "file": weights.name,
+                "dim": dim,
+                "input_size": side,
+                "sha256": digest,
+            },
             "metadata": self.metadata,
         }
         (directory / "bundle.json").write_text(json.dumps(meta, indent=2, default=str))
@@ -86,19 +124,54 @@ class ModelBundle:
 
     @classmethod
     def load(cls, directory: str | Path) -> ModelBundle:
+        """Read a bundle folder.
+
+        Raises:
+            ConfigError: not a bundle, or an unsupported format.
+            InvalidModelFile: the network file is missing, damaged (checksum), unloadable, or disagrees with the
+                bundle (backend, embedding size, crop side of the preprocessing).
+        """
         directory = Path(directory)
         meta_path = directory / "bundle.json"
         if not meta_path.is_file():
             raise ConfigError(f"{directory} is not a FaceOps model bundle (no bundle.json)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != BUNDLE_FORMAT:
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{meta_path}: not valid JSON ({exc})") from exc
+        if meta.get("format") not in (1, BUNDLE_FORMAT):
             raise ConfigError(f"{meta_path}: unsupported bundle format {meta.get('format')!r}")
-        backbone, _ = load_backbone(directory / "weights.pt")
+        preprocess = PreprocessConfig.model_validate(meta["preprocess"])
+        record = meta.get("embedder") or {"family": FAMILY_INCEPTION, "backend": "torch", "file": "weights.pt"}
+        path = directory / str(record["file"])
+        if not path.is_file():
+            raise InvalidModelFile(f"{directory}: the network file {record['file']} is missing")
+        if record.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != record["sha256"]:
+            raise InvalidModelFile(f"{path}: its checksum differs from the bundle's record (damaged or replaced)")
+        if record["backend"] != preprocess.embedder.backend:
+            raise InvalidModelFile(
+                f"{meta_path}: the network runs on {record['backend']!r} but the preprocessing says "
+                f"{preprocess.embedder.backend!r}"
+            )
+        backbone: torch.nn.Module | OnnxNet
+        if record["backend"] == "onnxruntime":
+            backbone = OnnxNet(path)
+            side = preprocess.align.image_size
+            if backbone.input_size is not None and backbone.input_size != side:
+                raise InvalidModelFile(
+                    f"{path} takes {backbone.input_size}x{backbone.input_size} crops but the bundle's preprocessing "
+                    f"makes {side}x{side} crops"
+                )
+            if record.get("dim") is not None and backbone.dim != record["dim"]:
+                raise InvalidModelFile(f"{path} gives {backbone.dim}-d embeddings, the bundle declares {record['dim']}")
+        else:
+            backbone, _ = load_backbone(path)
         return cls(
             backbone=backbone,
-            preprocess=PreprocessConfig.model_validate(meta["preprocess"]),
+            preprocess=preprocess,
             threshold=float(meta["threshold"]),
             target_far=meta.get("target_far"),
             model_id=meta["model_id"],
             metadata=meta.get("metadata", {}),
+            family=str(record.get("family", FAMILY_INCEPTION)),
         )

@@ -16,7 +16,7 @@ Several models are embedded together: those that share the cached trunk cost onl
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from faceops.data.manifest import ManifestRow
 from faceops.errors import DataValidationFailed
 from faceops.evaluation.metrics import far_frr, threshold_at_far, verification_report
 from faceops.evaluation.pairs import read_lfw_pairs
+from faceops.face.backends import EmbeddingNet, module_dim
 from faceops.face.config import PreprocessConfig
 from faceops.face.embedding import Embedder
 from faceops.training.config import EvalConfig, LfwPairsConfig
@@ -57,7 +58,7 @@ class EvalSet:
 
 
 def embed_models(
-    models: dict[str, nn.Module],
+    models: Mapping[str, nn.Module | EmbeddingNet],
     shas: Sequence[str],
     pre: PreprocessResult,
     trunk: TrunkCache | None = None,
@@ -65,14 +66,17 @@ def embed_models(
     device: str = "cpu",
     desc: str = "embed",
 ) -> dict[str, np.ndarray]:
-    """(N, 512) unit embeddings of the images for each model (cached trunk activations where the trunk
+    """(N, D) unit embeddings of the images for each model (cached trunk activations where the trunk
     matches)."""
     out: dict[str, np.ndarray] = {}
     if not shas:
-        return {name: np.zeros((0, 512), dtype=np.float32) for name in models}
+        return {
+            name: np.zeros((0, module_dim(m) if isinstance(m, nn.Module) else m.dim), dtype=np.float32)
+            for name, m in models.items()
+        }
     cached: dict[str, torch.Tensor] = {}
     for name, model in models.items():
-        if trunk is not None and trunk.shares_trunk(model):
+        if trunk is not None and isinstance(model, nn.Module) and trunk.shares_trunk(model):
             if not cached:
                 views = ("clean", "flip") if flip_average else ("clean",)
                 cached = {v: trunk.features(shas, pre.crops, v, desc=desc) for v in views}
@@ -187,7 +191,7 @@ def open_set(
 
 
 def lfw_pairs_report(
-    models: dict[str, nn.Module],
+    models: Mapping[str, nn.Module | EmbeddingNet],
     config: LfwPairsConfig,
     preprocess: PreprocessConfig,
     cache_dir: Path,
@@ -238,7 +242,7 @@ def lfw_pairs_report(
 
 
 def evaluate_models(
-    models: dict[str, nn.Module],
+    models: Mapping[str, nn.Module | EmbeddingNet],
     pre: PreprocessResult,
     config: EvalConfig,
     trunk: TrunkCache | None = None,

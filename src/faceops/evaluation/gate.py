@@ -181,5 +181,9 @@ def same_model(a: Any, b: Any) -> bool:
 
     if a.preprocess != b.preprocess or abs(a.threshold - b.threshold) > 1e-9:
         return False
+    if isinstance(a.backbone, torch.nn.Module) != isinstance(b.backbone, torch.nn.Module):
+        return False
+    if not isinstance(a.backbone, torch.nn.Module):  # ONNX networks: the same bytes
+        return bool(a.backbone.model_bytes == b.backbone.model_bytes)
     sa, sb = a.backbone.state_dict(), b.backbone.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

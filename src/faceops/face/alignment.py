@@ -20,7 +20,7 @@ import numpy as np
 from faceops.face.config import AlignConfig
 from faceops.face.detection import Face
 
-__all__ = ["TEMPLATE", "align_face", "align_faces", "similarity_transform"]
+__all__ = ["ARCFACE_112", "TEMPLATE", "align_face", "align_faces", "similarity_transform"]
 
 # Landmarks (left eye, right eye, nose, left / right mouth corner) relative to the MTCNN box centre, in units
 # of the box size. Measured by benchmarks/preprocess_sweep.py on the 737 photos of LFW pairs fold 3.
@@ -32,6 +32,12 @@ TEMPLATE = np.array(
         [-0.1598, 0.2938],
         [0.1880, 0.2875],
     ],
+    dtype=np.float64,
+)
+
+# The reference landmarks of ArcFace-style models (insightface; MobileFaceNet uses them too) in a 112x112 crop.
+ARCFACE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float64,
 )
 
@@ -61,8 +67,8 @@ def align_face(image: np.ndarray, face: Face, config: AlignConfig | None = None)
     config = config or AlignConfig()
     size = config.image_size
     if config.method == "similarity":
-        face_side = size / (1.0 + config.margin)
-        dst = TEMPLATE * face_side + size / 2.0
+        arcface = config.template == "arcface"
+        dst = ARCFACE_112 * (size / 112.0) if arcface else TEMPLATE * (size / (1.0 + config.margin)) + size / 2.0
         matrix = similarity_transform(face.landmarks, dst)
         return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return _box_crop(image, face, config)

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from faceops.errors import ConfigError
 
@@ -23,6 +31,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "AlignConfig",
     "DetectorConfig",
+    "DetectorRung",
     "EmbedderConfig",
     "PreprocessConfig",
     "StrictConfig",
@@ -39,6 +48,30 @@ class StrictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class DetectorRung(StrictConfig):
+    """One retry of the detector on a photo where the rungs before it found no face.
+
+    A field left ``None`` keeps the detector's own setting.
+    """
+
+    thresholds: tuple[float, float, float] | None = Field(default=None, description="P-, R- and O-net thresholds.")
+    min_probability: float | None = Field(default=None, ge=0.0, le=1.0, description="Faces below are dropped.")
+    upscale: float = Field(
+        default=1.0,
+        ge=1.0,
+        le=4.0,
+        description="Enlarge the photo by this factor first, so faces under min_face_size become searchable; a "
+        "photo whose longer side would pass the detector's size cap is not enlarged and skips this rung.",
+    )
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_in_range(cls, value: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if value is not None and not all(0.0 < t < 1.0 for t in value):
+            raise ValueError("each detection threshold must be in (0, 1)")
+        return value
+
+
 class DetectorConfig(StrictConfig):
     """MTCNN settings (facenet-pytorch)."""
 
@@ -53,6 +86,11 @@ class DetectorConfig(StrictConfig):
         description="Which face is the subject of a dataset photo: the largest, the most central, or size "
         "weighted by closeness to the centre (LFW's convention: the subject is centred).",
     )
+    ladder: tuple[DetectorRung, ...] = Field(
+        default=(),
+        description="Retries, in order, for a photo where no face passes: each rung runs only on the photos all "
+        "before it missed, and the first rung that finds a face gives that photo's faces.",
+    )
 
     @field_validator("thresholds")
     @classmethod
@@ -60,6 +98,15 @@ class DetectorConfig(StrictConfig):
         if not all(0.0 < t < 1.0 for t in value):
             raise ValueError("each detection threshold must be in (0, 1)")
         return value
+
+    @model_serializer(mode="wrap")
+    def _omit_empty_ladder(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Configs saved before the ladder existed have no such key: without a ladder the dump (and so the
+        # preprocessing fingerprint and the crop caches keyed by it) stays what it was.
+        data: dict[str, Any] = handler(self)
+        if not self.ladder:
+            data.pop("ladder", None)
+        return data
 
 
 class AlignConfig(StrictConfig):
@@ -76,6 +123,21 @@ class AlignConfig(StrictConfig):
         description="'similarity': 5-point similarity warp to a canonical template; 'crop': facenet-pytorch's "
         "box crop with a margin (no rotation).",
     )
+    template: Literal["mtcnn", "arcface"] = Field(
+        default="mtcnn",
+        description="Landmark template of the similarity warp: 'mtcnn', FaceOps' MTCNN-box layout framed by "
+        "'margin'; 'arcface', the fixed 112x112 reference points of ArcFace / MobileFaceNet models (scaled to "
+        "'image_size'; 'margin' is not used).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_default_template(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Added after configs were first saved: at its default it stays out of the dump, so the fingerprint (and
+        # the caches and galleries keyed by it) of every existing config is unchanged.
+        data: dict[str, Any] = handler(self)
+        if self.template == "mtcnn":
+            data.pop("template", None)
+        return data
     image_size: int = Field(default=160, ge=32, le=512, description="Side of the square crop.")
     margin: float = Field(
         default=0.3,
@@ -92,9 +154,28 @@ class EmbedderConfig(StrictConfig):
     while doubling the embedding cost.
     """
 
-    normalization: Literal["fixed"] = Field(
-        default="fixed", description="'fixed': (x - 127.5) / 128, facenet-pytorch's fixed_image_standardization."
+    normalization: Literal["fixed", "imagenet"] = Field(
+        default="fixed",
+        description="'fixed': (x - 127.5) / 128, facenet-pytorch's fixed_image_standardization; 'imagenet': "
+        "x / 255 minus the ImageNet mean, over its std (MobileFaceNet).",
     )
+    backend: Literal["torch", "onnxruntime"] = Field(
+        default="torch",
+        description="What runs the network. Part of the fingerprint, so a gallery made with one backend (or "
+        "precision) is never searched with embeddings of another.",
+    )
+    precision: Literal["fp32", "int8"] = Field(default="fp32", description="The network's arithmetic.")
+
+    @model_serializer(mode="wrap")
+    def _omit_default_runtime(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Added after configs were first saved: the PyTorch fp32 default stays out of the dump, so the fingerprint
+        # of every existing config is unchanged; any other backend or precision changes it.
+        data: dict[str, Any] = handler(self)
+        if self.backend == "torch":
+            data.pop("backend", None)
+        if self.precision == "fp32":
+            data.pop("precision", None)
+        return data
     flip_average: bool = Field(default=False, description="Average the embeddings of the crop and its mirror.")
     batch_size: int = Field(default=32, ge=1, le=1024)
 
@@ -112,17 +193,27 @@ class PreprocessConfig(StrictConfig):
         return self.model_dump(mode="json")
 
     def fingerprint(self) -> str:
-        """A short stable hash of the config, for cache keys."""
-        import hashlib
-        import json
+        """A short stable hash of the whole config: stamps galleries and models (embeddings of one config are
+        never compared with another's)."""
+        return _digest(self.to_dict())
 
-        text = json.dumps(self.to_dict(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+    def crop_fingerprint(self) -> str:
+        """A short stable hash of what makes the crops (detection and alignment): the key of the crop cache, so
+        variants that differ only in how crops become embeddings (backend, precision, flip) share their crops."""
+        data = self.to_dict()
+        return _digest({"version": data["version"], "detector": data["detector"], "align": data["align"]})
 
     @classmethod
     def from_file(cls, path: str | Path) -> PreprocessConfig:
         """Read a config from YAML or JSON; unknown keys and bad values raise :class:`ConfigError`."""
         return load_yaml_config(path, cls)
+
+
+def _digest(data: dict[str, Any]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_yaml_config(path: str | Path, model: type[_M]) -> _M:

@@ -2,6 +2,10 @@
 
 Images are batched through MTCNN in groups of equal size (MTCNN's batching needs equal shapes); very large photos
 are scaled down for detection only, and the boxes and landmarks are scaled back to the original pixels.
+
+A photo where no face passes costs a whole genuine pair in verification, so the detector can retry it on a ladder
+(``DetectorConfig.ladder``): lower thresholds, a lower probability floor, the photo enlarged. Each rung runs only on
+the photos every rung before it missed, and :attr:`FaceDetector.ladder_counts` counts which rung found them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import cv2
 import numpy as np
 
 from faceops.errors import NoFaceDetected
-from faceops.face.config import DetectorConfig
+from faceops.face.config import DetectorConfig, DetectorRung
 from faceops.face.device import resolve_device
 
 __all__ = ["Face", "FaceDetector", "select_subject"]
@@ -64,22 +68,44 @@ class FaceDetector:
     """MTCNN over single images or batches.
 
     Args:
-        config: thresholds, minimum face size and the subject policy.
+        config: thresholds, minimum face size, the retry ladder and the subject policy.
         device: torch device string; ``None`` uses the settings' device.
+
+    Attributes:
+        ladder_counts: images looked at (``images``), found by the first pass (``first``), found by ladder rung
+            *i* (``rung_1`` ...), and found by none (``none``), since construction or the last
+            :meth:`reset_ladder_counts`.
     """
 
     def __init__(self, config: DetectorConfig | None = None, device: str | None = None) -> None:
-        from facenet_pytorch import MTCNN
-
         self.config = config or DetectorConfig()
         self.device = resolve_device(device)
-        self._mtcnn = MTCNN(
-            min_face_size=self.config.min_face_size,
-            thresholds=list(self.config.thresholds),
-            factor=self.config.factor,
-            keep_all=True,
-            device=self.device,
-        )
+        self._mtcnns: dict[tuple[float, float, float], Any] = {}
+        self._mtcnn = self._mtcnn_for(self.config.thresholds)
+        for rung in self.config.ladder:
+            self._mtcnn_for(rung.thresholds or self.config.thresholds)
+        self.ladder_counts: dict[str, int] = {}
+        self.reset_ladder_counts()
+
+    def reset_ladder_counts(self) -> None:
+        """Set every counter of :attr:`ladder_counts` to zero."""
+        rungs = {f"rung_{i}": 0 for i in range(1, len(self.config.ladder) + 1)}
+        self.ladder_counts = {"images": 0, "first": 0, **rungs, "none": 0}
+
+    def _mtcnn_for(self, thresholds: tuple[float, float, float]) -> Any:
+        # One MTCNN per set of thresholds (facenet-pytorch reads them from the instance); each loads its own
+        # small P/R/O-nets (under 2 MB), once, when the detector is built.
+        if thresholds not in self._mtcnns:
+            from facenet_pytorch import MTCNN
+
+            self._mtcnns[thresholds] = MTCNN(
+                min_face_size=self.config.min_face_size,
+                thresholds=list(thresholds),
+                factor=self.config.factor,
+                keep_all=True,
+                device=self.device,
+            )
+        return self._mtcnns[thresholds]
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """All faces in one RGB ``uint8`` image, most probable first."""
@@ -89,22 +115,22 @@ class FaceDetector:
         """All faces in each image; images of equal shape go through MTCNN together.
 
         An image (after scaling very large ones down) whose shorter side is under ``min_face_size`` has no faces.
+        Images where no face passes go down the configured ladder, rung by rung, until one finds a face.
         """
         results: list[list[Face]] = [[] for _ in images]
         prepared: list[tuple[np.ndarray, float]] = [_scale_for_detection(img) for img in images]
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for index, (small, _) in enumerate(prepared):
-            # MTCNN's pyramid has no level for an image whose shorter side is under the minimum face size (and
-            # facenet-pytorch then fails on an empty torch.cat): such an image cannot hold a detectable face.
-            if min(small.shape[:2]) >= self.config.min_face_size:
-                groups[small.shape].append(index)
-        for indices in groups.values():
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start : start + batch_size]
-                stack = np.stack([prepared[i][0] for i in chunk])
-                boxes, probs, points = self._mtcnn.detect(stack, landmarks=True)
-                for i, b, p, pts in zip(chunk, boxes, probs, points, strict=True):
-                    results[i] = self._faces(b, p, pts, 1.0 / prepared[i][1])
+        self._run(self._mtcnn, prepared, range(len(images)), self.config.min_probability, results, batch_size)
+        missed = [i for i, faces in enumerate(results) if not faces]
+        self.ladder_counts["images"] += len(images)
+        self.ladder_counts["first"] += len(images) - len(missed)
+        for number, rung in enumerate(self.config.ladder, start=1):
+            if not missed:
+                break
+            self._climb(rung, prepared, missed, results, batch_size)
+            found = [i for i in missed if results[i]]
+            self.ladder_counts[f"rung_{number}"] += len(found)
+            missed = [i for i in missed if not results[i]]
+        self.ladder_counts["none"] += len(missed)
         return results
 
     def detect_subject(self, image: np.ndarray, source: str | None = None) -> Face:
@@ -114,19 +140,72 @@ class FaceDetector:
             raise NoFaceDetected(source)
         return face
 
-    def _faces(self, boxes: Any, probs: Any, points: Any, scale: float) -> list[Face]:
-        if boxes is None:
-            return []
-        faces = [
-            Face(
-                box=tuple(float(v) * scale for v in box),  # type: ignore[arg-type]
-                probability=float(prob),
-                landmarks=np.asarray(pts, dtype=np.float32) * scale,
-            )
-            for box, prob, pts in zip(boxes, probs, points, strict=True)
-            if prob is not None and float(prob) >= self.config.min_probability
-        ]
-        return sorted(faces, key=lambda f: -f.probability)
+    def _climb(
+        self,
+        rung: DetectorRung,
+        prepared: Sequence[tuple[np.ndarray, float]],
+        missed: Sequence[int],
+        results: list[list[Face]],
+        batch_size: int,
+    ) -> None:
+        """Run one ladder rung on the images in ``missed``, writing what it finds into ``results``."""
+        mtcnn = self._mtcnn_for(rung.thresholds or self.config.thresholds)
+        min_probability = self.config.min_probability if rung.min_probability is None else rung.min_probability
+        if rung.upscale == 1.0:
+            self._run(mtcnn, prepared, missed, min_probability, results, batch_size)
+            return
+        enlarged: dict[int, tuple[np.ndarray, float]] = {}
+        for i in missed:
+            image, scale = prepared[i]
+            height, width = image.shape[:2]
+            # A photo that would pass the size cap once enlarged is already large enough for its faces to be
+            # searched, enlarging it would only cost time; one still under min_face_size enlarged holds none.
+            fits = max(height, width) * rung.upscale <= _MAX_DETECT_SIDE
+            if fits and min(height, width) * rung.upscale >= self.config.min_face_size:
+                size = (round(width * rung.upscale), round(height * rung.upscale))
+                enlarged[i] = (cv2.resize(image, size, interpolation=cv2.INTER_CUBIC), scale * size[0] / width)
+        sized: list[tuple[np.ndarray, float]] = [enlarged.get(i, prepared[i]) for i in range(len(prepared))]
+        self._run(mtcnn, sized, list(enlarged), min_probability, results, batch_size)
+
+    def _run(
+        self,
+        mtcnn: Any,
+        prepared: Sequence[tuple[np.ndarray, float]],
+        indices: Sequence[int],
+        min_probability: float,
+        results: list[list[Face]],
+        batch_size: int,
+    ) -> None:
+        """Detect faces in ``prepared[i]`` for each ``i`` in ``indices``, in batches of equal shape."""
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for index in indices:
+            small = prepared[index][0]
+            # MTCNN's pyramid has no level for an image whose shorter side is under the minimum face size (and
+            # facenet-pytorch then fails on an empty torch.cat): such an image cannot hold a detectable face.
+            if min(small.shape[:2]) >= self.config.min_face_size:
+                groups[small.shape].append(index)
+        for group in groups.values():
+            for start in range(0, len(group), batch_size):
+                chunk = group[start : start + batch_size]
+                stack = np.stack([prepared[i][0] for i in chunk])
+                boxes, probs, points = mtcnn.detect(stack, landmarks=True)
+                for i, b, p, pts in zip(chunk, boxes, probs, points, strict=True):
+                    results[i] = _faces(b, p, pts, 1.0 / prepared[i][1], min_probability)
+
+
+def _faces(boxes: Any, probs: Any, points: Any, scale: float, min_probability: float) -> list[Face]:
+    if boxes is None:
+        return []
+    faces = [
+        Face(
+            box=tuple(float(v) * scale for v in box),  # type: ignore[arg-type]
+            probability=float(prob),
+            landmarks=np.asarray(pts, dtype=np.float32) * scale,
+        )
+        for box, prob, pts in zip(boxes, probs, points, strict=True)
+        if prob is not None and float(prob) >= min_probability
+    ]
+    return sorted(faces, key=lambda f: -f.probability)
 
 
 def _scale_for_detection(image: np.ndarray) -> tuple[np.ndarray, float]:

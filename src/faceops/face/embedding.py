@@ -1,6 +1,10 @@
-"""Face embeddings: InceptionResnetV1 (facenet-pytorch), 512-d, L2-normalised, batched.
+"""Face embeddings: L2-normalised, batched, from any :class:`~faceops.face.backends.EmbeddingNet`.
 
-Weights are resolved in this order, and never silently left random:
+The default network is InceptionResnetV1 (facenet-pytorch, 512-d), the family that fine-tuning starts from; a
+model bundle may instead carry an ONNX network (an exported or int8 InceptionResnetV1, or MobileFaceNet, 128-d).
+The embedding size is the network's (:attr:`Embedder.dim`).
+
+InceptionResnetV1 weights are resolved in this order, and never silently left random:
 
 1. the ``weights`` argument;
 2. the ``FACEOPS_WEIGHTS`` setting (a facenet-pytorch state dict, e.g. the CASIA-WebFace file in ``../shared``,
@@ -20,14 +24,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from faceops.errors import FaceOpsError, WeightsNotFound
+from faceops.errors import ConfigError, FaceOpsError, WeightsNotFound
+from faceops.face.backends import EmbeddingNet, TorchNet
 from faceops.face.config import EmbedderConfig
 from faceops.face.device import resolve_device
 from faceops.settings import get_settings
 
-__all__ = ["EMBEDDING_DIM", "Embedder", "load_backbone", "standardize"]
+__all__ = ["EMBEDDING_DIM", "Embedder", "load_backbone", "normalize_crops", "standardize"]
 
 EMBEDDING_DIM = 512
+"""InceptionResnetV1's embedding size (other families have their own: ask :attr:`Embedder.dim`)."""
+_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255.0
+_IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255.0
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +48,16 @@ def standardize(crops: np.ndarray | torch.Tensor) -> torch.Tensor:
     if tensor.ndim == 3:
         tensor = tensor.unsqueeze(0)
     return (tensor.permute(0, 3, 1, 2).float() - 127.5) / 128.0
+
+
+def normalize_crops(crops: np.ndarray, normalization: str) -> np.ndarray:
+    """(N, S, S, 3) ``uint8`` RGB crops -> (N, 3, S, S) ``float32`` as the network expects them."""
+    crops = np.asarray(crops)
+    if crops.ndim == 3:
+        crops = crops[None]
+    pixels = crops.astype(np.float32)
+    pixels = (pixels - _IMAGENET_MEAN) / _IMAGENET_STD if normalization == "imagenet" else (pixels - 127.5) / 128.0
+    return np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
 
 
 def load_backbone(weights: str | Path | None = None) -> tuple[torch.nn.Module, str]:
@@ -105,10 +123,11 @@ class Embedder:
     """Turns aligned crops into L2-normalised embeddings.
 
     Args:
-        config: batch size and flip averaging.
-        weights: a state-dict path, overriding the settings.
-        device: torch device; ``None`` uses the settings.
-        model: an already-built backbone (e.g. fine-tuned), used instead of loading weights.
+        config: normalisation, batch size and flip averaging.
+        weights: an InceptionResnetV1 state-dict path, overriding the settings.
+        device: torch device; ``None`` uses the settings (ONNX networks run on the CPU).
+        model: an already-built network (a fine-tuned ``torch.nn.Module`` or any
+            :class:`~faceops.face.backends.EmbeddingNet`), used instead of loading weights.
         model_id: identifies ``model`` in galleries and logs.
     """
 
@@ -117,28 +136,47 @@ class Embedder:
         config: EmbedderConfig | None = None,
         weights: str | Path | None = None,
         device: str | None = None,
-        model: torch.nn.Module | None = None,
+        model: torch.nn.Module | EmbeddingNet | None = None,
         model_id: str | None = None,
     ) -> None:
         self.config = config or EmbedderConfig()
         self.device = resolve_device(device)
         if model is None:
             model, model_id = load_backbone(weights)
-        self.model = model.to(self.device).eval()
+        if isinstance(model, torch.nn.Module):
+            self.net: EmbeddingNet = TorchNet(model, self.device)
+        else:
+            self.net = model
+        if self.net.backend != self.config.backend:
+            raise ConfigError(
+                f"the preprocessing says the embedder runs on {self.config.backend!r} but the model given runs on "
+                f"{self.net.backend!r}"
+            )
         self.model_id = model_id or "custom"
 
-    @torch.inference_mode()
+    @property
+    def model(self) -> torch.nn.Module:
+        """The PyTorch network (only for the torch backend: fine-tuning, trunk caches)."""
+        if not isinstance(self.net, TorchNet):
+            raise ConfigError(f"this embedder runs on {self.net.backend}, it has no PyTorch module")
+        return self.net.module
+
+    @property
+    def dim(self) -> int:
+        """The embedding size of the network."""
+        return self.net.dim
+
     def embed(self, crops: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) ``uint8`` crops -> (N, 512) ``float32`` unit vectors."""
+        """(N, S, S, 3) ``uint8`` crops -> (N, dim) ``float32`` unit vectors."""
         crops = np.asarray(crops)
         if crops.ndim == 3:
             crops = crops[None]
-        out = np.zeros((len(crops), EMBEDDING_DIM), dtype=np.float32)
+        out = np.zeros((len(crops), self.dim), dtype=np.float32)
         for start in range(0, len(crops), self.config.batch_size):
-            batch = standardize(crops[start : start + self.config.batch_size]).to(self.device)
-            vectors = self.model(batch)
+            batch = normalize_crops(crops[start : start + self.config.batch_size], self.config.normalization)
+            vectors = self.net(batch)
             if self.config.flip_average:
-                vectors = vectors + self.model(torch.flip(batch, dims=[3]))
-            vectors = torch.nn.functional.normalize(vectors, dim=1)
-            out[start : start + len(batch)] = vectors.cpu().numpy()
+                vectors = vectors + self.net(np.ascontiguousarray(batch[:, :, :, ::-1]))
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            out[start : start + len(batch)] = vectors / np.maximum(norms, 1e-12)
         return out

@@ -55,7 +55,7 @@ class Enrolment:
         indices: input positions of the accepted photos, in input order.
         identities: the identity of each accepted photo.
         names: the name of each accepted photo (the gallery source by default).
-        embeddings: (accepted, 512) float32 subject embeddings.
+        embeddings: (accepted, D) float32 subject embeddings.
         rejected: the photos that could not be used, with the reason.
         skipped: input positions of photos the gallery already held (same identity and name), not embedded again.
     """
@@ -170,7 +170,7 @@ def _embed_loaded(
     chunk: int,
     progress: Callable[[int], None] | None,
 ) -> tuple[np.ndarray, dict[int, Exception]]:
-    embeddings = np.zeros((len(images), 512), dtype=np.float32)
+    embeddings = np.zeros((len(images), recognizer.embedder.dim), dtype=np.float32)
     errors: dict[int, Exception] = {}
     for start in range(0, len(images), chunk):
         loaded: dict[int, np.ndarray] = {}

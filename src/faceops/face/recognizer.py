@@ -38,7 +38,7 @@ class BatchResult:
     """Subject embeddings of many images; rows of images that failed are zero and listed in ``errors``.
 
     Attributes:
-        embeddings: (N, 512) float32, one row per input in order.
+        embeddings: (N, D) float32, one row per input in order (D: the model's embedding size).
         faces: the subject face of each input, or ``None``.
         errors: input index -> the error (``InvalidImage`` or ``NoFaceDetected``).
     """
@@ -138,7 +138,7 @@ class FaceRecognizer:
     ) -> BatchResult:
         """Subject embeddings of many images (batched detection and embedding)."""
         crops, faces, errors = self.subject_crops(sources, chunk, progress)
-        embeddings = np.zeros((len(sources), 512), dtype=np.float32)
+        embeddings = np.zeros((len(sources), self.embedder.dim), dtype=np.float32)
         ok = [i for i in range(len(sources)) if i not in errors]
         if ok:
             embeddings[ok] = self.embedder.embed(crops[ok])

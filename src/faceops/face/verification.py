@@ -86,7 +86,7 @@ def score_pairs(
         else:
             unreadable[str(paths[i])] = str(exc)
         valid[i] = False
-    embeddings = np.zeros((len(paths), 512), dtype=np.float32)
+    embeddings = np.zeros((len(paths), recognizer.embedder.dim), dtype=np.float32)
     if valid.any():
         embeddings[valid] = recognizer.embedder.embed(crops[valid])
     scores = np.array(

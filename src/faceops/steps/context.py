@@ -4,7 +4,7 @@ In a cluster every step is a pod with an empty file system, so a step reads noth
 host path. The ``data-version`` step pushes the data to the DVC remote and hands on a :class:`DataRef` (the
 pointer ``data.dvc`` and the remote's URL) in its ``Dataset`` artifact; every later step fetches the files it
 needs into its own scratch cache (:func:`faceops.data.fetch.checkout_version`). Crops and trunk activations
-live in the object store under the same names as in a local cache (``crops-<preprocessing fingerprint>/``,
+live in the object store under the same names as in a local cache (``crops-<crop fingerprint>/``,
 ``trunk-<cut>-<trunk id>-<fingerprint>/``, files named uniquely and never rewritten): a step copies down those
 of its fingerprint before it works and copies up what it added after (:func:`step_inputs`).
 
@@ -166,9 +166,9 @@ class StepInputs:
     cache_dir: Path
 
 
-def _cache_names(names: list[str], fingerprint: str, trunk: bool) -> list[str]:
+def _cache_names(names: list[str], crops: str, fingerprint: str, trunk: bool) -> list[str]:
     tops = {n.split("/", 1)[0] for n in names}
-    wanted = {f"crops-{fingerprint}"}
+    wanted = {f"crops-{crops}"}
     if trunk:
         wanted |= {t for t in tops if t.startswith("trunk-") and t.endswith(f"-{fingerprint}")}
     return sorted(wanted)
@@ -201,19 +201,20 @@ def step_inputs(
     from faceops.settings import get_settings
 
     cache_store = open_store(resolve(store or get_settings().store or "", "FACEOPS_STORE", "cache store (where steps share crops)"))
-    fingerprint = _preprocess_config(run_config).fingerprint()
+    preprocess = _preprocess_config(run_config)
+    fingerprint, crops = preprocess.fingerprint(), preprocess.crop_fingerprint()
     select = None
     if shard is not None:
         index, count = shard
         select = lambda rows: [r for r in rows if shard_of(r.sha256, count) == index]  # noqa: E731
     data_dir = ref.checkout(scratch, select)
     same = cache_store.same_folder(scratch)
-    names = [] if same else _cache_names(list(cache_store.listing()), fingerprint, trunk)
+    names = [] if same else _cache_names(list(cache_store.listing()), crops, fingerprint, trunk)
     sync_down(cache_store, scratch, names)
     yield StepInputs(data_dir, scratch)
     if not same:
         local = [p.name for p in scratch.iterdir() if p.is_dir()]
-        sync_up(scratch, cache_store, _cache_names(local, fingerprint, trunk))
+        sync_up(scratch, cache_store, _cache_names(local, crops, fingerprint, trunk))
 
 
 def tracking_uri(value: str) -> str:

@@ -221,7 +221,7 @@ def preprocess_shard(
     """Detect and align the faces of one shard of the data version into the shared crop cache.
 
     Args:
-        cache_dir: the cache root shared by every step (the crops go to ``<cache_dir>/crops-<fingerprint>``).
+        cache_dir: the cache root shared by every step (the crops go to ``<cache_dir>/crops-<crop fingerprint>``).
         progress: called with (images done, images to do) as batches finish.
     """
     from faceops.data.crops import preprocess_rows

@@ -7,8 +7,10 @@ the reader reads either, given a path or a ``postgresql://`` URL.
 
 SQLite runs in WAL mode with ``synchronous=FULL``: a row is on disk when the request's insert returns, and a
 crash (even a power cut) never loses or corrupts committed rows. No raw images are stored unless
-``log_store_images`` is set; ``log_sample_rate`` logs a share of requests; rows older than the retention are
-deleted by :meth:`RequestLog.prune` (the service calls it at start and hourly).
+``log_store_images`` is set; ``log_sample_rate`` logs a share of requests; rows older than the retention
+(``log_retention_days``, 30 by default) are deleted by :meth:`RequestLog.prune` (the service calls it at start and
+hourly). :meth:`RequestLog.forget` erases one person (:mod:`faceops.telemetry.erasure`), and the ``deletions``
+table keeps the audit record of each erasure (not pruned: it holds no personal data).
 
 The columns are a contract with monitoring (``SCHEMA_VERSION``; add columns, never rename or drop)::
 
@@ -20,7 +22,7 @@ The columns are a contract with monitoring (``SCHEMA_VERSION``; add columns, nev
     faces(request_id TEXT, face_index INTEGER, det_probability REAL, face_size REAL (px),
           brightness REAL (0-255), blur REAL (Laplacian variance), top1_identity TEXT, top1_similarity REAL,
           margin REAL (top1 - top2), decision TEXT ('known', 'unknown', 'detected', 'same', 'different'),
-          predicted TEXT, track_id INTEGER, embedding BLOB (512 float16, only with log_embeddings))
+          predicted TEXT, track_id INTEGER, embedding BLOB (the model's D float16, only with log_embeddings))
     feedback(request_id TEXT, face_index INTEGER, truth TEXT (an identity, 'impostor' or 'genuine'), ts REAL)
 """
 
@@ -38,6 +40,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from faceops.errors import FaceOpsError, MonitoringError
+from faceops.telemetry.erasure import DELETIONS_SQLITE, DeletionRecord, Likeness, chunks, count_doomed, doomed_requests
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -138,6 +141,9 @@ class RequestLogWriter(Protocol):
     def append(self, record: RequestRecord) -> None: ...
     def add_feedback(self, request_id: str, truth: str, face_index: int = 0) -> None: ...
     def prune(self, now: float | None = None) -> int: ...
+    def forget(self, identity: str, likeness: Likeness | None = None) -> dict[str, int]: ...
+    def record_deletion(self, record: DeletionRecord) -> None: ...
+    def deletions(self) -> list[DeletionRecord]: ...
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]: ...
     def close(self) -> None: ...
 
@@ -162,11 +168,12 @@ class RequestLog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA secure_delete=ON")  # deleted rows (erasure, retention) are overwritten, not left
         found = self._db.execute("PRAGMA user_version").fetchone()[0]
         if found not in (0, SCHEMA_VERSION):  # 0: a new file (or one from before the version was stamped)
             self._db.close()
             raise SchemaVersionMismatch(path, found)
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(_SCHEMA + DELETIONS_SQLITE)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(faces)")}
         if "embedding" not in columns:  # a log made before the column existed: add it, keep the rows
             self._db.execute("ALTER TABLE faces ADD COLUMN embedding BLOB")
@@ -268,6 +275,42 @@ class RequestLog:
         cutoff = (now or time.time()) - self.retention_days * 86400
         with self._lock:
             return self._db.execute("DELETE FROM requests WHERE ts < ?", (cutoff,)).rowcount
+
+    def forget(self, identity: str, likeness: Likeness | None = None) -> dict[str, int]:
+        """Delete every request that names or shows ``identity`` (see :mod:`faceops.telemetry.erasure`), with
+        its faces, feedback, image and embeddings, in one transaction; how many of each went."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                read = self._read_locked
+                ids = doomed_requests(read, identity, likeness)
+                removed = count_doomed(read, ids)
+                for chunk in chunks(ids):
+                    self._db.execute(f"DELETE FROM requests WHERE request_id IN ({','.join('?' * len(chunk))})", chunk)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            # secure_delete zeroes the freed pages; the checkpoint moves them into the file and empties the WAL,
+            # whose older frames still hold the rows: after this, the erased bytes are nowhere in either file.
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return removed
+
+    def _read_locked(self, sql: str, params: Sequence[object]) -> list[tuple]:
+        return self._db.execute(sql, tuple(params)).fetchall()
+
+    def record_deletion(self, record: DeletionRecord) -> None:
+        """Append the audit record of an erasure (committed and synced on return)."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO deletions (ts, actor, salt, identity_hash, removed) VALUES (?,?,?,?,?)", record.row()
+            )
+
+    def deletions(self) -> list[DeletionRecord]:
+        """Every erasure's audit record, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT ts, actor, salt, identity_hash, removed FROM deletions ORDER BY id")
+            return [DeletionRecord.from_row(r) for r in rows.fetchall()]
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         """Read rows (for tests and tools; monitoring reads through :class:`RequestLogReader`)."""
@@ -456,6 +499,14 @@ class RequestLogReader:
                 chunk,
             )
             out.update({str(r): bytes(b) for r, b in rows if isinstance(b, (bytes, memoryview)) and len(b)})
+        return out
+
+    def known_requests(self, request_ids: Sequence[str]) -> set[str]:
+        """Those of ``request_ids`` still in the log (not erased, not older than the retention)."""
+        ids, out = list(request_ids), set[str]()
+        for chunk in chunks(ids):
+            rows = self._read(f"SELECT request_id FROM requests WHERE request_id IN ({','.join('?' * len(chunk))})", chunk)
+            out.update(str(r[0]) for r in rows)
         return out
 
     def confirmed_images(self, start: float, end: float) -> list[ConfirmedImage]:

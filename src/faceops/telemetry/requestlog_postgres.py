@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from faceops.errors import MonitoringError
+from faceops.telemetry.erasure import DELETIONS_PG, DeletionRecord, Likeness, chunks, count_doomed, doomed_requests
 from faceops.telemetry.postgres import Connections, DatabaseUnavailable, to_pg
 from faceops.telemetry.requestlog import (
     FACE_ENDPOINTS,
@@ -92,7 +93,7 @@ class PostgresRequestLog:
             found = _found_version(conn, _COMPONENT)
             if found not in (None, SCHEMA_VERSION):
                 raise SchemaVersionMismatch(self.db.name, found)
-            conn.execute(_SCHEMA)
+            conn.execute(_SCHEMA + DELETIONS_PG)
             conn.execute(
                 "INSERT INTO faceops_schema VALUES (%s, %s) ON CONFLICT (component) DO NOTHING",
                 (_COMPONENT, SCHEMA_VERSION),
@@ -167,6 +168,33 @@ class PostgresRequestLog:
                 return conn.execute("DELETE FROM requests WHERE ts < %s", (cutoff,)).rowcount
         except DatabaseUnavailable:
             return 0  # pruning is housekeeping: the next hourly run does it
+
+    def forget(self, identity: str, likeness: Likeness | None = None) -> dict[str, int]:
+        """Delete every request that names or shows ``identity``, in one transaction (see ``RequestLog.forget``)."""
+        self._ensure_schema()
+        with self.db.connection() as conn, conn.transaction():
+
+            def read(sql: str, params: Sequence[object]) -> list[tuple]:
+                return conn.execute(to_pg(sql), list(params)).fetchall()
+
+            ids = doomed_requests(read, identity, likeness)
+            removed = count_doomed(read, ids)
+            for chunk in chunks(ids):
+                conn.execute("DELETE FROM requests WHERE request_id = ANY(%s)", (chunk,))
+        return removed
+
+    def record_deletion(self, record: DeletionRecord) -> None:
+        """Append the audit record of an erasure (committed on the server on return)."""
+        self._ensure_schema()
+        with self.db.connection() as conn:
+            conn.execute("INSERT INTO deletions (ts, actor, salt, identity_hash, removed) VALUES (%s,%s,%s,%s,%s)", record.row())
+
+    def deletions(self) -> list[DeletionRecord]:
+        """Every erasure's audit record, oldest first."""
+        self._ensure_schema()
+        with self.db.connection() as conn:
+            rows = conn.execute("SELECT ts, actor, salt, identity_hash, removed FROM deletions ORDER BY id").fetchall()
+        return [DeletionRecord.from_row(r) for r in rows]
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         """Read rows with SQLite-style ``?`` placeholders (for tests and tools)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 
 from faceops.data.crops import preprocess_dataset
@@ -229,12 +230,16 @@ def evaluate_bundles(
     lfw: dict[str, Any] = {}
     for name, bundle in bundles.items():
         pre = preprocess_dataset(data_root, bundle.preprocess, cache_dir=cache_dir, show_progress=True)
-        trunk = TrunkCache(
-            cache_dir,
-            bundle.backbone,
-            str(bundle.metadata.get("cut", "block8")),
-            bundle.preprocess.fingerprint(),
-            device,
+        trunk = (  # ONNX networks embed whole crops: no cached trunk
+            TrunkCache(
+                cache_dir,
+                bundle.backbone,
+                str(bundle.metadata.get("cut", "block8")),
+                bundle.preprocess.fingerprint(),
+                device,
+            )
+            if isinstance(bundle.backbone, torch.nn.Module)
+            else None
         )
         results.update(
             evaluate_models({name: bundle.backbone}, pre, config, trunk, {name: bundle.threshold}, device)

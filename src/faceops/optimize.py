@@ -1,0 +1,236 @@
+"""Faster variants of a face model: the same network on ONNX Runtime, its int8 quantisation, or another family.
+
+:func:`build_variant` turns a champion bundle into a variant bundle; nothing here decides whether the variant is
+good enough: :mod:`faceops.evaluation.parity` does that, and only an admitted variant is registered.
+
+* ``onnx``: the champion's PyTorch network exported to ONNX (checked against PyTorch), same preprocessing, run by
+  ONNX Runtime.
+* ``int8``: that export quantised (static QDQ, per-channel weights), calibrated on face crops made with the
+  champion's own preprocessing from the calibration images, so the activation ranges are those seen in use.
+* ``mobilefacenet``: the shared MobileFaceNet ONNX (128-d) with its own preprocessing (5-point ArcFace alignment
+  to 112x112, ImageNet normalisation, flip-sum): a different family, not a transformation of the champion.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+import numpy as np
+import torch
+
+from faceops.errors import ConfigError, FaceOpsError
+from faceops.evaluation.bundle import ModelBundle
+from faceops.face.backends import OnnxNet, export_onnx, load_onnx_family, quantize_int8
+from faceops.face.config import AlignConfig, EmbedderConfig, PreprocessConfig
+from faceops.face.embedding import normalize_crops
+from faceops.face.recognizer import FaceRecognizer
+
+if TYPE_CHECKING:
+    from faceops.evaluation.parity import ParityDecision
+
+__all__ = [
+    "FAMILY_MOBILEFACENET",
+    "METHODS",
+    "Method",
+    "build_variant",
+    "calibration_crops",
+    "log_optimization",
+    "mobilefacenet_preprocess",
+]
+
+log = logging.getLogger(__name__)
+
+Method = Literal["onnx", "int8", "mobilefacenet"]
+METHODS: tuple[str, ...] = get_args(Method)
+FAMILY_MOBILEFACENET = "mobilefacenet"
+
+Progress = Callable[[str], None]
+
+
+def mobilefacenet_preprocess(detector_of: PreprocessConfig) -> PreprocessConfig:
+    """MobileFaceNet's preprocessing (see ``weights/SOURCE.md``) with the detector of ``detector_of``, so the
+    two families differ only in what comes after detection."""
+    return PreprocessConfig(
+        detector=detector_of.detector,
+        align=AlignConfig(method="similarity", template="arcface", image_size=112, margin=0.0),
+        embedder=EmbedderConfig(normalization="imagenet", flip_average=True, backend="onnxruntime"),
+    )
+
+
+def calibration_crops(
+    preprocess: PreprocessConfig, images: Sequence[str | Path], batch_size: int = 16
+) -> list[np.ndarray]:
+    """Normalised crops ``(n, 3, S, S)`` of the subject face of each image, in batches, as the network sees them.
+
+    Images with no face (or unreadable ones) are skipped and logged.
+
+    Raises:
+        FaceOpsError: not one face was found in the images (nothing to calibrate on).
+    """
+    if not images:
+        raise FaceOpsError("int8 calibration needs images: none were given")
+    recognizer = FaceRecognizer(preprocess)
+    crops, faces, errors = recognizer.subject_crops(list(images))
+    found = [i for i, face in enumerate(faces) if face is not None]
+    if errors:
+        log.info("calibration: %d of %d images skipped (%s)", len(errors), len(images), next(iter(errors.values())))
+    if not found:
+        raise FaceOpsError(
+            f"no faces found in the {len(images)} calibration image(s) (e.g. {images[0]}): int8 calibration needs "
+            "photos of faces"
+        )
+    pixels = normalize_crops(crops[found], preprocess.embedder.normalization)
+    return [pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size)]
+
+
+def _mobilefacenet_path() -> Path:
+    from faceops.settings import get_settings
+
+    return Path(get_settings().mobilefacenet_path())
+
+
+def build_variant(
+    champion: ModelBundle,
+    method: Method,
+    calibration: Sequence[str | Path] | None = None,
+    progress: Progress | None = None,
+    *,
+    mobilefacenet: str | Path | None = None,
+) -> ModelBundle:
+    """Build a variant of ``champion`` by ``method``.
+
+    Args:
+        champion: the model to speed up (``onnx``/``int8`` need its PyTorch network).
+        method: ``onnx``, ``int8`` or ``mobilefacenet``.
+        calibration: image paths for ``int8`` (faces of people outside the evaluation pairs).
+        progress: called with a line of what is happening.
+        mobilefacenet: the MobileFaceNet ONNX file; default: the ``FACEOPS_MOBILEFACENET`` setting.
+
+    Returns:
+        the variant, with its threshold and target FAR copied from the champion (the parity gate recalibrates
+        the threshold) and metadata naming the method, the source model and the file size.
+
+    Raises:
+        ConfigError: an unknown method, or ``onnx``/``int8`` of a champion that has no PyTorch network.
+        InvalidModelFile: the MobileFaceNet file is missing, damaged or does not fit its preprocessing.
+        FaceOpsError: the export or quantisation failed, or the calibration images have no faces.
+    """
+    say = progress or (lambda line: log.info("%s", line))
+    if method not in METHODS:
+        raise ConfigError(f"unknown optimisation method {method!r}; choose one of {', '.join(METHODS)}")
+    source = {
+        "source_model_id": champion.model_id,
+        "source_family": champion.family,
+        "source_version": champion.metadata.get("registry_version"),
+    }
+    family = champion.family
+    net: OnnxNet
+    if method == "mobilefacenet":
+        path = Path(mobilefacenet) if mobilefacenet is not None else _mobilefacenet_path()
+        say(f"loading MobileFaceNet from {path}")
+        net = load_onnx_family(path)
+        preprocess = mobilefacenet_preprocess(champion.preprocess)
+        if net.input_size is not None and net.input_size != preprocess.align.image_size:
+            raise ConfigError(f"{path} takes {net.input_size}x{net.input_size} crops, MobileFaceNet's are 112x112")
+        family = FAMILY_MOBILEFACENET
+        source["source_file"] = os.fspath(path)
+    else:
+        if champion.preprocess.embedder.backend != "torch" or not isinstance(champion.backbone, torch.nn.Module):
+            raise ConfigError(
+                f"{method} needs a champion with a PyTorch network; this one ({champion.family}) runs on "
+                f"{champion.backend}"
+            )
+        # Calibration crops first: images without faces fail before the export's minute of work.
+        batches = calibration_crops(champion.preprocess, calibration or []) if method == "int8" else []
+        side = champion.preprocess.align.image_size
+        say(f"exporting {champion.family} to ONNX ({side}x{side} crops)")
+        net = export_onnx(champion.torch_module, side)
+        embedder = champion.preprocess.embedder.model_copy(update={"backend": "onnxruntime"})
+        if method == "int8":
+            say(f"quantising to int8 on {sum(len(b) for b in batches)} calibration crops")
+            net = quantize_int8(net, batches)
+            embedder = embedder.model_copy(update={"precision": "int8"})
+            source["calibration_faces"] = sum(len(b) for b in batches)
+            source["calibration_images"] = len(calibration or [])
+        preprocess = champion.preprocess.model_copy(update={"embedder": embedder})
+    return ModelBundle(
+        backbone=net,
+        preprocess=preprocess,
+        threshold=champion.threshold,
+        target_far=champion.target_far,
+        metadata={
+            **{k: v for k, v in source.items() if v is not None},
+            "method": method,
+            "family": family,
+            "file_bytes": len(net.model_bytes),
+            "data_version": champion.metadata.get("data_version", ""),
+        },
+        family=family,
+    )
+
+
+def _run_metrics(figures: dict[str, Any], far: str, prefix: str = "") -> dict[str, float]:
+    lfw = figures["lfw"]
+    out = {
+        "lfw_accuracy": lfw["accuracy"],
+        "lfw_auc": lfw["auc"],
+        f"lfw_tar_at_far_{far}": lfw["tar_at_far"],
+        "lfw_heldout_far": lfw["heldout_far"],
+        "lfw_threshold": lfw["threshold"],
+        "embed_ms_per_face": lfw["embed_ms_per_face"],
+    }
+    if "data" in figures:
+        data = figures["data"]
+        out.update(
+            {
+                "data_closed_accuracy": data["accuracy"],
+                f"data_tar_at_far_{far}": data["tar_at_far"],
+                "data_heldout_far": data["heldout_far"],
+            }
+        )
+    return {prefix + k: float(v) for k, v in out.items() if v is not None}
+
+
+def log_optimization(
+    variant: ModelBundle, decision: ParityDecision, source: str, uri: str | None = None
+) -> str | None:
+    """Log the gate's run to MLflow (params, both models' figures, the decision) and register the variant as
+    ``challenger`` only if it was admitted.
+
+    Returns:
+        the new model version, or None when the variant was refused (then nothing is registered).
+    """
+    from faceops import registry
+
+    method = str(variant.metadata.get("method", "custom"))
+    far = f"{decision.config.get('target_far', variant.target_far):g}"
+    tags = {"faceops.kind": "optimize", "method": method, "admitted": str(decision.admitted).lower()}
+    with registry.open_run(f"optimize-{method}", uri, tags=tags) as run:
+        run.log_params(
+            {
+                "method": method,
+                "family": variant.family,
+                "backend": variant.backend,
+                "precision": variant.preprocess.embedder.precision,
+                "source": source,
+                "lfw_folds": ",".join(map(str, decision.config.get("folds", []))),
+                "pairs_per_fold": decision.config.get("pairs_per_fold"),
+            }
+        )
+        run.log_metrics(
+            {
+                **_run_metrics(decision.variant, far),
+                **_run_metrics(decision.champion, far, "champion_"),
+                "model_file_mb": int(variant.metadata.get("file_bytes", 0)) / 1e6,
+            }
+        )
+        run.log_dict(decision.to_dict(), "parity.json")
+        if decision.reasons:
+            run.set_tags({"refused_because": "; ".join(decision.reasons)[:5000]})
+        if not decision.admitted:
+            return None
+        return run.log_bundle(variant, tags={"faceops.kind": "optimized", "method": method})
