@@ -36,7 +36,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/optimize_lfw.json"))
     parser.add_argument("--folds", default="1-8", help="LFW folds, e.g. 1-8")
     parser.add_argument("--calibration", type=int, default=200, help="int8 calibration photos")
-    parser.add_argument("--methods", default="onnx,int8,mobilefacenet")
+    parser.add_argument("--methods", default="onnx,int8,mobilefacenet",
+                        help="comma-separated; mobilefacenet_min40: MobileFaceNet with MTCNN's smallest face at 40 px "
+                        "(the faster detection of benchmarks/results/detector.json)")
+    parser.add_argument("--champion-from", type=Path, default=None,
+                        help="reuse the champion's figures of an earlier result file of the same folds")
     args = parser.parse_args()
 
     import onnxruntime
@@ -55,9 +59,18 @@ def main() -> None:
     calibration = calibration_photos(folds, args.calibration)
     results: dict[str, object] = {}
     champion_figures = None
+    if args.champion_from is not None:
+        earlier = json.loads(args.champion_from.read_text())
+        if earlier["config"]["folds"] != folds:
+            raise SystemExit(f"{args.champion_from} scored folds {earlier['config']['folds']}, not {folds}")
+        champion_figures = {k: v for k, v in earlier["champion"].items() if k != "model_id"}
     for method in args.methods.split(","):
         start = time.perf_counter()
-        variant = build_variant(champion, method, calibration if method == "int8" else None, print)  # type: ignore[arg-type]
+        base = "mobilefacenet" if method == "mobilefacenet_min40" else method
+        variant = build_variant(champion, base, calibration if method == "int8" else None, print)  # type: ignore[arg-type]
+        if method == "mobilefacenet_min40":
+            detector = variant.preprocess.detector.model_copy(update={"min_face_size": 40})
+            variant.preprocess = variant.preprocess.model_copy(update={"detector": detector})
         built_s = time.perf_counter() - start
         decision = check_parity(champion, variant, config, cache_dir=cache_dir, champion_figures=champion_figures)
         champion_figures = decision.champion
