@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,9 @@ def test_the_embedding_cache_keeps_each_models_size(tmp_path: Path) -> None:
     got = cache.cached_embeddings("mobilefacenet", ["r1", "r2"])
     assert np.array_equal(got["r1"], small) and got["r2"].shape[0] == 0
     assert np.array_equal(cache.cached_embeddings("inception", ["r1"])["r1"], large)
-    cache._db.execute(  # a row written by the release before: raw 512-d float32
-        "INSERT INTO embeddings VALUES (?, ?, ?)", ("old", "r9", np.full((2, 512), 3, np.float32).tobytes())
+    cache._db.execute(  # vectors written by the release before: raw 512-d float32
+        "INSERT INTO embeddings (model, request_id, vectors, ts) VALUES (?, ?, ?, ?)",
+        ("old", "r9", np.full((2, 512), 3, np.float32).tobytes(), time.time()),
     )
     assert cache.cached_embeddings("old", ["r9"])["r9"].shape == (2, 512)
     cache.close()
