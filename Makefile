@@ -80,7 +80,7 @@ tools: browser prometheus postgres ## Every outside program the tests use (chrom
 
 test: venv tools ## The tests (fast tier: unit + integration, no slow markers); installs chromium and prometheus when it can
 	@test -d $(SHARED)/datasets || { echo "$(SHARED)/datasets not found: the tests read real images from ../shared"; exit 1; }
-	$(PY) -m pytest -m "not slow and not benchmark" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not benchmark" --durations=40 $(PYTEST_ARGS)
 
 test-all: venv tools ## Every test, slow ones included
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
@@ -113,8 +113,9 @@ bench: venv ## Face-core and serving benchmarks (JSON under benchmarks/results/)
 	$(PY) benchmarks/bench_core.py --out benchmarks/results/core.json
 	$(PY) benchmarks/bench_serving.py
 
-bench-lfw: venv ## The 8-fold LFW protocol and the default threshold's calibration (long)
-	$(VENV)/bin/faceops verify --pairs $(SHARED)/datasets/lfw/pairs.txt --json --roc benchmarks/results/lfw_roc.png \
+bench-lfw: venv ## The 8-fold LFW protocol of the pretrained InceptionResnetV1 and its threshold's calibration (long)
+	$(VENV)/bin/faceops verify --pairs $(SHARED)/datasets/lfw/pairs.txt --config configs/preprocess_inception.yaml \
+	  --json --roc benchmarks/results/lfw_roc.png \
 	  --scores-out benchmarks/results/lfw_scores.csv > benchmarks/results/lfw_8fold.json
 	$(PY) benchmarks/calibrate_threshold.py benchmarks/results/lfw_scores.csv
 

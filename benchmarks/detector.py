@@ -71,9 +71,11 @@ def scan(out: Path) -> None:
 
 
 # Stages of facenet-pytorch's detect_face, timed by wrapping the functions it looks up in its module at call time
-# and hooks on the three nets. "other" is the rest of a detect call: box padding and regression, Python loops over
-# candidate boxes, facenet-pytorch's and FaceOps's post-processing.
-STAGES = ("pnet_pyramid", "rnet", "onet", "nms", "other")
+# and hooks on the three nets. "pnet" is the P-net's own forward passes, "pnet_pyramid" the rest of that stage
+# (resampling the pyramid, box generation); "rnet_crops"/"onet_crops" resample each candidate box (one call per
+# box); "other" is the rest of a detect call: box padding and regression, Python loops over candidate boxes,
+# facenet-pytorch's and FaceOps's post-processing.
+STAGES = ("pnet", "pnet_pyramid", "rnet", "rnet_crops", "onet", "onet_crops", "nms", "other")
 
 
 class _StageTimer:
@@ -96,13 +98,13 @@ class _StageTimer:
             setattr(module, name, wrapper)
             self._undo.append(lambda: setattr(module, name, fn))
 
-        crop_stage = {24: "rnet", 48: "onet"}
+        crop_stage = {24: "rnet_crops", 48: "onet_crops"}
         timed("imresample", module.imresample, lambda a: crop_stage.get(tuple(a[1])[0], "pnet_pyramid"))
         timed("generateBoundingBox", module.generateBoundingBox, lambda a: "pnet_pyramid")
         timed("batched_nms", module.batched_nms, lambda a: "nms")
         timed("batched_nms_numpy", module.batched_nms_numpy, lambda a: "nms")
         for mtcnn in mtcnns:
-            for stage, net in (("pnet_pyramid", mtcnn.pnet), ("rnet", mtcnn.rnet), ("onet", mtcnn.onet)):  # type: ignore[attr-defined]
+            for stage, net in (("pnet", mtcnn.pnet), ("rnet", mtcnn.rnet), ("onet", mtcnn.onet)):  # type: ignore[attr-defined]
                 started: list[float] = []
                 pre = net.register_forward_pre_hook(lambda *_, s=started: s.append(time.perf_counter()))
                 post = net.register_forward_hook(
@@ -137,7 +139,11 @@ def _time_run(detector, images, batch: int, timer: _StageTimer) -> dict[str, flo
     return {"total": total, **stages, "_found": found}  # type: ignore[dict-item]
 
 
-def bench(out: Path, n: int, repeats: int, batch: int, seed: int, misses_file: Path) -> None:
+def bench(
+    out: Path, n: int, repeats: int, batch: int, seed: int, misses_file: Path, with_ladder: bool = True,
+    sizes: tuple[int, ...] = (20, 40, 60), factors: tuple[float, ...] = (0.709, 0.8),
+    backends: tuple[str, ...] = ("torch",),
+) -> None:
     """Per-stage time and detection rate per pyramid setting; the ladder on the photos the scan listed."""
     import statistics
 
@@ -149,13 +155,13 @@ def bench(out: Path, n: int, repeats: int, batch: int, seed: int, misses_file: P
 
     paths = _sample(n, seed)
     images = [load_image(p) for p in paths]
-    settings = [(size, factor) for size in (20, 40, 60) for factor in (0.709, 0.8)]
-    detectors = {s: FaceDetector(DetectorConfig(min_face_size=s[0], factor=s[1])) for s in settings}
+    settings = [(size, factor, backend) for size in sizes for factor in factors for backend in backends]
+    detectors = {s: FaceDetector(DetectorConfig(min_face_size=s[0], factor=s[1]), backend=s[2]) for s in settings}
     timer = _StageTimer()
     for detector in detectors.values():  # warm-up: first calls allocate
         detector.detect_batch(images[:batch], batch_size=batch)
-    runs: dict[tuple[int, float, int], list[dict[str, float]]] = {(*s, b): [] for s in settings for b in (1, batch)}
-    found_by: dict[tuple[int, float], list[bool]] = {}
+    runs: dict[tuple[int, float, str, int], list[dict[str, float]]] = {(*s, b): [] for s in settings for b in (1, batch)}
+    found_by: dict[tuple[int, float, str], list[bool]] = {}
     for repeat in range(repeats):
         # Settings and modes alternate within each repeat, so drift in the machine's load hits them all alike.
         for s in settings:
@@ -166,27 +172,32 @@ def bench(out: Path, n: int, repeats: int, batch: int, seed: int, misses_file: P
                 if b == batch and repeat == 0:
                     subject = detectors[s].config.subject
                     found_by[s] = [select_subject(f, im.shape, subject) is not None for f, im in zip(found, images, strict=True)]  # type: ignore[arg-type]
-                print(f"repeat {repeat} min_face_size {s[0]} factor {s[1]} batch {b}: {run['total']:.1f}s", flush=True)
+                print(f"repeat {repeat} min_face_size {s[0]} factor {s[1]} {s[2]} batch {b}: {run['total']:.1f}s", flush=True)
     pyramid = []
-    for (size, factor, b), measured in runs.items():
+    for (size, factor, backend, b), measured in runs.items():
         median = {k: statistics.median(r[k] for r in measured) for k in measured[0]}
         pyramid.append({
-            "min_face_size": size, "factor": factor, "batch": b,
+            "min_face_size": size, "factor": factor, "backend": backend, "batch": b,
             "photos_per_second": round(n / median["total"], 2),
+            "photos_per_second_best_run": round(n / min(r["total"] for r in measured), 2),
             "ms_per_photo": {k: round(1000 * v / n, 2) for k, v in median.items()},
-            "detection_rate": round(sum(found_by[(size, factor)]) / n, 4),
-            "missed_photos": [str(p.relative_to(LFW)) for p, ok in zip(paths, found_by[(size, factor)], strict=True) if not ok],
+            "detection_rate": round(sum(found_by[(size, factor, backend)]) / n, 4),
+            "missed_photos": [
+                str(p.relative_to(LFW)) for p, ok in zip(paths, found_by[(size, factor, backend)], strict=True) if not ok
+            ],
         })
     result: dict[str, object] = {
         "what": "MTCNN (facenet-pytorch) per-stage time and detection rate on LFW pairs photos (folds 1-8)",
         "photos": n, "seed": seed, "repeats": repeats, "batched_size": batch,
         "timing": "median over repeats of seconds per run / photos; runs of every setting and mode alternate in one "
-                  "process; stages: P-net pyramid (resample, net, box generation), R-net and O-net (crop resample, "
-                  "net), NMS, other (Python glue and post-processing)",
+                  "process; stages: pnet (the P-net's forward passes), pnet_pyramid (pyramid resampling, box "
+                  "generation), rnet/onet (the nets' forward passes), rnet_crops/onet_crops (one resample per "
+                  "candidate box), nms, other (Python glue and post-processing); backend: what runs the three nets",
         "torch_threads": torch.get_num_threads(), "machine": platform.machine(), "cpus": os.cpu_count(),
+        "loadavg_end": [round(v, 2) for v in os.getloadavg()],
         "pyramid": pyramid,
     }
-    if misses_file.exists():
+    if misses_file.exists() and with_ladder:
         result["ladder"] = _ladder(misses_file, DetectorConfig, DetectorRung, FaceDetector, select_subject, load_image)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -285,11 +296,19 @@ def main() -> None:
     bench_parser.add_argument("--batch", type=int, default=16)
     bench_parser.add_argument("--seed", type=int, default=0)
     bench_parser.add_argument("--misses", type=Path, default=Path("benchmarks/results/detector_misses.json"))
+    bench_parser.add_argument("--sizes", default="20,40,60", help="minimum face sizes, comma-separated")
+    bench_parser.add_argument("--factors", default="0.709,0.8", help="pyramid scale factors, comma-separated")
+    bench_parser.add_argument("--backends", default="torch,onnxruntime", help="what runs MTCNN's nets")
+    bench_parser.add_argument("--no-ladder", action="store_true", help="skip the ladder on the scanned misses")
     args = parser.parse_args()
     if args.mode == "scan":
         scan(args.out)
     else:
-        bench(args.out, args.images, args.repeats, args.batch, args.seed, args.misses)
+        bench(
+            args.out, args.images, args.repeats, args.batch, args.seed, args.misses, not args.no_ladder,
+            tuple(int(v) for v in args.sizes.split(",")), tuple(float(v) for v in args.factors.split(",")),
+            tuple(args.backends.split(",")),
+        )
 
 
 if __name__ == "__main__":

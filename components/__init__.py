@@ -7,9 +7,9 @@ cache store and MLflow (:mod:`faceops.steps.context`): on a cluster each is a po
 settings from the Secrets and ConfigMap of :mod:`faceops.kfp.pipelines.platform`.
 
 Modules (each defines the component of the same name): ``data_version``, ``validate``, ``preprocess``
-(``plan_shards``, ``preprocess_shard``, ``preprocess_merge``), ``train``, ``evaluate``, ``register``
-(``register_and_gate``, ``promote``), ``status`` (``record_status``, the exit handler); ``image``
-(``IMAGE``).
+(``plan_shards``, ``preprocess_shard``, ``preprocess_merge``), ``train``, ``evaluate``, ``robustness``, ``register``
+(``register_and_gate``, ``promote``), ``optimize`` (a faster variant through the parity gate), ``status``
+(``record_status``, the exit handler); ``image`` (``IMAGE``).
 
 This package imports nothing itself: component bodies import ``faceops.kfp.components._io`` at run time inside kfp's
 executor, where defining the components as a side effect of importing the package would fail.

@@ -189,6 +189,11 @@ class TriggerConfig(StrictConfig):
         description="First add the images users confirmed through "
         "feedback (needs log_store_images) to the data as a new DVC version.",
     )
+    target_drift: bool = Field(
+        default=True,
+        description="Pass what drifted (direction and size) into the run config ('drift'), so the retraining "
+        "matches its augmentation and preprocessing to it (faceops.training.drift_plan).",
+    )
 
 
 class MonitorConfig(StrictConfig):

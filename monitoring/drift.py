@@ -20,6 +20,7 @@ import pandas as pd
 from faceops.monitoring.config import DriftConfig
 
 from faceops.telemetry.reference import FEATURES, Reference
+from faceops.training.drift_plan import describe_drift
 
 __all__ = ["DriftResult", "FeatureDrift", "measure_drift"]
 
@@ -62,11 +63,17 @@ class DriftResult:
     def share(self) -> float | None:
         return len(self.drifted) / len(self.tested) if self.tested else None
 
+    @property
+    def changes(self) -> list[dict[str, Any]]:
+        """Direction and size of each drifted feature (window mean against reference mean)."""
+        return describe_drift([asdict(f) for f in self.features])
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "share": self.share,
             "tested": len(self.tested),
             "drifted": self.drifted,
+            "changes": self.changes,
             "features": [asdict(f) for f in self.features],
             "html": str(self.html) if self.html else None,
         }

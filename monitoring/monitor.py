@@ -12,6 +12,9 @@ Each run ends in exactly one recorded decision (:class:`~faceops.monitoring.stat
 ``cooldown``         alarms, but a retraining already started within the cooldown
 ``retry_wait``       alarms, but the last start failed less than ``retry_after`` ago
 ``trigger_failed``   the start failed (backend unreachable, ...); alerted, retried after ``retry_after``
+``unrepairable``     the same drift (e.g. brightness down, blur up) with a performance alarm again, after a
+                     retraining started for that drift has ended: retraining did not repair it, so the monitor
+                     alerts without starting another (until the drift changes or stops)
 
 Before judging, a run follows the last retraining it started on a cluster (:func:`~faceops.monitoring.trigger.follow_up`): a run still
 PENDING/RUNNING blocks another start; one found FAILED (or CANCELED, or gone) is said in the decision's
@@ -34,7 +37,7 @@ from faceops.monitoring.config import MonitorConfig
 from faceops.monitoring.drift import measure_drift
 from faceops.monitoring.policy import judge
 from faceops.monitoring.report import plot_features, write_report
-from faceops.monitoring.state import FAILED_RUN_STATES, EmbeddingCache, MonitorState, open_state
+from faceops.monitoring.state import FAILED_RUN_STATES, FINAL_RUN_STATES, EmbeddingCache, MonitorState, open_state
 from faceops.monitoring.trigger import RetrainTrigger, follow_up, make_trigger
 from faceops.monitoring.window import Window, read_images, read_window
 
@@ -120,14 +123,19 @@ def _act(
     state: MonitorState,
     now: float,
     window: tuple[float, float],
+    drift: dict[str, Any] | None = None,
 ) -> tuple[str, list[str], dict[str, Any] | None]:
-    """Turn alarms into an action, starting a retraining when the policy and the cooldown allow."""
+    """Turn alarms into an action, starting a retraining when the policy and the cooldown allow; ``drift`` (the
+    drifted features' changes and the :class:`~faceops.training.config.DriftTarget` they make) goes with it."""
     reasons = [f"{a.kind}: {a.message}" for a in alarms]
     retrain = [a for a in alarms if a.kind in config.policy.retrain_on]
     if not retrain or trigger is None:
         why = "the trigger is disabled" if retrain else f"no alarm of {list(config.policy.retrain_on)}"
         return "alert", [*reasons, f"no retraining: {why}"], None
     reason = "; ".join(f"{a.kind}: {a.message}" for a in retrain)[:500]
+    known = _known_unrepairable(state, drift, retrain)
+    if known:  # before any claim: nothing is reserved for a start that will not happen
+        return "unrepairable", [*reasons, known], None
     try:
         claim, why_not = state.claim_trigger(reason, now, config.policy.cooldown, config.policy.retry_after)
     except FaceOpsError as exc:  # without the state there is no cooldown: starting now could start a storm
@@ -136,12 +144,16 @@ def _act(
         action = "retry_wait" if why_not.startswith("waiting to retry") else "cooldown"
         return action, [*reasons, why_not], None
     info: dict[str, Any] = {"reason": reason}
+    target = (drift or {}).get("target") if config.trigger.target_drift else None
+    if drift:
+        info["drift"] = drift
     try:
         if config.trigger.add_feedback_images:
             from faceops.monitoring.feedback_data import add_confirmed_images
 
             info["data"] = add_confirmed_images(config.request_log, config.trigger.repo_root, *window)
-        started = trigger(reason, (info.get("data") or {}).get("rev"))
+        rev = (info.get("data") or {}).get("rev")
+        started = trigger(reason, rev, drift=target) if target else trigger(reason, rev)
     except FaceOpsError as exc:
         info["error"] = f"{type(exc).__name__}: {exc}"
         state.finish_trigger(claim, False, info)
@@ -238,7 +250,8 @@ def _finish(
     """Alert, write the report (and log it to MLflow), record the decision."""
     followed = run.retraining or {}
     newly_failed = bool(followed.get("newly_final")) and followed.get("state") in FAILED_RUN_STATES
-    if run.action in ("alert", "retrain", "cooldown", "retry_wait", "trigger_failed", "error") or newly_failed:
+    alerting = ("alert", "retrain", "cooldown", "retry_wait", "trigger_failed", "error", "unrepairable")
+    if run.action in alerting or newly_failed:
         severity = {"error": "error", "trigger_failed": "critical", "retrain": "critical"}.get(
             run.action, "error" if newly_failed else "warning"
         )
@@ -377,8 +390,51 @@ def _judge(
     if not verdict.alarms:
         action = "ok" if verdict.judged else "insufficient_data"
         return MonitorRun(action, verdict.notes or ["no alarm"], figures, version)
-    action, reasons, info = _act(verdict.alarms, config, active, state, now, span)
+    action, reasons, info = _act(verdict.alarms, config, active, state, now, span, _drift_payload(drift))
     return MonitorRun(action, reasons + verdict.notes, figures, version, trigger=info)
+
+
+def _known_unrepairable(state: MonitorState, drift: dict[str, Any] | None, alarms: list[Any]) -> str | None:
+    """Why this drift is known not to be repaired by retraining (None: it is not): a retraining started for the
+    same drift has ended, and performance is still alarming under the same drift."""
+    from faceops.training.drift_plan import drift_signature
+
+    signature = drift_signature((drift or {}).get("target"))
+    if not signature or not any(a.kind != "drift" for a in alarms):
+        return None
+    try:
+        started = [t for t in state.triggers(10) if t["status"] == "started"]
+    except FaceOpsError:
+        return None
+    for earlier in started:
+        detail = earlier.get("detail") or {}
+        if drift_signature((detail.get("drift") or {}).get("target")) != signature:
+            continue
+        ended = earlier.get("run_state") in FINAL_RUN_STATES or detail.get("status") in FINAL_RUN_STATES
+        if not ended:
+            return None  # still running: the cooldown decides
+        return (
+            f"known unrepairable: the retraining run {detail.get('run_id')} started for this drift "
+            f"({', '.join(signature)}) has ended ({earlier.get('run_state') or detail.get('status')}) and "
+            "performance still alarms under the same drift; alerting without another retraining until the drift "
+            "changes (see benchmarks/results/drift_repair.json for what illumination and augmentation can do)"
+        )
+    return None
+
+
+def _drift_payload(drift: Any) -> dict[str, Any] | None:
+    """What drifted and how, and what a retraining can target (None: nothing drifted)."""
+    if drift is None or not drift.drifted:
+        return None
+    from faceops.training.drift_plan import drift_target, gate_conditions
+
+    changes = drift.changes
+    target = drift_target(changes)
+    return {
+        "changes": changes,
+        "target": target.model_dump(mode="json") if target else None,
+        "gate_conditions": gate_conditions(target) if target else [],
+    }
 
 
 def run_every(

@@ -20,13 +20,15 @@ from faceops.monitoring.state import FAILED_RUN_STATES, FINAL_RUN_STATES, Monito
 
 from faceops.errors import ConfigError, FaceOpsError, MonitoringError
 
-__all__ = ["PipelineTrigger", "RetrainTrigger", "TracksRuns", "follow_up", "make_trigger"]
+__all__ = ["PipelineTrigger", "RetrainTrigger", "TracksRuns", "follow_up", "make_trigger", "pipeline_arguments"]
 
 
 class RetrainTrigger(Protocol):
     """Starts a retraining; returns at least ``run_id`` and ``status``; raises :class:`FaceOpsError`."""
 
-    def __call__(self, reason: str, data_version: str | None = None) -> dict[str, Any]: ...
+    def __call__(
+        self, reason: str, data_version: str | None = None, drift: dict[str, Any] | None = None
+    ) -> dict[str, Any]: ...
 
 
 @runtime_checkable
@@ -56,12 +58,17 @@ class PipelineTrigger:
             ssl_ca_cert=str(c.ssl_ca_cert) if c.ssl_ca_cert else None,
         )
 
-    def __call__(self, reason: str, data_version: str | None = None) -> dict[str, Any]:
+    def __call__(
+        self, reason: str, data_version: str | None = None, drift: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Start the pipeline; ``drift`` (a :class:`~faceops.training.config.DriftTarget` as a dict) goes into
+        its run config, where training turns it into augmentation and preprocessing."""
         try:
             from faceops.kfp.pipelines.run import trigger_retraining
         except ImportError as exc:
             raise MonitoringError(f"the retraining pipeline is not installed ({exc}): pip install -e '.[mlops]'") from exc
         c = self.config
+        arguments = pipeline_arguments(c.arguments, drift)
         try:
             if c.backend == "kfp":  # the steps' pods see no path of this machine: no repo argument
                 return dict(
@@ -69,15 +76,15 @@ class PipelineTrigger:
                         reason,
                         data_version,
                         backend="kfp",
-                        config=dict(c.arguments),
+                        config=arguments,
                         connection=self.connection(),
                         experiment=c.experiment,
                         service_account=c.service_account,
                         cache_pvc=c.cache_pvc,
                     )
                 )
-            arguments = {"repo": str(c.repo_root.resolve()), **c.arguments}
-            return dict(trigger_retraining(reason, data_version, backend=c.backend, config=arguments))
+            local = {"repo": str(c.repo_root.resolve()), **arguments}
+            return dict(trigger_retraining(reason, data_version, backend=c.backend, config=local))
         except FaceOpsError:
             raise
         except (OSError, RuntimeError, ValueError) as exc:  # anything the backend lets through, named
@@ -90,6 +97,21 @@ class PipelineTrigger:
         from faceops.kfp.pipelines.client import run_state
 
         return run_state(run_id, self.connection())
+
+
+def pipeline_arguments(arguments: dict[str, Any], drift: dict[str, Any] | None) -> dict[str, Any]:
+    """The pipeline's arguments for a run started for ``drift``: its run config gains ``drift`` (training turns it
+    into augmentation and preprocessing) and gate robustness criteria on the drifted conditions."""
+    out = dict(arguments)
+    if not drift:
+        return out
+    from faceops.training.config import DriftTarget
+    from faceops.training.drift_plan import gate_for_drift
+
+    run_config = dict(out.get("run_config") or {})
+    gate = gate_for_drift(DriftTarget.model_validate(drift), run_config.get("gate"))
+    out["run_config"] = {**run_config, "drift": drift, **({"gate": gate} if gate else {})}
+    return out
 
 
 def follow_up(state: MonitorState, trigger: RetrainTrigger | None) -> tuple[dict[str, Any] | None, list[str]]:

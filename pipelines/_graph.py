@@ -13,8 +13,10 @@ from typing import Any
 
 from faceops.kfp.components.data_version import data_version
 from faceops.kfp.components.evaluate import evaluate
+from faceops.kfp.components.optimize import optimize
 from faceops.kfp.components.preprocess import plan_shards, preprocess_merge, preprocess_shard
 from faceops.kfp.components.register import promote, register_and_gate
+from faceops.kfp.components.robustness import robustness
 from faceops.kfp.components.status import record_status
 from faceops.kfp.components.train import train
 from faceops.kfp.components.validate import validate
@@ -64,6 +66,17 @@ def wire(name: str, p: dict[str, Any], cache_pvc: str | None = None, retries: bo
             preprocessed=merged.outputs["preprocessed"],
         )
         evaluated = evaluate(data=ref, run_config=p["run_config"], store=p["store"], model=trained.outputs["model"])
+        # the trained model under image conditions and per group (issue 16); its figures are for people to read
+        # (MLflow, the report); the gate runs its own suite when GateConfig.robustness / .groups is set
+        robust = robustness(
+            data=ref,
+            run_config=p["run_config"],
+            store=p["store"],
+            model=trained.outputs["model"],
+            conditions=p.get("robustness_conditions", ""),
+            max_pairs=p.get("robustness_max_pairs", 200),
+        )
+        tasks.append(robust)
         gate = register_and_gate(
             data=ref,
             run_config=p["run_config"],
@@ -83,5 +96,18 @@ def wire(name: str, p: dict[str, Any], cache_pvc: str | None = None, retries: bo
         with dsl.If(gate.outputs["Output"] == "promote", name="gate-passed"):
             promoted = promote(registered=gate.outputs["registered"], tracking_uri=p["tracking_uri"])
             tasks.append(promoted)
+            if "optimize_method" in p:  # a faster variant of the new champion, through the parity gate
+                faster = optimize(
+                    data=ref,
+                    run_config=p["run_config"],
+                    store=p["store"],
+                    method=p["optimize_method"],
+                    lfw_pairs=p["optimize_lfw_pairs"],
+                    lfw_folds=p["optimize_lfw_folds"],
+                    pairs_per_fold=p["optimize_pairs_per_fold"],
+                    promote=p["optimize_promote"],
+                    tracking_uri=p["tracking_uri"],
+                ).after(promoted)
+                tasks.append(faster)
     for task in tasks:
         platform.apply(task, p["image"], cache_pvc, retries)

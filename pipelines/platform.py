@@ -77,6 +77,8 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "evaluate": ("2", "6Gi"),
     "register-and-gate": ("2", "6Gi"),
     "promote": ("100m", "512Mi"),
+    "optimize": ("2", "6Gi"),
+    "robustness": ("2", "6Gi"),
 }
 # step -> retries (backoff: 30 s, doubling)
 RETRIES: dict[str, int] = {
@@ -86,6 +88,8 @@ RETRIES: dict[str, int] = {
     "train": 1,
     "evaluate": 2,
     "promote": 3,
+    "optimize": 1,
+    "robustness": 2,
 }
 
 

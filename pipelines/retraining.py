@@ -39,13 +39,25 @@ def make_pipeline(image: str = IMAGE, cache_pvc: str | None = None, retries: boo
         tracking_uri: str = "",
         store: str = "",
         status_dir: str = "",
+        robustness_conditions: str = "underexposure,gaussian_blur,jpeg,downscale",
+        robustness_max_pairs: int = 200,
+        optimize_method: str = "",
+        optimize_lfw_pairs: str = "",
+        optimize_lfw_folds: list = [1, 2, 3, 4, 5, 6, 7, 8],  # noqa: B006
+        optimize_pairs_per_fold: int = 0,
+        optimize_promote: bool = True,
         image: str = image,
     ) -> None:
         """Parameters: why it runs, the data version (a git revision of data.dvc in ``repo``, a folder or a
-        git URL; empty: the current one), the run config, validation thresholds, ``shards`` (preprocessing
+        git URL; empty: the current one), the run config (from the monitor it carries ``drift``, what drifted
+        and how, which training turns into its augmentation and preprocessing, and ``gate.robustness`` on the
+        drifted conditions: :mod:`faceops.training.drift_plan`), validation thresholds, ``shards`` (preprocessing
         pods, all at once) and DDP ``workers``, the gate's tolerances, and where things are: ``remote``
         (empty: $FACEOPS_DVC_REMOTE), ``store`` (empty: $FACEOPS_STORE), ``tracking_uri`` (empty:
-        $MLFLOW_TRACKING_URI), ``image``."""
+        $MLFLOW_TRACKING_URI), ``image``. ``robustness_conditions`` (comma-separated, empty: all) and ``robustness_max_pairs``: the
+        robustness step on the data version's held-out identities. ``optimize_*`` as in the training pipeline, but off by default
+        (``optimize_method`` empty): a model retrained for drift stays champion as it is, since the parity gate
+        scores a faster variant on clean LFW pairs and the data version, not on the drifted condition."""
         wire(NAME, {**locals(), "source": "", "identities_file": "", "min_images": 1}, cache_pvc, retries)
 
     return faceops_retraining

@@ -17,8 +17,10 @@ STEPS = (
     "preprocess-merge",
     "train",
     "evaluate",
+    "robustness",
     "register-and-gate",
     "promote",
+    "optimize",
     "record-status",
 )
 
@@ -37,11 +39,13 @@ def summarize(result: dict[str, Any], arguments: dict[str, Any]) -> dict[str, An
     summary["champion"] = _version(champion) if champion else None
     run_dir = Path(result["pipeline_root"]) / result["run_id"]
     executed = set(result.get("executed", []))
-    summary["reused"] = [s for s in STEPS if s not in executed and s not in ("promote",)]
+    summary["reused"] = [s for s in STEPS if s not in executed and s not in ("promote", "optimize")]
     registered = run_dir / "register-and-gate" / "registered"
     summary["gate"] = (
         json.loads(registered.read_text()) if "register-and-gate" in executed and registered.is_file() else None
     )
+    outcome = run_dir / "optimize" / "decision" / "outcome.json"
+    summary["optimize"] = json.loads(outcome.read_text()) if "optimize" in executed and outcome.is_file() else None
     summary["reports"] = {
         "run folder": str(run_dir),
         "evaluation": (summary["latest"] or {}).get("reports"),
@@ -83,6 +87,22 @@ def render(summary: dict[str, Any]) -> str:
     if summary.get("gate"):
         gate = summary["gate"]
         lines.append(f"  this run's gate: {gate['decision']} (version {gate['version']}: {gate['reason']})")
+    if summary.get("optimize"):
+        o = summary["optimize"]
+        if o["promoted"]:
+            verdict = f"version {o['version']} admitted by the parity gate and promoted"
+        elif o["admitted"]:
+            verdict = f"version {o['version']} admitted (challenger, not promoted)"
+        else:
+            verdict = "refused: " + "; ".join(o.get("reasons") or [])
+        lines.append(f"  faster variant ({o['method']} of version {o['champion_version']}): {verdict}")
+        v, c = o.get("variant_lfw"), o.get("champion_lfw")
+        if v and c:
+            lines.append(
+                f"    LFW accuracy {c['accuracy']:.4f} -> {v['accuracy']:.4f}, TAR at the target FAR "
+                f"{c['tar_at_far']:.4f} -> {v['tar_at_far']:.4f}, embed ms/face {c['embed_ms_per_face']:.1f} -> "
+                f"{v['embed_ms_per_face']:.1f}"
+            )
     for label in ("latest", "champion"):
         v = summary.get(label)
         if not v:

@@ -42,6 +42,13 @@ def make_pipeline(image: str = IMAGE, cache_pvc: str | None = None, retries: boo
         tracking_uri: str = "",
         store: str = "",
         status_dir: str = "",
+        robustness_conditions: str = "underexposure,gaussian_blur,jpeg,downscale",
+        robustness_max_pairs: int = 200,
+        optimize_method: str = "mobilefacenet",
+        optimize_lfw_pairs: str = "",
+        optimize_lfw_folds: list = [1, 2, 3, 4, 5, 6, 7, 8],  # noqa: B006
+        optimize_pairs_per_fold: int = 0,
+        optimize_promote: bool = True,
         image: str = image,
         reason: str = "training",
     ) -> None:
@@ -50,7 +57,12 @@ def make_pipeline(image: str = IMAGE, cache_pvc: str | None = None, retries: boo
         fields), validation thresholds, ``shards`` (preprocessing pods, all at once) and DDP ``workers``, the
         gate's tolerances, and where things are: ``remote`` (DVC remote name or URL; empty:
         $FACEOPS_DVC_REMOTE), ``store`` (cache store URI; empty: $FACEOPS_STORE), ``tracking_uri`` (empty:
-        $MLFLOW_TRACKING_URI), ``image`` (the components' image)."""
+        $MLFLOW_TRACKING_URI), ``image`` (the components' image). ``robustness_conditions`` (comma-separated,
+        empty: all) and ``robustness_max_pairs``: the robustness step on the data version's held-out identities.
+        After a promotion, ``optimize_method``
+        (``mobilefacenet`` by default, ``onnx``, ``int8``; empty: skip) builds a faster variant of the new champion
+        that replaces it (``optimize_promote``) only if the parity gate admits it on LFW pairs ``optimize_lfw_folds``
+        (``optimize_lfw_pairs`` empty: the shared datasets' copy; ``optimize_pairs_per_fold`` 0: all) and the data."""
         wire(NAME, dict(locals()), cache_pvc, retries)
 
     return faceops_training

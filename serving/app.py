@@ -79,6 +79,7 @@ def create_app(settings: ServingSettings | None = None, source: ModelSource | No
         if repaired is not None:
             service.repairs.append(repaired)
         metrics = ServiceMetrics()
+        service.observe_stage = lambda stage, seconds: metrics.stage.labels(stage).observe(seconds)
         metrics.watch_repairs(lambda: [r.file for r in service.repairs])
         stop_metrics = metrics.serve(settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
         ctx = AppContext(

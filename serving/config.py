@@ -8,6 +8,7 @@ The model's own settings (preprocessing, threshold) are *not* here: they come wi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -106,6 +107,12 @@ class ServingSettings(BaseSettings):
         ge=1,
         description="torch intra-op threads per job; 1 by default because requests already run in parallel "
         "(inference_threads) and intra-op threads contend with them (None: torch's default).",
+    )
+    detector_backend: Literal["torch", "onnxruntime"] = Field(
+        default="onnxruntime",
+        description="What runs MTCNN's P/R/O-nets: ONNX Runtime (the same weights exported at start-up; the same "
+        "faces to float rounding, several times faster per net on CPUs, see benchmarks/results/serving.json) or "
+        "PyTorch as facenet-pytorch ships them.",
     )
     top_k: int = Field(default=3, ge=1, le=20, description="Candidates returned per recognised face.")
     metrics_port: int = Field(

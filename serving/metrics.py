@@ -28,6 +28,13 @@ class ServiceMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.stage = Histogram(
+            "faceops_stage_seconds",
+            "Time per request stage: decode, detect, embed (alignment included), search, log.",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.faces = Counter("faceops_faces", "Faces detected, by endpoint.", ["endpoint"], registry=r)
         self.decisions = Counter(
             "faceops_recognitions",

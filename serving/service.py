@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -37,7 +38,7 @@ from faceops.serving.store import DELETED, GalleryStore, IdentityExists, ModelNo
 from faceops.errors import FaceOpsError, GalleryError, NoFaceDetected, UnknownIdentity
 from faceops.evaluation.bundle import ModelBundle
 from faceops.face.alignment import align_faces
-from faceops.face.detection import Face, select_subject
+from faceops.face.detection import Face, FaceDetector, select_subject
 from faceops.face.enrol import embed_people
 from faceops.face.gallery import UNKNOWN, Gallery, Match
 from faceops.face.images import load_image
@@ -117,6 +118,7 @@ class FaceService:
         self.last_rebuild: Rebuild | None = None
         self._waiting: LoadedModel | None = None  # loaded, but its gallery could not be read yet (store down)
         self._cursor = 0  # the store's changes applied so far
+        self.observe_stage: Callable[[str, float], None] = lambda stage, seconds: None  # set by the app (metrics)
 
     # -- model life cycle ------------------------------------------------------------------------------------
     @property
@@ -187,11 +189,17 @@ class FaceService:
 
     def _load(self, version: str) -> LoadedModel:
         bundle = self.source.load(version)
-        recognizer = bundle.recognizer(device=self.settings.device)
         if self.settings.torch_threads:
             import torch  # the one torch call of the service: a process setting, applied with the model
 
+            # before the detector is built: its ONNX Runtime sessions take their thread count from it
             torch.set_num_threads(self.settings.torch_threads)
+        recognizer = bundle.recognizer(device=self.settings.device)
+        if self.settings.detector_backend != recognizer.detector.backend:
+            # the same MTCNN weights and settings on another runtime: the same faces (tests/face/test_detection_onnx)
+            recognizer.detector = FaceDetector(
+                bundle.preprocess.detector, device=self.settings.device, backend=self.settings.detector_backend
+            )
         # Warm up (first calls allocate and compile kernels) before the model meets real requests.
         recognizer.detector.detect(np.zeros((160, 160, 3), dtype=np.uint8))
         recognizer.embedder.embed(
@@ -339,20 +347,29 @@ class FaceService:
 
     # -- inference -------------------------------------------------------------------------------------------
     def decode(self, data: bytes, name: str) -> np.ndarray:
-        return load_image(data, name=name, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_body_bytes)
+        started = time.perf_counter()
+        pixels = load_image(data, name=name, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_body_bytes)
+        self.observe_stage("decode", time.perf_counter() - started)
+        return pixels
 
     def analyze(self, pixels: np.ndarray, state: ServingState, recognize: bool, top_k: int | None = None) -> list[AnalyzedFace]:
         """Every face of an image with quality features, and its gallery match when ``recognize`` (``top_k``
         candidates; default: the ``top_k`` setting)."""
         recognizer = state.model.recognizer
+        started = time.perf_counter()
         faces = recognizer.detector.detect(pixels)
+        detected = time.perf_counter()
+        self.observe_stage("detect", detected - started)
         if not faces:
             return []
         crops = align_faces(pixels, faces, recognizer.config.align)
         embeddings = recognizer.embedder.embed(crops)
+        embedded = time.perf_counter()
+        self.observe_stage("embed", embedded - detected)
         matches: list[Match | None] = [None] * len(faces)
         if recognize:
             matches = list(self.identify(embeddings, state, top_k))
+            self.observe_stage("search", time.perf_counter() - embedded)
         quality = [crop_quality(c) for c in crops]  # (brightness, blur)
         return [AnalyzedFace(f, e, q[0], q[1], m) for f, e, q, m in zip(faces, embeddings, quality, matches, strict=True)]
 

@@ -97,5 +97,7 @@ class Tracked:
         self.ctx.metrics.observe(self.endpoint, record.status, seconds)
         self.ctx.metrics.faces.labels(self.endpoint).inc(len(record.faces))
         if self.sampled:
+            started = time.perf_counter()
             await anyio.to_thread.run_sync(self.ctx.log.append, record)
+            self.ctx.metrics.stage.labels("log").observe(time.perf_counter() - started)
         return False

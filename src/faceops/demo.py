@@ -15,11 +15,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from faceops.face.config import DEFAULT_THRESHOLD
+from faceops.evaluation.bundle import ModelBundle
 from faceops.face.enrol import enrol
 from faceops.face.gallery import UNKNOWN, Gallery
 from faceops.face.images import iter_image_paths
-from faceops.face.recognizer import FaceRecognizer
 from faceops.face.render import save_annotated
 
 # Well-photographed LFW people (>= 10 photos each) and strangers who are never enrolled.
@@ -28,13 +27,16 @@ STRANGERS = ["Jennifer_Aniston", "Tiger_Woods", "Vladimir_Putin", "Lleyton_Hewit
 ENROL_PER_PERSON, PROBES_PER_PERSON = 5, 2
 
 
-def run_demo(shared: Path, out: Path, threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
-    """Run the demo and return its summary (also written to ``out/summary.json``)."""
+def run_demo(shared: Path, out: Path, threshold: float | None = None) -> dict[str, Any]:
+    """Run the demo with the default model (its threshold unless ``threshold``) and return its summary (also
+    written to ``out/summary.json``)."""
     lfw = shared / "datasets" / "lfw"
     if not lfw.is_dir():
         raise SystemExit(f"LFW not found at {lfw}: pass --shared with the path of the shared folder")
     started = time.time()
-    recognizer = FaceRecognizer()
+    bundle = ModelBundle.default()
+    recognizer = bundle.recognizer()
+    threshold = bundle.threshold if threshold is None else threshold
     gallery = Gallery(recognizer.model_id)
     out.mkdir(parents=True, exist_ok=True)
     photos, probes = [], []
@@ -84,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=Path("../shared"))
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--threshold", type=float, default=None, help="default: the default model's")
     args = parser.parse_args()
     summary = run_demo(args.shared, args.out, args.threshold)
     print(f"\n{'truth':<20} {'predicted':<20} score   image")

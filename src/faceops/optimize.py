@@ -7,6 +7,9 @@ good enough: :mod:`faceops.evaluation.parity` does that, and only an admitted va
   ONNX Runtime.
 * ``int8``: that export quantised (static QDQ, per-channel weights), calibrated on face crops made with the
   champion's own preprocessing from the calibration images, so the activation ranges are those seen in use.
+* ``prune``: structured channel pruning of the champion's PyTorch network (torch-pruning, ``sparsity`` of the
+  channels of each dependency group, by L2 magnitude), distilled for a few epochs against the unpruned network's
+  embeddings on crops of the calibration images (:mod:`faceops.training.prune`), then exported to ONNX.
 * ``mobilefacenet``: the shared MobileFaceNet ONNX (128-d) with its own preprocessing (5-point ArcFace alignment
   to 112x112, ImageNet normalisation, flip-sum): a different family, not a transformation of the champion.
 """
@@ -28,6 +31,7 @@ from faceops.face.backends import OnnxNet, export_onnx, load_onnx_family, quanti
 from faceops.face.config import AlignConfig, EmbedderConfig, PreprocessConfig
 from faceops.face.embedding import normalize_crops
 from faceops.face.recognizer import FaceRecognizer
+from faceops.training.prune import PruneConfig, check_sparsity, prune_and_distill
 
 if TYPE_CHECKING:
     from faceops.evaluation.parity import ParityDecision
@@ -44,7 +48,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Method = Literal["onnx", "int8", "mobilefacenet"]
+Method = Literal["onnx", "int8", "prune", "mobilefacenet"]
 METHODS: tuple[str, ...] = get_args(Method)
 FAMILY_MOBILEFACENET = "mobilefacenet"
 
@@ -62,17 +66,20 @@ def mobilefacenet_preprocess(detector_of: PreprocessConfig) -> PreprocessConfig:
 
 
 def calibration_crops(
-    preprocess: PreprocessConfig, images: Sequence[str | Path], batch_size: int = 16
+    preprocess: PreprocessConfig, images: Sequence[str | Path], batch_size: int = 16, purpose: str = "int8 calibration"
 ) -> list[np.ndarray]:
     """Normalised crops ``(n, 3, S, S)`` of the subject face of each image, in batches, as the network sees them.
 
     Images with no face (or unreadable ones) are skipped and logged.
 
+    Args:
+        purpose: what the crops are for, as errors name it.
+
     Raises:
         FaceOpsError: not one face was found in the images (nothing to calibrate on).
     """
     if not images:
-        raise FaceOpsError("int8 calibration needs images: none were given")
+        raise FaceOpsError(f"{purpose} needs images: none were given")
     recognizer = FaceRecognizer(preprocess)
     crops, faces, errors = recognizer.subject_crops(list(images))
     found = [i for i, face in enumerate(faces) if face is not None]
@@ -80,7 +87,7 @@ def calibration_crops(
         log.info("calibration: %d of %d images skipped (%s)", len(errors), len(images), next(iter(errors.values())))
     if not found:
         raise FaceOpsError(
-            f"no faces found in the {len(images)} calibration image(s) (e.g. {images[0]}): int8 calibration needs "
+            f"no faces found in the {len(images)} calibration image(s) (e.g. {images[0]}): {purpose} needs "
             "photos of faces"
         )
     pixels = normalize_crops(crops[found], preprocess.embedder.normalization)
@@ -100,24 +107,30 @@ def build_variant(
     progress: Progress | None = None,
     *,
     mobilefacenet: str | Path | None = None,
+    prune: PruneConfig | None = None,
+    crops: np.ndarray | None = None,
 ) -> ModelBundle:
     """Build a variant of ``champion`` by ``method``.
 
     Args:
         champion: the model to speed up (``onnx``/``int8`` need its PyTorch network).
         method: ``onnx``, ``int8`` or ``mobilefacenet``.
-        calibration: image paths for ``int8`` (faces of people outside the evaluation pairs).
+        calibration: image paths for ``int8`` and ``prune`` (faces of people outside the evaluation pairs).
         progress: called with a line of what is happening.
         mobilefacenet: the MobileFaceNet ONNX file; default: the ``FACEOPS_MOBILEFACENET`` setting.
+        prune: sparsity and distillation settings of ``prune``; default: ``PruneConfig()`` (sparsity 0.25).
+        crops: ``prune``: normalised crops ``(n, 3, S, S)`` to distil on, instead of detecting faces in
+            ``calibration`` (e.g. to share them between sparsity levels).
 
     Returns:
         the variant, with its threshold and target FAR copied from the champion (the parity gate recalibrates
         the threshold) and metadata naming the method, the source model and the file size.
 
     Raises:
-        ConfigError: an unknown method, or ``onnx``/``int8`` of a champion that has no PyTorch network.
+        ConfigError: an unknown method, ``onnx``/``int8``/``prune`` of a champion that has no PyTorch network,
+            or a sparsity outside (0, 1).
         InvalidModelFile: the MobileFaceNet file is missing, damaged or does not fit its preprocessing.
-        FaceOpsError: the export or quantisation failed, or the calibration images have no faces.
+        FaceOpsError: the export, quantisation or pruning failed, or the calibration images have no faces.
     """
     say = progress or (lambda line: log.info("%s", line))
     if method not in METHODS:
@@ -144,11 +157,27 @@ def build_variant(
                 f"{method} needs a champion with a PyTorch network; this one ({champion.family}) runs on "
                 f"{champion.backend}"
             )
+        side = champion.preprocess.align.image_size
         # Calibration crops first: images without faces fail before the export's minute of work.
         batches = calibration_crops(champion.preprocess, calibration or []) if method == "int8" else []
-        side = champion.preprocess.align.image_size
+        module = champion.torch_module
+        if method == "prune":
+            settings = prune or PruneConfig()
+            check_sparsity(settings.sparsity)
+            if crops is None:
+                crops = np.concatenate(
+                    calibration_crops(champion.preprocess, calibration or [], purpose="pruning distillation")
+                )
+            elif len(crops) == 0:
+                raise FaceOpsError("pruning distillation needs face crops: none were given")
+            module, report = prune_and_distill(module, crops, settings, side, say)
+            source.update(
+                {"sparsity": settings.sparsity, "prune": {**report.to_dict(), "config": settings.model_dump()},
+                 "params": report.params_after, "macs": report.macs_after,
+                 "calibration_faces": len(crops), "calibration_images": len(calibration or [])}
+            )
         say(f"exporting {champion.family} to ONNX ({side}x{side} crops)")
-        net = export_onnx(champion.torch_module, side)
+        net = export_onnx(module, side)
         embedder = champion.preprocess.embedder.model_copy(update={"backend": "onnxruntime"})
         if method == "int8":
             say(f"quantising to int8 on {sum(len(b) for b in batches)} calibration crops")
@@ -195,6 +224,22 @@ def _run_metrics(figures: dict[str, Any], far: str, prefix: str = "") -> dict[st
     return {prefix + k: float(v) for k, v in out.items() if v is not None}
 
 
+def _prune_params(metadata: dict[str, Any]) -> dict[str, Any]:
+    prune = metadata.get("prune")
+    if not prune:
+        return {}
+    config = prune.get("config", {})
+    return {"sparsity": metadata.get("sparsity"), **{f"distill_{k}": v for k, v in config.items() if k != "sparsity"}}
+
+
+def _prune_metrics(metadata: dict[str, Any]) -> dict[str, float]:
+    prune = metadata.get("prune")
+    if not prune:
+        return {}
+    keys = ("params_before", "params_after", "macs_before", "macs_after", "loss_before", "loss_after", "distill_s")
+    return {f"prune_{k}": float(prune[k]) for k in keys if prune.get(k) is not None}
+
+
 def log_optimization(
     variant: ModelBundle, decision: ParityDecision, source: str, uri: str | None = None
 ) -> str | None:
@@ -219,6 +264,7 @@ def log_optimization(
                 "source": source,
                 "lfw_folds": ",".join(map(str, decision.config.get("folds", []))),
                 "pairs_per_fold": decision.config.get("pairs_per_fold"),
+                **_prune_params(variant.metadata),
             }
         )
         run.log_metrics(
@@ -226,6 +272,7 @@ def log_optimization(
                 **_run_metrics(decision.variant, far),
                 **_run_metrics(decision.champion, far, "champion_"),
                 "model_file_mb": int(variant.metadata.get("file_bytes", 0)) / 1e6,
+                **_prune_metrics(variant.metadata),
             }
         )
         run.log_dict(decision.to_dict(), "parity.json")

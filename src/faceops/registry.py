@@ -297,6 +297,10 @@ class _Run:
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         mlflow.log_artifact(str(path), artifact_path=folder)
 
+    def log_table(self, columns: dict[str, list[Any]], name: str) -> None:
+        """A table (column name -> values) as an MLflow table artifact ``name`` (a ``.json`` path)."""
+        mlflow.log_table(data=columns, artifact_file=name)
+
     def set_tags(self, tags: dict[str, Any]) -> None:
         mlflow.set_tags({k: str(v) for k, v in tags.items()})
 

@@ -123,7 +123,7 @@ def _hand_figures(scores_csv: Path, threshold: float) -> tuple[float, float, flo
 def test_verify_pairs_on_one_fold_reports_accuracy_far_frr_at_the_threshold(
     runner: CliRunner, lfw: Path, tmp_path: Path
 ) -> None:
-    from faceops.face.config import DEFAULT_THRESHOLD
+    from faceops.face.presets import DEFAULT_MODEL_THRESHOLD
 
     pairs = tmp_path / "pairs.csv"
     genuine = [(f"{n}/{n}_0001.jpg", f"{n}/{n}_0002.jpg", 1) for n in ("Colin_Powell", "Serena_Williams",
@@ -139,8 +139,9 @@ def test_verify_pairs_on_one_fold_reports_accuracy_far_frr_at_the_threshold(
                                  "--scores-out", str(scores)])
     assert result.exit_code == 0, result.output
     report = _json(result.stdout)
-    assert report["accuracy_mean"] is None and report["threshold"] == DEFAULT_THRESHOLD  # one fold, the default
-    accuracy, far, frr = _hand_figures(scores, DEFAULT_THRESHOLD)
+    # one fold: the default model's calibrated threshold
+    assert report["accuracy_mean"] is None and report["threshold"] == DEFAULT_MODEL_THRESHOLD
+    accuracy, far, frr = _hand_figures(scores, DEFAULT_MODEL_THRESHOLD)
     assert (report["accuracy_at_threshold"], report["far_at_threshold"], report["frr_at_threshold"]) == (
         pytest.approx(accuracy), pytest.approx(far), pytest.approx(frr))
     assert 0.5 < report["auc"] <= 1 and "0.001" in report["tar_at_far"]
@@ -177,3 +178,38 @@ def test_exit_codes(runner: CliRunner, lfw: Path, datasets: Path, tmp_path: Path
     config.write_text("detector:\n  min_face_sise: 10\n")
     bad_config = runner.invoke(cli, ["verify", str(photo), str(photo), "--config", str(config)])
     assert bad_config.exit_code == 1 and "min_face_sise" in bad_config.stderr
+
+
+def test_the_default_model_is_mobilefacenet_and_galleries_of_another_model_are_refused(
+    runner: CliRunner, people: Path, lfw: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from faceops.face.config import DEFAULT_THRESHOLD
+    from faceops.face.gallery import Gallery
+    from faceops.face.presets import DEFAULT_MODEL_THRESHOLD
+
+    a, b = sorted((lfw / "Colin_Powell").glob("*.jpg"))[:2]
+    default = _json(runner.invoke(cli, ["verify", str(a), str(b), "--json"]).stdout)
+    assert default["threshold"] == DEFAULT_MODEL_THRESHOLD
+    config = tmp_path / "inception.yaml"
+    config.write_text("detector:\n  min_face_size: 20\n")  # the pretrained InceptionResnetV1 with this preprocessing
+    inception = _json(runner.invoke(cli, ["verify", str(a), str(b), "--json", "--config", str(config)]).stdout)
+    assert inception["threshold"] == DEFAULT_THRESHOLD and inception["similarity"] != default["similarity"]
+
+    small = tmp_path / "people" / "Colin_Powell"
+    small.mkdir(parents=True)
+    for photo in (a, b):
+        shutil.copy(photo, small / photo.name)
+    mobile, facenet = tmp_path / "mobile.npz", tmp_path / "facenet.npz"
+    assert runner.invoke(cli, ["enroll", str(small.parent), "--gallery", str(mobile)]).exit_code == 0
+    assert runner.invoke(cli, ["enroll", str(small.parent), "--gallery", str(facenet), "--config", str(config)]).exit_code == 0
+    assert Gallery.load(mobile).embeddings_of("Colin_Powell").shape[1] == 128
+    assert np.asarray(Gallery.load(facenet).embeddings_of("Colin_Powell")).shape[1] == 512
+    probe = sorted((lfw / "Colin_Powell").glob("*.jpg"))[3]
+    mixed = runner.invoke(cli, ["recognize", str(probe), "--gallery", str(facenet)])
+    assert mixed.exit_code == 1 and "model" in mixed.stderr, mixed.output
+    same = runner.invoke(cli, ["recognize", str(probe), "--gallery", str(facenet), "--config", str(config), "--json"])
+    assert same.exit_code == 0 and _json(same.stdout)["results"][0]["faces"][0]["identity"] == "Colin_Powell"
+    both = runner.invoke(cli, ["verify", str(a), str(b), "--config", str(config), "--model", str(tmp_path)])
+    assert both.exit_code == 2 and "drop --config" in both.output

@@ -187,3 +187,26 @@ def test_add_batch_and_deep_copies(gallery) -> None:
     with pytest.raises(GalleryError, match="invalid identity"):
         g.add_batch(["dave", " "], _unit(np.random.default_rng(5), 2))
     assert len(g) == 9, "a refused batch adds nothing"
+
+
+@pytest.mark.parametrize("exact_below", [10_000, 8], ids=["exact", "indexed"])
+def test_embeddings_of_one_identity(exact_below: int) -> None:
+    rng = np.random.default_rng(11)
+    vectors = {name: 3.0 * _unit(rng, n) for name, n in [("alice", 3), ("bob", 2), ("carol", 4)]}
+    g = Gallery("model-a", exact_below=exact_below)
+    for name, rows in vectors.items():
+        g.add(name, rows[:1])
+    for name, rows in vectors.items():
+        g.add(name, rows[1:])  # interleaved slots: the rows come back in enrolment order all the same
+    assert g.uses_index == (exact_below == 8)
+    for name, rows in vectors.items():
+        got = g.embeddings_of(name)
+        assert got.dtype == np.float32 and got.shape == rows.shape
+        np.testing.assert_allclose(got, rows / 3.0, atol=1e-3 if g.uses_index else 1e-6)  # float16 when indexed
+    got[:] = 0
+    assert np.abs(g.embeddings_of("carol")).sum() > 0, "a copy, not a view of the gallery"
+    g.remove("bob")
+    with pytest.raises(UnknownIdentity, match="bob"):
+        g.embeddings_of("bob")
+    with pytest.raises(UnknownIdentity, match="nobody"):
+        g.embeddings_of("nobody")

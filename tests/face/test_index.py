@@ -200,3 +200,22 @@ def test_the_index_file_is_reused_and_a_damaged_or_foreign_one_is_rebuilt(
     shutil.copy(tmp_path / "other.npz.index", tmp_path / "g.npz.index")  # same size of gallery, another index
     reload()
     assert "checksum differs" in caplog.text
+
+
+def test_a_threaded_build_finds_the_vectors_and_a_long_build_logs_its_progress(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from faceops.face import index as index_module
+
+    vectors = _unit(np.random.default_rng(1).standard_normal((3_000, 512), dtype=np.float32))
+    keys = np.arange(3_000)
+    monkeypatch.setattr(index_module, "_CHUNK", 1_000)
+    monkeypatch.setattr(index_module, "_PROGRESS_EVERY", 0.0)  # a progress line after every chunk
+    with caplog.at_level(logging.INFO, logger="faceops.face.index"):
+        threaded = index_module.timed_build(UsearchIndex, keys, vectors, "a test", threads=2)
+    assert np.mean(threaded.search(vectors[:300], 5)[:, 0] == keys[:300]) >= 0.99
+    lines = [r.getMessage() for r in caplog.records]
+    assert "on 2 thread(s) (a test)" in lines[0] and "built in" in lines[-1]
+    assert [line.split(" in ")[0] for line in lines[1:-1]] == [
+        "index build: 1000 of 3000 embeddings", "index build: 2000 of 3000 embeddings"
+    ]

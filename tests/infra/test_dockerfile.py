@@ -161,6 +161,10 @@ def test_the_default_image_bakes_the_weights_and_the_uri_target_does_not() -> No
         pytest.skip(f"{WEIGHTS} not found: cannot compare its sha256 with WEIGHTS_SHA256")
     assert args["WEIGHTS_SHA256"] == hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()
     assert all(s.args("USER") == ["1000"] for s in (uri, baked))
+    # the default model (MobileFaceNet) comes from the same context, checked against its sha256
+    mobilefacenet = WEIGHTS.parent / args["MOBILEFACENET_FILE"]
+    assert baked.env()["FACEOPS_MOBILEFACENET"] == "/models/MobileFaceNet.onnx"
+    assert args["MOBILEFACENET_SHA256"] == hashlib.sha256(mobilefacenet.read_bytes()).hexdigest()
 
 
 def _pins(requirements: list[str]) -> dict[str, str]:

@@ -83,19 +83,21 @@ def traffic_log(lfw: Path, mon_bundle, gallery, tmp_path_factory: pytest.TempPat
 class RecordingTrigger:
     """A trigger that records its calls (and can be told to fail like an unreachable backend)."""
 
-    def __init__(self, fail: bool = False) -> None:
+    def __init__(self, fail: bool = False, status: str = "SUBMITTED") -> None:
         self.calls: list[tuple[str, str | None]] = []
-        self.fail = fail
+        self.drifts: list[dict | None] = []  # the drift target each call was given (what to retrain for)
+        self.fail, self.status = fail, status  # 'SUCCEEDED': a run that ended when the call returned (kfp.local)
 
-    def __call__(self, reason: str, data_version: str | None = None) -> dict:
+    def __call__(self, reason: str, data_version: str | None = None, drift: dict | None = None) -> dict:
         from faceops.errors import PipelineUnavailable
 
         self.calls.append((reason, data_version))
+        self.drifts.append(drift)
         if self.fail:
             raise PipelineUnavailable(
                 "cannot reach Kubeflow Pipelines at http://127.0.0.1:9 (connection refused)"
             )
-        return {"run_id": f"run-{len(self.calls)}", "status": "SUBMITTED", "backend": "test"}
+        return {"run_id": f"run-{len(self.calls)}", "status": self.status, "backend": "test"}
 
 
 @pytest.fixture()

@@ -57,6 +57,14 @@ def test_normal_traffic_passes_and_degraded_traffic_retrains_once(
     embeddings = next(f for f in bad.figures["drift"]["features"] if f["feature"] == "embeddings")
     assert embeddings["drifted"] is not None and embeddings["current_n"] >= 10  # re-embedded stored images
     assert len(recording_trigger.calls) == 1 and "drift" in recording_trigger.calls[0][0]
+    # what drifted and how: in the decision, and as the target the retraining is given
+    changes = {c["feature"]: c for c in bad.figures["drift"]["changes"]}
+    assert changes["brightness"]["direction"] == "down" and changes["brightness"]["change"] < 0
+    assert changes["blur"]["direction"] == "down" and changes["blur"]["ratio"] < 1  # sharpness down
+    target = recording_trigger.drifts[0]
+    assert target["brightness_ratio"] == changes["brightness"]["ratio"] < 0.85, target
+    assert target["blur_ratio"] == changes["blur"]["ratio"] and "brightness" in target["drifted"]
+    assert bad.trigger["drift"]["gate_conditions"] == ["underexposure", "gaussian_blur"]
     perf = bad.figures["performance"]
     assert perf["accuracy"]["value"] < normal.figures["performance"]["accuracy"]["value"]
     assert 0 <= perf["far"]["low"] <= perf["far"]["value"] <= perf["far"]["high"] <= 1
@@ -90,6 +98,22 @@ def test_unreachable_backend_fails_clearly_and_retries_later(tmp_path, traffic_l
     trigger.fail = False
     third = run_once(config, since=start, now=end + 660, trigger=trigger)
     assert third.action == "retrain" and len(trigger.calls) == 2
+
+
+def test_unrepairable_drift_is_alerted_not_retrained_again(tmp_path, traffic_log, reference_dir):
+    """A retraining for this drift ended (kfp.local) and the same drift still brings a performance alarm: even
+    past the cooldown the monitor alerts 'unrepairable' instead of retraining again and again."""
+    config = make_config(tmp_path, traffic_log["path"], reference_dir, cooldown="1s")
+    trigger = RecordingTrigger(status="SUCCEEDED")
+    start, end = traffic_log["degraded"]
+    first = run_once(config, since=start, now=end, trigger=trigger)
+    assert first.action == "retrain" and first.trigger["drift"]["target"]["brightness_ratio"] < 0.85
+    for k in range(2):
+        again = run_once(config, since=start, now=end + 600 * (k + 1), trigger=trigger)
+        assert again.action == "unrepairable", again.reasons
+        assert any(r.startswith("known unrepairable") and "brightness down" in r for r in again.reasons)
+    assert len(trigger.calls) == 1
+    assert [a["action"] for a in _alerts(tmp_path)] == ["retrain", "unrepairable", "unrepairable"]
 
 
 def test_logs_without_feedback_judge_drift_only(tmp_path, traffic_log, reference_dir, recording_trigger):

@@ -31,7 +31,7 @@ def test_every_step_is_a_component(compiled: dict[str, dict], name: str) -> None
     from faceops.kfp.pipelines.summary import STEPS  # the step list the run summary reports on
 
     spec = compiled[name]
-    assert _executors(spec) == set(STEPS) and len(STEPS) == 10
+    assert _executors(spec) == set(STEPS) and len(STEPS) == 12
     # every step runs in the image given by the pipeline's ``image`` parameter (shown in the UI)
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"{{$.inputs.parameters['pipelinechannel--image']}}"}
@@ -104,7 +104,9 @@ def test_gate_condition_loop_and_exit_handler(compiled: dict[str, dict]) -> None
         for t in tasks.values()
         if t.get("triggerPolicy", {}).get("condition")
     )
-    assert set(condition_dag["tasks"]) == {"promote"}  # promotion happens only when the gate passes
+    # promotion, and then a faster variant of the new champion, happen only when the gate passes
+    assert set(condition_dag["tasks"]) == {"promote", "optimize"}
+    assert condition_dag["tasks"]["optimize"]["dependentTasks"] == ["promote"]
     loops = [t for t in tasks.values() if "parameterIterator" in t]
     assert len(loops) == 1
     loop_dag = _dags(spec)[loops[0]["componentRef"]["name"]]

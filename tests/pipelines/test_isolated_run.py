@@ -139,6 +139,7 @@ def test_training_pipeline_with_steps_that_share_nothing_but_artifacts_s3_and_ml
         "run_config": smoke_config,
         "validation": {"face_sample": 4},
         "shards": 2,
+        "optimize_method": "",  # the optimize step is run by test_local_run.py; here it says it has nothing to do
     }
     env = {
         **KEYS,

@@ -38,6 +38,10 @@ def test_training_pipeline_end_to_end(
         run_config=smoke_config,
         validation={"face_sample": 4},
         shards=2,
+        # the new champion's MobileFaceNet variant, gated on 12 pairs of each of LFW folds 1-4 (at the smoke
+        # config's target FAR 0.01) and on the data version
+        optimize_lfw_folds=[1, 2, 3, 4],
+        optimize_pairs_per_fold=12,
     )
     result = run_local("training", arguments)
     console = capsys.readouterr().out
@@ -65,22 +69,29 @@ def test_training_pipeline_end_to_end(
         "evaluate",
         "register-and-gate",
         "promote",
+        "optimize",
         "record-status",
     }
     # the data was imported as a DVC data version, committed, and pushed to the local remote
     assert (workspace / "data.dvc").is_file() and (workspace / ".dvc-storage").is_dir()
-    # one registered model, promoted by the gate as the first champion
-    versions = registry.list_versions(arguments["tracking_uri"])
-    assert [v["version"] for v in versions] == ["1"]
-    assert versions[0]["aliases"] == ["champion"]
-    gate = json.loads(versions[0]["tags"]["faceops.evaluation.gate"])
+    # the trained model, promoted by the gate as the first champion; then its MobileFaceNet variant, admitted by
+    # the parity gate and promoted in its place
+    versions = {v["version"]: v for v in registry.list_versions(arguments["tracking_uri"])}
+    assert sorted(versions) == ["1", "2"]
+    assert versions["1"]["aliases"] == [] and versions["2"]["aliases"] == ["champion"]
+    gate = json.loads(versions["1"]["tags"]["faceops.evaluation.gate"])
     assert gate["promoted"] is True and "first champion" in gate["reason"]
-    metrics = json.loads(versions[0]["tags"]["faceops.evaluation.metrics"])
+    metrics = json.loads(versions["1"]["tags"]["faceops.evaluation.metrics"])
     assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["auc"] <= 1.0
+    assert versions["2"]["tags"]["method"] == "mobilefacenet"
     history = registry.champion_history(arguments["tracking_uri"])
-    assert [h["version"] for h in history] == ["1"]
+    assert [h["version"] for h in history] == ["1", "2"] and "parity gate" in history[-1]["reason"]
+    champion = registry.load_bundle("models:/faceops@champion", arguments["tracking_uri"])
+    assert champion.family == "mobilefacenet" and champion.metadata["source_version"] == "1"
+    outcome = json.loads(next(Path(result["pipeline_root"]).glob("*/optimize/decision/outcome.json")).read_text())
+    assert outcome["admitted"] and outcome["promoted"] and outcome["version"] == "2", outcome
     # the step artifacts: an evaluation with plots, HTML reports, the stats of preprocessing
-    reports = Path(versions[0]["tags"]["faceops.reports"])
+    reports = Path(versions["1"]["tags"]["faceops.reports"])
     assert (reports / "report.json").is_file() and (reports / "roc_open_set.png").is_file()
     assert (reports / "report.html").read_text().count("data:image/png;base64,") >= 2
     assert _status(workspace)[-1]["state"] == "SUCCEEDED"
@@ -91,16 +102,19 @@ def test_training_pipeline_end_to_end(
     reference = fetch_reference("1", arguments["tracking_uri"], workspace.parent / "ref-cache")
     assert reference is not None and reference.meta["model_version"] == "1"
     assert len(reference) > 0 and {"brightness", "blur", "top1_similarity"} <= set(reference.features)
+    variant = fetch_reference("2", arguments["tracking_uri"], workspace.parent / "ref-cache")  # the variant's own
+    assert variant is not None and variant.meta["model_version"] == "2" and variant.embeddings.shape[1] == 128
 
     # the same run again: the expensive steps come from kfp's cache, and the identical model is not registered
-    # a second time (nor "promoted" over itself)
+    # a second time (nor "promoted" over its own variant)
     again = run_local("training", arguments)
     assert again["status"] == "SUCCEEDED"
     steps = _step_lines(capsys.readouterr().out)
     assert steps["train"] == "cached" and steps["promote"] == "skipped" and steps["data-version"] == "ok"
-    assert not {"validate", "preprocess-shard", "train", "evaluate", "promote"} & set(again["executed"])
-    assert [v["version"] for v in registry.list_versions(arguments["tracking_uri"])] == ["1"]
-    assert [h["version"] for h in registry.champion_history(arguments["tracking_uri"])] == ["1"]
+    assert steps["optimize"] == "skipped"
+    assert not {"validate", "preprocess-shard", "train", "evaluate", "promote", "optimize"} & set(again["executed"])
+    assert sorted(v["version"] for v in registry.list_versions(arguments["tracking_uri"])) == ["1", "2"]
+    assert [h["version"] for h in registry.champion_history(arguments["tracking_uri"])] == ["1", "2"]
 
 
 def test_failed_validation_stops_the_run(

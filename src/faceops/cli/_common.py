@@ -6,13 +6,16 @@ import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from tqdm import tqdm
 
 from faceops.errors import FaceOpsError, InvalidImage, NoFaceDetected
 from faceops.face.config import PreprocessConfig
+
+if TYPE_CHECKING:
+    from faceops.evaluation.bundle import ModelBundle
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_NO_FACE = 0, 1, 2, 3, 4
 EXIT_CODES_HELP = (
@@ -75,7 +78,26 @@ def progress(items: Iterable[Any] | None = None, total: int | None = None, desc:
 
 
 def load_preprocess(path: Path | None) -> PreprocessConfig:
+    """A preprocessing config from YAML, or the defaults (InceptionResnetV1's: the family training starts from)."""
     return PreprocessConfig.from_file(path) if path else PreprocessConfig()
+
+
+def load_model(config_path: Path | None = None, model_uri: str | None = None,
+               tracking_uri: str | None = None) -> ModelBundle:
+    """The model a face command uses: ``--model`` (a bundle folder or ``models:/...``), else the pretrained
+    InceptionResnetV1 with ``--config``'s preprocessing, else the default model (MobileFaceNet, see
+    :mod:`faceops.face.presets`)."""
+    from faceops.evaluation.bundle import ModelBundle
+
+    if model_uri is not None and config_path is not None:
+        raise click.UsageError("--model brings its own preprocessing: drop --config")
+    if model_uri is not None:
+        from faceops.registry import load_bundle
+
+        return load_bundle(model_uri, tracking_uri)
+    if config_path is not None:
+        return ModelBundle.pretrained(preprocess=PreprocessConfig.from_file(config_path))
+    return ModelBundle.default()
 
 
 def echo_json(payload: Any) -> None:
@@ -84,6 +106,7 @@ def echo_json(payload: Any) -> None:
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Preprocessing config (YAML); default: the built-in one.",
+    help="Preprocessing config (YAML) for the pretrained InceptionResnetV1 (FACEOPS_WEIGHTS); default: the default "
+    "model (MobileFaceNet, its own preprocessing).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")

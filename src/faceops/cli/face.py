@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +15,28 @@ from faceops.cli._common import (
     config_option,
     echo_json,
     json_option,
+    load_model,
     load_preprocess,
     progress,
 )
 from faceops.errors import FaceOpsError, InvalidImage
-from faceops.face.config import DEFAULT_THRESHOLD
 from faceops.face.gallery import Gallery
 from faceops.face.images import iter_image_paths, load_image
+from faceops.face.presets import default_model_preprocess
 from faceops.face.recognizer import FaceRecognizer
 from faceops.face.render import save_annotated
 
 threshold_option = click.option(
-    "--threshold", type=click.FloatRange(-1.0, 1.0), default=DEFAULT_THRESHOLD, show_default=True,
-    help="Cosine similarity at or above which two faces are the same person.",
+    "--threshold", type=click.FloatRange(-1.0, 1.0), default=None,
+    help="Cosine similarity at or above which two faces are the same person; default: the model's calibrated "
+    "threshold (0.304 for the default model, FAR 1e-3 on LFW).",
 )
+model_option = click.option(
+    "--model", "model_uri", default=None,
+    help="The model: a bundle folder or models:/faceops@champion (its preprocessing and threshold); default: "
+    "the default model (MobileFaceNet), or the pretrained InceptionResnetV1 with --config.",
+)
+tracking_option = click.option("--tracking-uri", default=None, help="MLflow tracking URI for --model models:/...")
 inputs_argument = click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 
 
@@ -47,8 +54,9 @@ def _exit(code: int) -> None:
 @json_option
 def detect(inputs: tuple[Path, ...], out: Path, min_face_size: int | None, config_path: Path | None,
            as_json: bool) -> None:
-    """Detect every face in IMAGES or folders: boxes, landmarks and probabilities."""
-    config = load_preprocess(config_path)
+    """Detect every face in IMAGES or folders: boxes, landmarks and probabilities (the default model's detector, or
+    --config's)."""
+    config = load_preprocess(config_path) if config_path else default_model_preprocess()
     if min_face_size:
         config = config.model_copy(update={"detector": config.detector.model_copy(update={"min_face_size": min_face_size})})
     recognizer = FaceRecognizer(config)
@@ -92,9 +100,12 @@ def _unique_stem(path: Path, out: Path) -> str:
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--gallery", "gallery_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Gallery file (.npz); created if missing, added to if present.")
+@model_option
+@tracking_option
 @config_option
 @json_option
-def enroll(folder: Path, gallery_path: Path, config_path: Path | None, as_json: bool) -> None:
+def enroll(folder: Path, gallery_path: Path, model_uri: str | None, tracking_uri: str | None,
+           config_path: Path | None, as_json: bool) -> None:
     """Enroll FOLDER (one sub-folder of photos per identity) into a gallery."""
     from faceops.errors import DatasetError
     from faceops.face.enrol import enrol, people_in_folder
@@ -103,7 +114,7 @@ def enroll(folder: Path, gallery_path: Path, config_path: Path | None, as_json: 
         people = people_in_folder(folder)
     except DatasetError as exc:
         raise click.UsageError(str(exc)) from exc
-    recognizer = FaceRecognizer(load_preprocess(config_path))
+    recognizer = load_model(config_path, model_uri, tracking_uri).recognizer()
     gallery = Gallery.open_or_create(gallery_path, recognizer.model_id)
     with progress(total=len(people), desc="enroll") as bar:
         done = enrol(recognizer, gallery, people, progress=bar.update)  # photos already held are skipped
@@ -129,12 +140,17 @@ def enroll(folder: Path, gallery_path: Path, config_path: Path | None, as_json: 
 @threshold_option
 @click.option("--top-k", type=click.IntRange(1, 100), default=3, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Also write annotated images here.")
+@model_option
+@tracking_option
 @config_option
 @json_option
-def recognize(inputs: tuple[Path, ...], gallery_path: Path, threshold: float, top_k: int, out: Path | None,
-              config_path: Path | None, as_json: bool) -> None:
-    """Identify every face in IMAGES or folders against a gallery ('unknown' below the threshold)."""
-    recognizer = FaceRecognizer(load_preprocess(config_path))
+def recognize(inputs: tuple[Path, ...], gallery_path: Path, threshold: float | None, top_k: int, out: Path | None,
+              model_uri: str | None, tracking_uri: str | None, config_path: Path | None, as_json: bool) -> None:
+    """Identify every face in IMAGES or folders against a gallery ('unknown' below the threshold); use the model
+    the gallery was enrolled with (--model / --config)."""
+    bundle = load_model(config_path, model_uri, tracking_uri)
+    recognizer = bundle.recognizer()
+    threshold = bundle.threshold if threshold is None else threshold
     gallery = Gallery.load(gallery_path)
     gallery.check_model(recognizer.model_id)
     failures, results, no_face = Failures(), [], 0
@@ -176,31 +192,20 @@ def recognize(inputs: tuple[Path, ...], gallery_path: Path, threshold: float, to
 @click.option("--roc", "roc_path", type=click.Path(dir_okay=False, path_type=Path), help="Save a ROC plot (PNG).")
 @click.option("--scores-out", type=click.Path(dir_okay=False, path_type=Path),
               help="Save each pair's score (CSV: a, b, same, fold, score) for calibration or plots.")
-@click.option("--model", "model_uri", default=None,
-              help="The model: a bundle folder or models:/faceops@champion (its preprocessing and threshold; "
-                   "--threshold still wins); default: the pretrained embedder with --config.")
-@click.option("--tracking-uri", default=None, help="MLflow tracking URI for --model models:/...")
+@model_option
+@tracking_option
 @threshold_option
 @config_option
 @json_option
-@click.pass_context
-def verify(ctx: click.Context, images: tuple[Path, ...], pairs_path: Path | None, root: Path | None,
-           folds: str | None, no_face: str, roc_path: Path | None, scores_out: Path | None, model_uri: str | None,
-           tracking_uri: str | None, threshold: float, config_path: Path | None, as_json: bool) -> None:
+def verify(images: tuple[Path, ...], pairs_path: Path | None, root: Path | None, folds: str | None, no_face: str,
+           roc_path: Path | None, scores_out: Path | None, model_uri: str | None, tracking_uri: str | None,
+           threshold: float | None, config_path: Path | None, as_json: bool) -> None:
     """Verify two photos (A B), or run the LFW protocol on a pairs file (--pairs); --model compares variants."""
     from faceops.face.verification import score_pairs, verify_images
 
-    if model_uri is not None and config_path is not None:
-        raise click.UsageError("--model brings its own preprocessing: drop --config")
-    if model_uri is not None:
-        from faceops.registry import load_bundle
-
-        bundle = load_bundle(model_uri, tracking_uri)
-        make_recognizer: Callable[[], FaceRecognizer] = bundle.recognizer
-        if ctx.get_parameter_source("threshold") is not click.core.ParameterSource.COMMANDLINE:
-            threshold = bundle.threshold
-    else:
-        make_recognizer = partial(FaceRecognizer, load_preprocess(config_path))
+    bundle = load_model(config_path, model_uri, tracking_uri)
+    make_recognizer: Callable[[], FaceRecognizer] = bundle.recognizer
+    threshold = bundle.threshold if threshold is None else threshold
     if pairs_path is None:
         if len(images) != 2:
             raise click.UsageError("give two images (A B), or --pairs FILE")

@@ -193,6 +193,19 @@ def _print_summary(summary: dict) -> None:  # type: ignore[type-arg]
 )
 @click.option("--folds", default=None, help="LFW folds, e.g. '1,2' (default: all).")
 @click.option("--log", "log_run", is_flag=True, help="Log the report and plots as an MLflow run.")
+@click.option(
+    "--robustness",
+    is_flag=True,
+    help="Run the robustness suite instead: verification pairs (--lfw-pairs / --folds; default the shared LFW "
+    "pairs, else the data version's held-out identities) under image conditions, real-photo slices and groups.",
+)
+@click.option("--conditions", default=None, help="With --robustness: conditions, e.g. 'underexposure,jpeg' (all).")
+@click.option(
+    "--attributes",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --robustness: attribute CSV (image,<attr>...); default <pairs folder>/attributes.csv if present.",
+)
+@click.option("--seed", default=0, show_default=True, help="With --robustness: seed of the conditions.")
 @uri_option
 @json_option
 def evaluate(
@@ -203,11 +216,15 @@ def evaluate(
     lfw_pairs: Path | None,
     folds: str | None,
     log_run: bool,
+    robustness: bool,
+    conditions: str | None,
+    attributes: Path | None,
+    seed: int,
     tracking_uri: str | None,
     as_json: bool,
 ) -> None:
     """Closed-set identification, open-set verification (and LFW pairs) of one or more models on a data
-    version."""
+    version; with --robustness, the robustness suite (conditions on the probe side of each pair)."""
     from faceops.evaluation.bundle import ModelBundle
     from faceops.training.config import LfwPairsConfig, load_train_config
     from faceops.training.run import evaluate_bundles, flat_metrics
@@ -225,9 +242,14 @@ def evaluate(
         fold_list = [int(f) for f in folds.split(",")] if folds else None
     except ValueError as exc:
         raise click.BadParameter(f"folds must be comma-separated integers, got {folds!r}") from exc
-    lfw = LfwPairsConfig(pairs=lfw_pairs, root=lfw_pairs.parent, folds=fold_list) if lfw_pairs else None
     from faceops.settings import get_settings
 
+    if robustness:
+        names = [c.strip() for c in conditions.split(",") if c.strip()] if conditions else None
+        suite = _RobustnessRun(lfw_pairs, fold_list, data_root or config.data_root, config.evaluation.target_far)
+        suite.run(bundles, names, attributes, seed, out, tracking_uri if log_run else None, log_run, as_json)
+        return
+    lfw = LfwPairsConfig(pairs=lfw_pairs, root=lfw_pairs.parent, folds=fold_list) if lfw_pairs else None
     result = evaluate_bundles(
         bundles, data_root or config.data_root, config.evaluation, out, lfw, cache_dir=get_settings().cache_dir
     )
@@ -249,6 +271,92 @@ def evaluate(
         for key, value in values.items():
             click.echo(f"  {key:34s} {value:.4f}")
     click.echo(f"report: {out / 'report.json'}; plots: {', '.join(p.name for p in result.plots)}")
+
+
+class _RobustnessRun:
+    """``faceops evaluate --robustness``: the suite for each model, a JSON report, a heatmap, an MLflow table."""
+
+    def __init__(self, pairs_file: Path | None, folds: list[int] | None, data_root: Path, target_far: float) -> None:
+        from faceops.settings import get_settings
+
+        if pairs_file is None:
+            shared = get_settings().shared_dir / "datasets" / "lfw" / "pairs.txt"
+            pairs_file = shared if shared.is_file() else None
+        self.pairs_file, self.folds, self.data_root, self.target_far = pairs_file, folds, data_root, target_far
+
+    def run(
+        self,
+        bundles: dict[str, Any],
+        conditions: list[str] | None,
+        attributes_file: Path | None,
+        seed: int,
+        out: Path,
+        tracking_uri: str | None,
+        log_run: bool,
+        as_json: bool,
+    ) -> None:
+        import json
+
+        from faceops.evaluation.robustness import attributes_beside, plot_robustness, run_robustness, suite_pairs
+
+        pairs, root = suite_pairs(self.pairs_file, self.folds, self.data_root, seed)
+        attributes = attributes_beside(root, attributes_file)
+        out.mkdir(parents=True, exist_ok=True)
+        summary: dict[str, Any] = {}
+        for name, bundle in bundles.items():
+            report = run_robustness(
+                bundle.recognizer(),
+                pairs,
+                bundle.threshold,
+                self.target_far,
+                conditions,
+                seed=seed,
+                attributes=attributes,
+                attribute_root=root,
+                progress=lambda stage, done, total: click.echo(f"  {stage}: {done}/{total}", err=True),
+            )
+            slug = _slug(name)
+            path = out / f"robustness-{slug}.json"
+            path.write_text(json.dumps(report.to_dict(), indent=2))
+            plot = plot_robustness(report, out / f"robustness-{slug}.png")
+            summary[name] = {"report": str(path), "plot": str(plot), "table": report.table()}
+            if log_run:
+                self._log(name, slug, report, path, plot, len(pairs), seed, tracking_uri)
+        if as_json:
+            echo_json(summary)
+            return
+        for name, entry in summary.items():
+            click.echo(f"{name}: conditions applied to the probe side; report {entry['report']}, plot {entry['plot']}")
+            table = entry["table"]
+            click.echo(f"  {'':30s} {'pairs':>6s} {'TAR@FAR':>8s} {'FRR@thr':>8s} {'AUC':>6s} {'dTAR':>7s}  status")
+            for i in range(len(table["name"])):
+                values = [_fmt(table[k][i], w) for k, w in (("tar_at_far", 8), ("frr", 8), ("auc", 6), ("tar_drop", 7))]
+                click.echo(f"  {table['name'][i]:30s} {table['pairs'][i]:6d} {' '.join(values)}  {table['status'][i]}")
+
+    def _log(
+        self, name: str, slug: str, report: Any, path: Path, plot: Path, pairs: int, seed: int, uri: str | None
+    ) -> None:
+        from faceops import registry
+
+        with registry.open_run("robustness", uri, tags={"faceops.kind": "robustness"}) as run:
+            source = str(self.pairs_file or self.data_root)
+            run.log_params({"model": name, "pairs": pairs, "pairs_source": source, "seed": seed})
+            run.log_params({"target_far": self.target_far, "folds": self.folds or "all"})
+            run.log_metrics(
+                {
+                    f"{_slug(k)}.{m}": v[m]
+                    for k, v in {"clean": report.clean, **report.conditions}.items()
+                    for m in ("tar_at_far", "frr", "auc")
+                    if v.get(m) is not None
+                }
+            )
+            run.log_table(report.table(), f"robustness/{slug}-table.json")
+            run.log_artifact(path, "robustness")
+            run.log_artifact(plot, "robustness")
+
+
+def _fmt(value: Any, width: int) -> str:
+    return f"{value:{width}.3f}" if isinstance(value, float) and value == value else f"{'-':>{width}s}"
 
 
 def _slug(text: str) -> str:

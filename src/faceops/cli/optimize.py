@@ -27,9 +27,14 @@ def _folds(text: str) -> list[int]:
 @click.command()
 @click.option("--from", "source", required=True,
               help="The model to speed up: models:/faceops@champion, models:/faceops/3, or a bundle folder.")
-@click.option("--method", type=click.Choice(["onnx", "int8", "mobilefacenet"]), required=True,
+@click.option("--method", type=click.Choice(["onnx", "int8", "prune", "mobilefacenet"]), required=True,
               help="onnx: the same network on ONNX Runtime; int8: its static int8 quantisation (needs "
-                   "--calibration); mobilefacenet: the MobileFaceNet family with its own preprocessing.")
+                   "--calibration); prune: structured channel pruning + distillation on --calibration faces, on "
+                   "ONNX Runtime; mobilefacenet: the MobileFaceNet family with its own preprocessing.")
+@click.option("--sparsity", type=float, default=0.25, show_default=True,
+              help="prune: share of the channels of each group removed, strictly between 0 and 1.")
+@click.option("--epochs", "distill_epochs", type=click.IntRange(0, 100), default=3, show_default=True,
+              help="prune: distillation epochs over the calibration faces (0: prune only).")
 @click.option("--lfw-folds", default="1-8", show_default=True, help="LFW pairs folds the gate scores, e.g. 1-8.")
 @click.option("--lfw-pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="LFW pairs.txt; default: <FACEOPS_SHARED_DIR>/datasets/lfw/pairs.txt.")
@@ -42,7 +47,8 @@ def _folds(text: str) -> list[int]:
 @click.option("--data", "data_root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Also gate on this data version (a folder with manifest.csv).")
 @click.option("--calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="int8: a folder of face photos to calibrate on (people outside the evaluation pairs).")
+              help="int8, prune: a folder of face photos to calibrate / distil on (people outside the evaluation "
+                   "pairs).")
 @click.option("--tracking-uri", default=None,
               help="MLflow tracking URI; default: FACEOPS_MLFLOW_TRACKING_URI (sqlite:///mlruns.db).")
 @click.option("--register/--no-register", default=True, show_default=True,
@@ -53,6 +59,8 @@ def _folds(text: str) -> list[int]:
 def optimize(
     source: str,
     method: str,
+    sparsity: float,
+    distill_epochs: int,
     lfw_folds: str,
     lfw_pairs: Path | None,
     lfw_root: Path | None,
@@ -77,6 +85,7 @@ def optimize(
     from faceops.face.images import iter_image_paths
     from faceops.optimize import build_variant, log_optimization
     from faceops.settings import get_settings
+    from faceops.training.prune import PruneConfig, check_sparsity
 
     settings = get_settings()
     pairs = lfw_pairs or settings.shared_dir / "datasets" / "lfw" / "pairs.txt"
@@ -86,8 +95,12 @@ def optimize(
     if len(folds) < 2:
         raise click.BadParameter("the gate needs two folds or more (thresholds come from the other folds)",
                                  param_hint="--lfw-folds")
-    if method == "int8" and calibration is None:
-        raise click.UsageError("--method int8 needs --calibration DIR (face photos to calibrate on)")
+    if method in ("int8", "prune") and calibration is None:
+        raise click.UsageError(f"--method {method} needs --calibration DIR (face photos to calibrate on)")
+    prune = None
+    if method == "prune":
+        check_sparsity(sparsity)
+        prune = PruneConfig(sparsity=sparsity, epochs=distill_epochs)
     config = ParityConfig(lfw_pairs=pairs, lfw_root=lfw_root or pairs.parent, folds=folds,
                           pairs_per_fold=pairs_per_fold, target_far=target_far)
     out = out or settings.output_dir / "optimize" / method
@@ -99,7 +112,7 @@ def optimize(
     images = list(iter_image_paths([calibration])) if calibration is not None else None
     if images is not None and not images:
         raise FaceOpsError(f"{calibration} holds no images to calibrate on")
-    variant = build_variant(champion, method, images, say)  # type: ignore[arg-type]
+    variant = build_variant(champion, method, images, say, prune=prune)  # type: ignore[arg-type]
     variant.metadata["source"] = source
     say(f"scoring both models on LFW folds {lfw_folds}" + (f" and {data_root}" if data_root else ""))
     decision = check_parity(champion, variant, config, cache_dir=settings.cache_dir, data_root=data_root)
@@ -109,7 +122,8 @@ def optimize(
     bundle_dir = variant.save(out / "bundle") if decision.admitted else None
     summary: dict[str, Any] = {
         "method": method, "family": variant.family, "backend": variant.backend,
-        "precision": variant.preprocess.embedder.precision, "admitted": decision.admitted,
+        "precision": variant.preprocess.embedder.precision, "sparsity": variant.metadata.get("sparsity"),
+        "params": variant.metadata.get("params"), "admitted": decision.admitted,
         "reasons": decision.reasons, "threshold": variant.threshold,
         "file_mb": variant.metadata["file_bytes"] / 1e6,
         "champion": {k: decision.champion["lfw"][k] for k in ("accuracy", "tar_at_far", "heldout_far", "embed_ms_per_face")},

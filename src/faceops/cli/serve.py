@@ -146,7 +146,7 @@ def serve(
     "--bundle",
     "bundle_dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Model bundle folder; default: the pretrained model (FACEOPS_WEIGHTS).",
+    help="Model bundle folder; default: the default model (MobileFaceNet, FACEOPS_MOBILEFACENET).",
 )
 @click.option("--model-uri", help="Or a registered model, e.g. models:/faceops@champion (MLflow).")
 @click.option(
@@ -197,7 +197,7 @@ def watch(
         with tempfile.TemporaryDirectory(prefix="faceops-model-") as tmp:
             bundle = load_bundle(model_uri, dst=tmp)  # weights are read into memory: the folder can go
     else:
-        bundle = ModelBundle.load(bundle_dir) if bundle_dir else ModelBundle.pretrained()
+        bundle = ModelBundle.load(bundle_dir) if bundle_dir else ModelBundle.default()
     recognizer = bundle.recognizer()
     gallery = None
     if gallery_path:

@@ -28,13 +28,18 @@ from faceops.errors import ConfigError, InvalidModelFile
 from faceops.face.backends import OnnxNet, module_dim
 from faceops.face.config import DEFAULT_TARGET_FAR, DEFAULT_THRESHOLD, PreprocessConfig
 from faceops.face.embedding import Embedder, load_backbone
+from faceops.face.presets import (
+    DEFAULT_MODEL_TARGET_FAR,
+    DEFAULT_MODEL_THRESHOLD,
+    FAMILY_INCEPTION,
+    FAMILY_MOBILEFACENET,
+    default_model_preprocess,
+)
 from faceops.face.recognizer import FaceRecognizer
 
-__all__ = ["BUNDLE_FORMAT", "FAMILY_INCEPTION", "ModelBundle"]
+__all__ = ["BUNDLE_FORMAT", "FAMILY_INCEPTION", "FAMILY_MOBILEFACENET", "ModelBundle"]
 
 BUNDLE_FORMAT = 2
-FAMILY_INCEPTION = "inception_resnet_v1"
-"""The family fine-tuning starts from (facenet-pytorch); others (e.g. ``mobilefacenet``) arrive as ONNX."""
 
 
 @dataclass
@@ -81,6 +86,39 @@ class ModelBundle:
             preprocess=preprocess or PreprocessConfig(),
             target_far=DEFAULT_TARGET_FAR,
             model_id=model_id,
+        )
+
+    @classmethod
+    def default(cls, path: str | Path | None = None) -> ModelBundle:
+        """The default model (:mod:`faceops.face.presets`): MobileFaceNet on ONNX Runtime from ``path`` or the
+        settings (``FACEOPS_MOBILEFACENET``, else ``<shared_dir>/weights/mobilefacenet/MobileFaceNet.onnx``), with its
+        preprocessing and the threshold calibrated for it on LFW; its id is the file's sha256, as a saved bundle's.
+
+        Raises:
+            InvalidModelFile: the file is missing, not an ONNX model, or not a 112x112 -> embedding network.
+        """
+        from faceops.face.backends import load_onnx_family
+        from faceops.settings import get_settings
+
+        path = Path(path) if path is not None else Path(get_settings().mobilefacenet_path())
+        if not path.is_file():
+            raise InvalidModelFile(
+                f"the default model's file {path} is missing: set FACEOPS_MOBILEFACENET (or FACEOPS_SHARED_DIR) to "
+                "where MobileFaceNet.onnx is, or give a model with --model / a config with --config"
+            )
+        preprocess = default_model_preprocess()
+        net = load_onnx_family(path)
+        if net.input_size is not None and net.input_size != preprocess.align.image_size:
+            side = preprocess.align.image_size
+            raise InvalidModelFile(f"{path} takes {net.input_size}x{net.input_size} crops, not {side}x{side}")
+        return cls(
+            backbone=net,
+            preprocess=preprocess,
+            threshold=DEFAULT_MODEL_THRESHOLD,
+            target_far=DEFAULT_MODEL_TARGET_FAR,
+            model_id="sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16],
+            metadata={"source_file": str(path), "threshold_calibrated_on": "LFW pairs folds 1-8"},
+            family=FAMILY_MOBILEFACENET,
         )
 
     def recognizer(self, device: str | None = None) -> FaceRecognizer:
@@ -164,6 +202,12 @@ class ModelBundle:
                 )
             if record.get("dim") is not None and backbone.dim != record["dim"]:
                 raise InvalidModelFile(f"{path} gives {backbone.dim}-d embeddings, the bundle declares {record['dim']}")
+            found = "int8" if _quantized(backbone) else "fp32"
+            if found != preprocess.embedder.precision:
+                raise InvalidModelFile(
+                    f"{path} is an {found} network but the bundle's preprocessing says "
+                    f"{preprocess.embedder.precision!r}"
+                )
         else:
             backbone, _ = load_backbone(path)
         return cls(
@@ -175,3 +219,15 @@ class ModelBundle:
             metadata=meta.get("metadata", {}),
             family=str(record.get("family", FAMILY_INCEPTION)),
         )
+
+
+_QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                            "MatMulInteger", "DynamicQuantizeLinear"})
+
+
+def _quantized(net: OnnxNet) -> bool:
+    """Whether an ONNX network holds int8 quantisation operators (its precision, read from the graph)."""
+    import onnx
+
+    graph = onnx.load_from_string(net.model_bytes).graph
+    return any(node.op_type in _QUANTIZED_OPS for node in graph.node)

@@ -7,7 +7,12 @@ the target FAR may not drop by more than ``max_tar_drop`` (so a challenger that 
 must reach ``min_tar_at_far``. When LFW pairs are configured, both models are also run through LFW's pairs
 protocol on the pairs of people outside the data version's training identities, and the mean accuracy may not
 drop by more than ``max_lfw_accuracy_drop``: a model that learnt its training people at the expense of
-everyone else is refused. The decision and its reason are stored
+everyone else is refused. With ``robustness`` set, both models also run the robustness suite
+(:mod:`faceops.evaluation.robustness`) on the configured conditions: on no condition may the TAR at the target FAR
+drop, or the FRR at the model's own threshold rise, by more than the tolerances, and a condition with too few
+pairs refuses (it cannot be judged). With ``groups`` set, no judged group's FRR may rise, nor the largest FRR gap
+between groups grow, beyond the tolerances (groups too small to judge are named in the reason). The decision and
+its reason are stored
 on the challenger's model version (tag ``faceops.evaluation.gate``); a promotion moves ``champion`` and is appended to
 the champion history.
 """
@@ -20,9 +25,18 @@ from pathlib import Path
 from typing import Any
 
 from faceops.errors import ModelNotFound
-from faceops.training.config import EvalConfig, GateConfig, LfwPairsConfig
+from faceops.training.config import EvalConfig, GateConfig, GroupGateConfig, LfwPairsConfig, RobustnessGateConfig
 
-__all__ = ["GateDecision", "decide", "key_metrics", "run_gate", "same_model", "with_lfw"]
+__all__ = [
+    "GateDecision",
+    "decide",
+    "group_problems",
+    "key_metrics",
+    "robustness_problems",
+    "run_gate",
+    "same_model",
+    "with_lfw",
+]
 
 
 @dataclass
@@ -71,7 +85,8 @@ def with_lfw(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def decide(
     challenger: dict[str, Any], champion: dict[str, Any] | None, config: GateConfig
 ) -> tuple[bool, str]:
-    """Compare two evaluation results (``closed_set`` / ``open_set`` dicts); returns (promote, reason)."""
+    """Compare two evaluation results (``closed_set`` / ``open_set`` dicts, and ``robustness``: a robustness
+    report, when the gate has robustness or group criteria); returns (promote, reason)."""
     new = key_metrics(challenger)
     problems = []
     if new["tar_at_target_far"] < config.min_tar_at_far:
@@ -108,12 +123,88 @@ def decide(
                 f"LFW pairs accuracy dropped {old['lfw_accuracy']:.4f} -> {new['lfw_accuracy']:.4f} "
                 f"(by {lfw_drop:.4f} > tolerance {config.max_lfw_accuracy_drop})"
             )
+    notes: list[str] = []
+    if config.robustness is not None:
+        problems += robustness_problems(challenger.get("robustness"), champion.get("robustness"), config.robustness)
+    if config.groups is not None:
+        found, notes = group_problems(challenger.get("robustness"), champion.get("robustness"), config.groups)
+        problems += found
     if problems:
-        return False, "refused: " + "; ".join(problems)
+        return False, "refused: " + "; ".join(problems + notes)
     return True, (
         f"accuracy {old['accuracy']:.4f} -> {new['accuracy']:.4f}, FAR at threshold "
         f"{old['far_at_threshold']:.5f} -> {new['far_at_threshold']:.5f}: within tolerances"
-    )
+    ) + "".join(f"; {n}" for n in notes)
+
+
+def robustness_problems(
+    challenger: dict[str, Any] | None, champion: dict[str, Any] | None, config: RobustnessGateConfig
+) -> list[str]:
+    """Why the challenger fails the robustness criterion (empty: it passes), from two robustness reports
+    (:meth:`faceops.evaluation.robustness.RobustnessReport.to_dict`); each problem names its condition."""
+    if challenger is None or champion is None:
+        return ["robustness criterion set but the suite was not run on both models"]
+    problems = []
+    for name in config.conditions:
+        new, old = challenger["conditions"].get(name), champion["conditions"].get(name)
+        if new is None or old is None:
+            problems.append(f"condition {name}: not measured")
+            continue
+        if "insufficient" in (new["status"], old["status"]):
+            problems.append(
+                f"condition {name}: insufficient pairs to judge ({new['genuine']} genuine, {new['impostors']} "
+                f"impostors; at least {config.min_pairs} of each needed)"
+            )
+            continue
+        if new["tar_at_far"] is not None and old["tar_at_far"] is not None:
+            drop = old["tar_at_far"] - new["tar_at_far"]
+            if drop > config.max_drop + 1e-12:
+                problems.append(
+                    f"condition {name}: TAR at FAR {challenger['target_far']:g} dropped {old['tar_at_far']:.4f} -> "
+                    f"{new['tar_at_far']:.4f} (by {drop:.4f} > tolerance {config.max_drop})"
+                )
+        rise = new["frr"] - old["frr"]
+        if rise > config.max_frr_increase + 1e-12:
+            problems.append(
+                f"condition {name}: FRR at the threshold rose {old['frr']:.4f} -> {new['frr']:.4f} "
+                f"(by {rise:.4f} > tolerance {config.max_frr_increase})"
+            )
+    return problems
+
+
+def group_problems(
+    challenger: dict[str, Any] | None, champion: dict[str, Any] | None, config: GroupGateConfig
+) -> tuple[list[str], list[str]]:
+    """(problems, notes) of the per-group criterion from two robustness reports; notes name the groups too
+    small to judge."""
+    if challenger is None or champion is None:
+        return ["groups criterion set but the suite was not run on both models"], []
+    problems: list[str] = []
+    small: list[str] = []
+    for grouping in config.groupings:
+        new, old = challenger["groups"].get(grouping), champion["groups"].get(grouping)
+        if new is None or old is None:
+            problems.append(f"grouping {grouping}: not measured (no such grouping or attribute column)")
+            continue
+        for group, m in new["groups"].items():
+            before = old["groups"].get(group)
+            if m["status"] != "ok" or before is None or before["status"] != "ok":
+                small.append(f"{grouping}/{group} ({m['genuine']}+{m['impostors']} pairs)")
+                continue
+            rise = m["frr"] - before["frr"]
+            if rise > config.max_frr_increase + 1e-12:
+                problems.append(
+                    f"group {grouping}/{group}: FRR rose {before['frr']:.4f} -> {m['frr']:.4f} "
+                    f"(by {rise:.4f} > tolerance {config.max_frr_increase})"
+                )
+        gap_new, gap_old = new.get("largest_frr_gap"), old.get("largest_frr_gap")
+        if gap_new is not None and gap_old is not None and gap_new - gap_old > config.max_gap_increase + 1e-12:
+            problems.append(
+                f"grouping {grouping}: largest FRR gap between groups grew {gap_old:.4f} -> {gap_new:.4f} "
+                f"(worst group {new['worst_group']}; tolerance {config.max_gap_increase})"
+            )
+    notes = [f"too few pairs to judge: {', '.join(small)}"] if small else []
+    return problems, notes
 
 
 def run_gate(
@@ -162,6 +253,11 @@ def run_gate(
     results = with_lfw(
         evaluate_bundles(bundles, data_root, evaluation, lfw_pairs=lfw_pairs, cache_dir=cache_dir).report
     )
+    if gate.robustness is not None or gate.groups is not None:
+        from faceops.evaluation.robustness import gate_suite
+
+        for name, bundle in bundles.items():
+            results[name]["robustness"] = gate_suite(bundle, gate, data_root, evaluation, lfw_pairs)
     promoted, reason = decide(results["challenger"], results.get("champion"), gate)
     decision = GateDecision(promoted, reason, challenger, champion, {k: key_metrics(v) for k, v in results.items()})
     registry.tag_version(

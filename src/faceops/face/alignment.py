@@ -19,6 +19,7 @@ import numpy as np
 
 from faceops.face.config import AlignConfig
 from faceops.face.detection import Face
+from faceops.face.illumination import normalize_illumination
 
 __all__ = ["ARCFACE_112", "TEMPLATE", "align_face", "align_faces", "similarity_transform"]
 
@@ -70,8 +71,10 @@ def align_face(image: np.ndarray, face: Face, config: AlignConfig | None = None)
         arcface = config.template == "arcface"
         dst = ARCFACE_112 * (size / 112.0) if arcface else TEMPLATE * (size / (1.0 + config.margin)) + size / 2.0
         matrix = similarity_transform(face.landmarks, dst)
-        return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return _box_crop(image, face, config)
+        crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    else:
+        crop = _box_crop(image, face, config)
+    return normalize_illumination(crop, config.illumination)
 
 
 def align_faces(image: np.ndarray, faces: list[Face], config: AlignConfig | None = None) -> np.ndarray:

@@ -10,6 +10,10 @@ before it and of vectors after it, so every backend sees the same tensors and di
   (:func:`export_onnx`), its int8 quantisation (:func:`quantize_int8`), or another family shipped as ONNX such as
   MobileFaceNet (:func:`load_onnx_family`, which also frees a batch size fixed at export).
 
+OpenVINO was measured against ONNX Runtime on the same files (``benchmarks/backends.py``,
+``benchmarks/results/backends.json``): it was slower here for MobileFaceNet and InceptionResnetV1 fp32 and disagreed
+on the int8 QDQ model, so it is not a backend.
+
 The embedding size always comes from the network (:attr:`EmbeddingNet.dim`), never from a constant.
 """
 

@@ -137,7 +137,15 @@ class AlignConfig(StrictConfig):
         data: dict[str, Any] = handler(self)
         if self.template == "mtcnn":
             data.pop("template", None)
+        if self.illumination == "none":
+            data.pop("illumination", None)
         return data
+    illumination: Literal["none", "clahe", "gamma", "histeq"] = Field(
+        default="none",
+        description="Illumination normalisation of the crop (faceops.face.illumination): 'clahe' on luminance, "
+        "'gamma' to a target mean, 'histeq'; chosen by measurement on the drifted slice when a retraining "
+        "targets a lighting drift (benchmarks/drift_repair.py).",
+    )
     image_size: int = Field(default=160, ge=32, le=512, description="Side of the square crop.")
     margin: float = Field(
         default=0.3,

@@ -6,23 +6,34 @@ are scaled down for detection only, and the boxes and landmarks are scaled back 
 A photo where no face passes costs a whole genuine pair in verification, so the detector can retry it on a ladder
 (``DetectorConfig.ladder``): lower thresholds, a lower probability floor, the photo enlarged. Each rung runs only on
 the photos every rung before it missed, and :attr:`FaceDetector.ladder_counts` counts which rung found them.
+
+MTCNN's three nets run in PyTorch (``backend="torch"``, as facenet-pytorch ships them) or in ONNX Runtime
+(``backend="onnxruntime"``): the same weights exported once per process (P-net with a free batch and image size),
+so boxes and landmarks agree with PyTorch's to float rounding; facenet-pytorch's pyramid, crops and NMS are kept.
 """
 
 from __future__ import annotations
 
+import tempfile
+import threading
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
-from faceops.errors import NoFaceDetected
+from faceops.errors import ConfigError, FaceOpsError, NoFaceDetected
 from faceops.face.config import DetectorConfig, DetectorRung
 from faceops.face.device import resolve_device
 
-__all__ = ["Face", "FaceDetector", "select_subject"]
+__all__ = ["DETECTOR_BACKENDS", "Face", "FaceDetector", "select_subject"]
+
+DETECTOR_BACKENDS = ("torch", "onnxruntime")
 
 # Photos whose longer side is above this are scaled down for detection (faces stay far above min_face_size).
 _MAX_DETECT_SIDE = 1600
@@ -70,6 +81,9 @@ class FaceDetector:
     Args:
         config: thresholds, minimum face size, the retry ladder and the subject policy.
         device: torch device string; ``None`` uses the settings' device.
+        backend: what runs the P/R/O-nets: ``torch`` or ``onnxruntime`` (CPU only; same weights, same results to
+            float rounding).
+        threads: ONNX Runtime intra-op threads per net; 0: torch's thread count when the detector is built.
 
     Attributes:
         ladder_counts: images looked at (``images``), found by the first pass (``first``), found by ladder rung
@@ -77,9 +91,17 @@ class FaceDetector:
             :meth:`reset_ladder_counts`.
     """
 
-    def __init__(self, config: DetectorConfig | None = None, device: str | None = None) -> None:
+    def __init__(
+        self, config: DetectorConfig | None = None, device: str | None = None, backend: str = "torch", threads: int = 0
+    ) -> None:
         self.config = config or DetectorConfig()
         self.device = resolve_device(device)
+        if backend not in DETECTOR_BACKENDS:
+            raise ConfigError(f"unknown detector backend {backend!r}; choose one of {', '.join(DETECTOR_BACKENDS)}")
+        if backend == "onnxruntime" and torch.device(self.device).type != "cpu":
+            raise ConfigError(f"the onnxruntime detector backend runs on the CPU, not on {self.device}")
+        self.backend = backend
+        self._threads = threads or torch.get_num_threads()
         self._mtcnns: dict[tuple[float, float, float], Any] = {}
         self._mtcnn = self._mtcnn_for(self.config.thresholds)
         for rung in self.config.ladder:
@@ -98,13 +120,17 @@ class FaceDetector:
         if thresholds not in self._mtcnns:
             from facenet_pytorch import MTCNN
 
-            self._mtcnns[thresholds] = MTCNN(
+            mtcnn = MTCNN(
                 min_face_size=self.config.min_face_size,
                 thresholds=list(thresholds),
                 factor=self.config.factor,
                 keep_all=True,
                 device=self.device,
             )
+            if self.backend == "onnxruntime":
+                for name in ("pnet", "rnet", "onet"):
+                    setattr(mtcnn, name, _OrtNet(getattr(mtcnn, name), name, self._threads))
+            self._mtcnns[thresholds] = mtcnn
         return self._mtcnns[thresholds]
 
     def detect(self, image: np.ndarray) -> list[Face]:
@@ -191,6 +217,69 @@ class FaceDetector:
                 boxes, probs, points = mtcnn.detect(stack, landmarks=True)
                 for i, b, p, pts in zip(chunk, boxes, probs, points, strict=True):
                     results[i] = _faces(b, p, pts, 1.0 / prepared[i][1], min_probability)
+
+
+_EXPORTED: dict[str, bytes] = {}  # MTCNN's nets as ONNX, exported once per process (a few seconds)
+_EXPORT_LOCK = threading.Lock()
+# example input and dynamic axes per net; P-net is fully convolutional (any image of at least 12x12 pixels)
+_NET_SHAPES: dict[str, tuple[tuple[int, ...], dict[int, str], tuple[str, ...]]] = {
+    "pnet": ((1, 3, 60, 80), {0: "batch", 2: "height", 3: "width"}, ("reg", "prob")),
+    "rnet": ((2, 3, 24, 24), {0: "batch"}, ("reg", "prob")),
+    "onet": ((2, 3, 48, 48), {0: "batch"}, ("reg", "landmarks", "prob")),
+}
+
+
+def _export_net(net: torch.nn.Module, name: str) -> bytes:
+    """One of MTCNN's nets as ONNX bytes (cached per process: every MTCNN loads the same weights)."""
+    with _EXPORT_LOCK:
+        if name not in _EXPORTED:
+            shape, axes, outputs = _NET_SHAPES[name]
+            out_axes = {0: "batch", 2: "out_height", 3: "out_width"} if name == "pnet" else {0: "batch"}
+            try:
+                # The TorchScript exporter: it took 13 s for the three nets on a loaded 2-core machine where
+                # torch.export's took 85 s (P-net's free image size); its deprecation warning says nothing about the
+                # result, which the tests compare with PyTorch's on real photos.
+                with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    path = Path(tmp) / f"{name}.onnx"
+                    torch.onnx.export(
+                        net.eval().cpu(),
+                        (torch.zeros(shape),),
+                        path,
+                        dynamo=False,
+                        input_names=["input"],
+                        output_names=list(outputs),
+                        dynamic_axes={"input": axes, **{o: out_axes for o in outputs}},
+                        opset_version=17,
+                    )
+                    _EXPORTED[name] = path.read_bytes()
+            except Exception as exc:  # noqa: BLE001 - the exporter fails in many ways; say which
+                raise FaceOpsError(f"exporting MTCNN's {name} to ONNX failed: {type(exc).__name__}: {exc}") from exc
+        return _EXPORTED[name]
+
+
+class _OrtNet(torch.nn.Module):
+    """One of MTCNN's nets run by ONNX Runtime, in place of the module facenet-pytorch calls.
+
+    It keeps the original module as a child: facenet-pytorch reads the P-net's parameter dtype, and hooks
+    (``benchmarks/detector.py``) see the same calls.
+    """
+
+    def __init__(self, net: torch.nn.Module, name: str, threads: int) -> None:
+        import onnxruntime as ort
+
+        super().__init__()
+        self.net = net
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # torch runs between the calls
+        self.session = ort.InferenceSession(_export_net(net, name), options, providers=["CPUExecutionProvider"])
+
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pixels = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
+        return tuple(torch.from_numpy(out) for out in self.session.run(None, {"input": pixels}))
 
 
 def _faces(boxes: Any, probs: Any, points: Any, scale: float, min_probability: float) -> list[Face]:

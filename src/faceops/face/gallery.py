@@ -18,6 +18,7 @@ is rebuilt from the embeddings and said in the log. Files stay readable by older
 
 from __future__ import annotations
 
+import bisect
 import copy
 import json
 import logging
@@ -78,14 +79,23 @@ class Gallery:
         model_id: the embedder that made (and must keep making) the embeddings; mixing models is refused.
         exact_below: below this many embeddings search is exact; from it on, through the ANN index.
         index_type: the :class:`~faceops.face.index.VectorIndex` implementation for large galleries.
+        build_threads: threads for building the whole index (at the switch to ANN search, or when a load rebuilds
+            it). One, the default, builds the same graph (the same answers) on every machine; more build a
+            million embeddings faster with a small loss of recall (``benchmarks/results/gallery_index.json``).
     """
 
     def __init__(
-        self, model_id: str, *, exact_below: int = EXACT_BELOW, index_type: type[VectorIndex] = UsearchIndex
+        self,
+        model_id: str,
+        *,
+        exact_below: int = EXACT_BELOW,
+        index_type: type[VectorIndex] = UsearchIndex,
+        build_threads: int = 1,
     ) -> None:
         self.model_id = model_id
         self.exact_below = exact_below
         self.index_type = index_type
+        self.build_threads = max(1, int(build_threads))
         self._lock = threading.RLock()
         self._reset()
 
@@ -102,6 +112,7 @@ class Gallery:
         self._live = 0
         self._index: VectorIndex | None = None
         self._exact_view: tuple[np.ndarray, np.ndarray, list[str], np.ndarray] | None = None
+        self._identities_view: dict[str, int] | None = None  # cached, like _exact_view, until the next change
 
     # -- contents -----------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -110,8 +121,13 @@ class Gallery:
     @property
     def identities(self) -> dict[str, int]:
         """Identity -> number of embeddings, sorted by name."""
-        counts = self._counts
-        return {self._names[c]: int(counts[c]) for c in sorted(np.flatnonzero(counts), key=self._names.__getitem__)}
+        with self._lock:
+            if self._identities_view is None:
+                counts = self._counts
+                self._identities_view = {
+                    self._names[c]: int(counts[c]) for c in sorted(np.flatnonzero(counts), key=self._names.__getitem__)
+                }
+            return dict(self._identities_view)
 
     @property
     def uses_index(self) -> bool:
@@ -124,9 +140,25 @@ class Gallery:
         return self._index
 
     def sources(self, identity: str) -> list[str]:
-        self._require(identity)
-        rows = np.flatnonzero(self._codes[: self._used] == self._code_of[identity])
-        return [self._sources[i] for i in rows]
+        """The source names of an identity's embeddings, in enrolment order (a lookup in the cached sorted view,
+        so asking for each of 250k identities of a million-embedding gallery takes seconds, not hours)."""
+        with self._lock:
+            self._require(identity)
+            _, starts, names, slots = self._exact()
+            i = bisect.bisect_left(names, identity)
+            stop = int(starts[i + 1]) if i + 1 < len(starts) else len(slots)
+            return [self._sources[s] for s in slots[int(starts[i]) : stop].tolist()]
+
+    def embeddings_of(self, identity: str) -> np.ndarray:
+        """The stored (unit) embeddings of one identity, float32 (k, dim), in enrolment order.
+
+        Raises:
+            UnknownIdentity: when ``identity`` has no embeddings in the gallery.
+        """
+        with self._lock:
+            self._require(identity)
+            rows = np.flatnonzero(self._codes[: self._used] == self._code_of[identity])
+            return np.asarray(self._store[rows], dtype=np.float32)
 
     def add(self, identity: str, embeddings: np.ndarray, sources: list[str] | None = None) -> None:
         """Enrol more embeddings for an identity (new or existing)."""
@@ -169,7 +201,7 @@ class Gallery:
             keys = self._append(vectors, codes, [str(s) for s in sources])
             self._counts += np.bincount(codes, minlength=len(self._counts))
             self._live += len(vectors)
-            self._exact_view = None
+            self._exact_view = self._identities_view = None
             if self._index is not None:
                 self._index.add(keys, vectors)
             elif self._live >= self.exact_below:
@@ -195,7 +227,7 @@ class Gallery:
                     self._sources[i] = ""
             self._counts[code] = 0
             self._live -= len(rows)
-            self._exact_view = None
+            self._exact_view = self._identities_view = None
             return len(rows)
 
     @property
@@ -226,7 +258,9 @@ class Gallery:
         self._store = self._store[: self._used].astype(np.float16)
         self._codes = self._codes[: self._used].copy()
         keys = np.arange(self._used)
-        self._index = timed_build(self.index_type, keys, self._store, f"the gallery reached {self._live} embeddings")
+        self._index = timed_build(
+            self.index_type, keys, self._store, f"the gallery reached {self._live} embeddings", self.build_threads
+        )
 
     # -- search -------------------------------------------------------------------------------------------------
     def scores(self, queries: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, list[str]]:
@@ -352,7 +386,12 @@ class Gallery:
 
     @classmethod
     def load(
-        cls, path: str | Path, *, exact_below: int = EXACT_BELOW, index_type: type[VectorIndex] = UsearchIndex
+        cls,
+        path: str | Path,
+        *,
+        exact_below: int = EXACT_BELOW,
+        index_type: type[VectorIndex] = UsearchIndex,
+        build_threads: int = 1,
     ) -> Gallery:
         """Read a gallery written by :meth:`save` (and its index file, when it is large enough to use one).
 
@@ -363,7 +402,7 @@ class Gallery:
         """
         path = Path(path)
         header, embeddings, labels, sources, keys = read_gallery_file(path)
-        gallery = cls(header["model_id"], exact_below=exact_below, index_type=index_type)
+        gallery = cls(header["model_id"], exact_below=exact_below, index_type=index_type, build_threads=build_threads)
         if not len(labels):
             return gallery
         names, codes = np.unique(labels.astype(str), return_inverse=True)
@@ -409,7 +448,9 @@ class Gallery:
         for slot, source in zip(slots.tolist(), sources.tolist(), strict=True):
             self._sources[slot] = source
         self._used = size
-        self._index = index or timed_build(self.index_type, slots, self._store[slots], f"loading {path}")
+        self._index = index or timed_build(
+            self.index_type, slots, self._store[slots], f"loading {path}", self.build_threads
+        )
 
     @classmethod
     def open_or_create(cls, path: str | Path, model_id: str) -> Gallery:
@@ -435,8 +476,10 @@ class Gallery:
     def __deepcopy__(self, memo: dict[int, object]) -> Gallery:
         """An independent copy (the index too), e.g. for copy-on-write updates."""
         with self._lock:
-            twin = Gallery(self.model_id, exact_below=self.exact_below, index_type=self.index_type)
-            state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_index", "_exact_view")}
+            twin = Gallery(
+                self.model_id, exact_below=self.exact_below, index_type=self.index_type, build_threads=self.build_threads
+            )
+            state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_index", "_exact_view", "_identities_view")}
             twin.__dict__.update(copy.deepcopy(state, memo))
             twin._index = self._index.copy() if self._index is not None else None
             return twin

@@ -17,7 +17,7 @@ from typing import Any
 
 from faceops.steps.data import parse_config, train_config
 
-__all__ = ["evaluate_step", "promote", "record_status", "register_and_gate", "train_step"]
+__all__ = ["evaluate_step", "log_monitoring_reference", "promote", "record_status", "register_and_gate", "train_step"]
 
 log = logging.getLogger(__name__)
 
@@ -185,13 +185,20 @@ def register_and_gate(
     champion = registry.alias_version(registry.CHAMPION, uri)
     challenger = with_lfw(json.loads((Path(eval_dir) / "report.json").read_text()))["challenger"]
     old = registry.load_bundle(f"models:/{registry.MODEL_NAME}/{champion}", uri) if champion is not None else None
+    same_as = None
     if old is not None and same_model(bundle, old):  # e.g. a re-run on the same data: no duplicate version
+        same_as = f"champion version {champion}"
+    elif old is not None and old.metadata.get("source_version"):  # the champion is a faster variant of a version
+        source = str(old.metadata["source_version"])
+        if same_model(bundle, registry.load_bundle(f"models:/{registry.MODEL_NAME}/{source}", uri)):
+            same_as = f"version {source}, whose {old.metadata.get('method', 'optimised')} variant is champion {champion}"
+    if same_as is not None:
         return {
             "version": champion,
             "run_id": None,
             "decision": "reject",
-            "reason": f"refused: the trained model is champion version {champion} (same weights, preprocessing "
-            "and threshold); nothing new registered",
+            "reason": f"refused: the trained model is {same_as} (same weights, preprocessing and threshold); nothing "
+            "new registered",
             "champion": champion,
             "metrics": key_metrics(challenger),
         }
@@ -209,6 +216,13 @@ def register_and_gate(
                 cache_dir=Path(cache_dir),
             ).report
         )["champion"]
+    if gate_config.robustness is not None or gate_config.groups is not None:  # e.g. a drift-targeted run's gate
+        from faceops.evaluation.robustness import gate_suite
+
+        suite = {"evaluation": config.evaluation, "lfw_pairs": config.lfw_pairs}
+        challenger["robustness"] = gate_suite(bundle, gate_config, Path(data_dir), **suite)
+        if previous is not None and old is not None:
+            previous["robustness"] = gate_suite(old, gate_config, Path(data_dir), **suite)
     promoted, reason = decide(challenger, previous, gate_config)
     tags = {
         "faceops.evaluation.gate": json.dumps({"promoted": promoted, "reason": reason, "champion": champion}),
@@ -222,7 +236,7 @@ def register_and_gate(
     _log_run(result, config, bundle, uri)
     version = str(result.version)
     try:
-        _log_monitoring_reference(bundle, Path(data_dir), version, result.run_id, uri)
+        log_monitoring_reference(bundle, Path(data_dir), version, result.run_id, uri)
         registry.tag_version(version, tags, uri)
     except BaseException:
         registry.delete_version(version, uri)
@@ -240,7 +254,7 @@ def register_and_gate(
 REFERENCE_IMAGES = 400  # images of the data version behind a model's monitoring reference (a sample: seconds)
 
 
-def _log_monitoring_reference(bundle: Any, data_dir: Path, version: str, run_id: str | None, uri: str | None) -> None:
+def log_monitoring_reference(bundle: Any, data_dir: Path, version: str, run_id: str | None, uri: str | None) -> None:
     """Log the distributions monitoring will hold production against with the model's run, at evaluation time
     and on the data version it was evaluated on; when that cannot be done, monitoring computes it later."""
     from faceops.errors import DataValidationFailed, RegistryError

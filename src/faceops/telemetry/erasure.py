@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from faceops.errors import UnknownIdentity
 from faceops.face.gallery import UNKNOWN, Gallery
 
 __all__ = [
@@ -68,15 +69,11 @@ class Likeness:
 
 
 def likeness_of(gallery: Gallery, identity: str, threshold: float) -> Likeness:
-    """``identity``'s embeddings in ``gallery`` (none if it has none there).
-
-    Reads the gallery's slots directly: :class:`~faceops.face.gallery.Gallery` has no public accessor for one
-    identity's vectors.
-    """
-    with gallery._lock:
-        code = gallery._code_of.get(identity)
-        rows = np.flatnonzero(gallery._codes[: gallery._used] == code) if code is not None else np.zeros(0, np.int64)
-        vectors = np.asarray(gallery._store[rows], dtype=np.float32)
+    """``identity``'s embeddings in ``gallery`` (none if it has none there)."""
+    try:
+        vectors = gallery.embeddings_of(identity)
+    except UnknownIdentity:
+        vectors = np.zeros((0, gallery.dim), dtype=np.float32)
     return Likeness(gallery.model_id, vectors, threshold)
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from faceops.face.config import PreprocessConfig, StrictConfig, load_yaml_config
 
 __all__ = [
     "AugmentConfig",
+    "DriftTarget",
     "EvalConfig",
     "GateConfig",
     "HeadConfig",
@@ -56,6 +57,64 @@ class AugmentConfig(StrictConfig):
     )
     blur_prob: float = Field(default=0.3, ge=0, le=1, description="Chance of a Gaussian blur.")
     blur_sigma: float = Field(default=1.2, gt=0, le=5, description="Largest blur sigma in pixels.")
+    blur_min_sigma: float = Field(
+        default=0.1, gt=0, le=5, description="Smallest blur sigma in pixels (a drift-matched blur draws from a band)."
+    )
+    dark_prob: float = Field(
+        default=0.0, ge=0, le=1, description="Chance of darkening a copy (a lighting drift: dim rooms)."
+    )
+    dark_range: tuple[float, float] = Field(
+        default=(0.3, 0.7), description="Brightness factors of the darkening are drawn from this range."
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AugmentConfig:
+        if self.blur_min_sigma > self.blur_sigma:
+            raise ValueError("blur_min_sigma must be <= blur_sigma")
+        low, high = self.dark_range
+        if not 0 < low <= high <= 1:
+            raise ValueError("dark_range must satisfy 0 < low <= high <= 1")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_default_drift_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Added for drift-matched retraining: at their defaults they stay out of the dump, so the augmented views
+        # (keyed by the dump) of every existing config keep their cached trunk activations.
+        data: dict[str, Any] = handler(self)
+        for name in ("blur_min_sigma", "dark_prob", "dark_range"):
+            if getattr(self, name) == type(self).model_fields[name].default:
+                data.pop(name, None)
+        return data
+
+
+class DriftTarget(StrictConfig):
+    """The drift a retraining was started for, as the monitor measured it (window against reference), which
+    :mod:`faceops.training.drift_plan` turns into the run's augmentation, preprocessing and gate conditions."""
+
+    brightness_ratio: float | None = Field(
+        default=None, gt=0, description="Mean crop brightness of the drifted window over the reference's."
+    )
+    blur_ratio: float | None = Field(
+        default=None,
+        gt=0,
+        description="Mean crop sharpness (variance of the Laplacian) of the window over the reference's; below 1 is "
+        "blurrier.",
+    )
+    drifted: tuple[str, ...] = Field(default=(), description="Every feature the monitor found drifted.")
+    illumination_candidates: tuple[Literal["none", "clahe", "gamma", "histeq"], ...] = Field(
+        default=("none", "clahe", "gamma"),
+        description="Illumination steps measured on the drifted slice; the best is kept only if it helps there.",
+    )
+    max_clean_tar_drop: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="An illumination step may cost clean TAR at the target FAR at most this much (default: the "
+        "gate's max_tar_drop).",
+    )
+    measure: bool = Field(
+        default=True, description="Measure the illumination candidates (off: keep the run's preprocessing)."
+    )
 
 
 class StageConfig(StrictConfig):
@@ -96,6 +155,65 @@ class LfwPairsConfig(StrictConfig):
     folds: list[int] | None = Field(default=None, description="Folds to use (1-based); default: all.")
 
 
+class RobustnessGateConfig(StrictConfig):
+    """Gate criterion: the challenger may not be worse than the champion under any of these image conditions
+    (:mod:`faceops.evaluation.conditions`, applied to the probe side of verification pairs)."""
+
+    conditions: list[str] = Field(
+        default_factory=lambda: [
+            "underexposure", "overexposure", "low_contrast", "gaussian_blur", "motion_blur", "noise", "jpeg",
+            "downscale", "rotation", "occlusion_eyes", "occlusion_lower", "greyscale",
+        ],
+        min_length=1,
+        description="Condition names to judge on (default: all).",
+    )
+    severities: dict[str, float] = Field(
+        default_factory=dict, description="Per-condition severity in [0, 1]; the condition's default otherwise."
+    )
+    max_drop: float = Field(
+        default=0.02, ge=0, le=1, description="TAR at the target FAR may drop by at most this much on any condition."
+    )
+    max_frr_increase: float = Field(
+        default=0.02, ge=0, le=1, description="FRR at each model's own threshold may rise by at most this much."
+    )
+    pairs: Path | None = Field(
+        default=None,
+        description="LFW pairs.txt (images beside it); default: the run config's lfw_pairs, else the data "
+        "version's held-out identities.",
+    )
+    folds: list[int] | None = Field(default=None, description="LFW folds (1-based); default: all.")
+    seed: int = 0
+    min_pairs: int = Field(default=20, ge=1, description="Fewer genuine or impostor pairs: cannot be judged.")
+
+    @model_validator(mode="after")
+    def _known(self) -> RobustnessGateConfig:
+        from faceops.evaluation.conditions import CONDITIONS
+
+        unknown = sorted(({*self.conditions} | {*self.severities}) - set(CONDITIONS))
+        if unknown:
+            raise ValueError(f"unknown conditions {unknown}; known: {', '.join(CONDITIONS)}")
+        if any(not 0 <= v <= 1 for v in self.severities.values()):
+            raise ValueError("severities must be in [0, 1]")
+        return self
+
+
+class GroupGateConfig(StrictConfig):
+    """Gate criterion: per-group verification (:mod:`faceops.evaluation.groups`) may not get worse."""
+
+    groupings: list[str] = Field(
+        default_factory=lambda: ["skin_tone", "pose", "quality"],
+        min_length=1,
+        description="skin_tone, pose, expression, brightness, quality, or attr:<column> of the attribute CSV.",
+    )
+    max_gap_increase: float = Field(
+        default=0.02, ge=0, le=1, description="The largest FRR gap between groups may rise by at most this much."
+    )
+    max_frr_increase: float = Field(
+        default=0.05, ge=0, le=1, description="Any judged group's FRR may rise by at most this much."
+    )
+    attributes: Path | None = Field(default=None, description="Attribute CSV (image,<attr>...) for attr: groups.")
+
+
 class GateConfig(StrictConfig):
     """Promotion gate: the challenger must not be worse than the champion beyond these tolerances."""
 
@@ -128,6 +246,19 @@ class GateConfig(StrictConfig):
     allow_first: bool = Field(
         default=True, description="With no champion yet, promote a challenger that passes the absolute floor."
     )
+    robustness: RobustnessGateConfig | None = Field(
+        default=None, description="Also judge on image conditions (off when unset)."
+    )
+    groups: GroupGateConfig | None = Field(default=None, description="Also judge per group (off when unset).")
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_criteria(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Off by default and then left out of the dump, so configs logged before these criteria read the same.
+        data: dict[str, Any] = handler(self)
+        for name in ("robustness", "groups"):
+            if getattr(self, name) is None:
+                data.pop(name, None)
+        return data
 
 
 class TrainConfig(StrictConfig):
@@ -164,9 +295,22 @@ class TrainConfig(StrictConfig):
     evaluation: EvalConfig = EvalConfig()
     lfw_pairs: LfwPairsConfig | None = None
     gate: GateConfig = GateConfig()
+    drift: DriftTarget | None = Field(
+        default=None,
+        description="The drift this run was started for (set by the monitor's trigger): its augmentation and "
+        "preprocessing are then planned by faceops.training.drift_plan.",
+    )
     mlflow: bool = Field(
         default=True, description="Log the run to MLflow and register the model as challenger."
     )
+
+    @model_serializer(mode="wrap")
+    def _omit_no_drift(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Only runs started for a drift carry one: otherwise the dump (logged params, checkpoint keys) is unchanged.
+        data: dict[str, Any] = handler(self)
+        if self.drift is None:
+            data.pop("drift", None)
+        return data
 
     @model_validator(mode="after")
     def _some_training(self) -> TrainConfig:

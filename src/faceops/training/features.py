@@ -86,7 +86,7 @@ def trunk_id(model: nn.Module, cut: str) -> str:
 
 
 def augment_crop(crop: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """A randomly flipped, colour-jittered, rotated and blurred copy of an RGB ``uint8`` crop."""
+    """A randomly flipped, colour-jittered, darkened, rotated and blurred copy of an RGB ``uint8`` crop."""
     out: np.ndarray = crop.astype(np.float32)
     if config.flip and rng.random() < 0.5:
         out = out[:, ::-1]
@@ -97,6 +97,8 @@ def augment_crop(crop: np.ndarray, config: AugmentConfig, rng: np.random.Generat
         out = (out - mean) * rng.uniform(1 - j, 1 + j) + mean  # contrast
         gray = out.mean(axis=2, keepdims=True)
         out = (out - gray) * rng.uniform(1 - j, 1 + j) + gray  # saturation
+    if config.dark_prob > 0 and rng.random() < config.dark_prob:  # no draw at all when off: old views unchanged
+        out = out * rng.uniform(*config.dark_range)
     out = np.clip(out, 0, 255).astype(np.uint8)
     if config.rotation_deg > 0:
         size = out.shape[0]
@@ -104,7 +106,7 @@ def augment_crop(crop: np.ndarray, config: AugmentConfig, rng: np.random.Generat
         matrix = cv2.getRotationMatrix2D((size / 2, size / 2), angle, 1.0)
         out = cv2.warpAffine(np.ascontiguousarray(out), matrix, (size, size), borderMode=cv2.BORDER_REPLICATE)
     if rng.random() < config.blur_prob:
-        out = cv2.GaussianBlur(out, (0, 0), sigmaX=rng.uniform(0.1, config.blur_sigma))
+        out = cv2.GaussianBlur(out, (0, 0), sigmaX=rng.uniform(config.blur_min_sigma, config.blur_sigma))
     return np.ascontiguousarray(out)
 
 

@@ -31,6 +31,7 @@ from faceops.evaluation.plots import write_plots
 from faceops.face.device import resolve_device
 from faceops.face.embedding import load_backbone
 from faceops.training.config import EvalConfig, LfwPairsConfig, TrainConfig
+from faceops.training.drift_plan import plan_run
 from faceops.training.features import TrunkCache
 from faceops.training.fit import fit
 
@@ -126,6 +127,7 @@ def run_training(
     read_manifest(config.data_root)  # no manifest, an empty one: the error before anything is written
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
+    config, drift_plan = plan_run(config, cache_dir)  # a run started for a drift targets it
     (out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     clock = [time.perf_counter()]
 
@@ -153,6 +155,8 @@ def run_training(
         "models": _json_ready(results),
         "timings": timings,
     }
+    if drift_plan:
+        report["drift_plan"] = drift_plan
     if config.lfw_pairs:
         report["lfw_pairs"] = lfw_pairs_report(
             models, config.lfw_pairs, config.preprocess, cache_dir, trunk, set(classes), device
@@ -170,6 +174,7 @@ def run_training(
             "cut": config.cut,
             "classes": len(classes),
             "metrics": flat_metrics(report, "finetuned"),
+            **({"drift_plan": drift_plan} if drift_plan else {}),
         },
     )
     bundle_dir = bundle.save(out / "bundle")
