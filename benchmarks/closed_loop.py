@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -198,6 +199,19 @@ def repair_figures(decisions: list[dict[str, Any]], swapped: bool) -> dict[str, 
     return out
 
 
+def branch(out: dict[str, Any]) -> str:
+    """The story the loop took, in one word: ``repaired`` (promoted, swapped, degraded FRR back within 10 points),
+    ``refused-unrepairable`` (the gate refused the retrained model, then the monitor said ``unrepairable``),
+    ``promoted-unrepairable`` (promoted and swapped, the alarm persisted, ``unrepairable``), else ``other:...``."""
+    gate, repair, then = out["gate"], out["repair"], out["decisions"][2]["action"]
+    if repair["repaired"]:
+        return "repaired"
+    outcome = "promoted" if gate.get("promoted") and repair["swapped"] else "refused" if gate.get("promoted") is False else "?"
+    if then == "unrepairable" and outcome != "?":
+        return f"{outcome}-unrepairable"
+    return f"other: gate {gate.get('promoted')}, swapped {repair['swapped']}, then {then}"
+
+
 def _drift_plan(registry: Any, newest: dict[str, Any], uri: str) -> dict[str, Any] | None:
     """The drift plan the retraining followed (stored in the new model's bundle metadata)."""
     from faceops.errors import FaceOpsError
@@ -231,6 +245,7 @@ def run_loop(
     from faceops.monitoring import reference as store
     from faceops.monitoring.config import MonitorConfig
     from faceops.monitoring.monitor import run_once
+    from faceops.monitoring.state import SqliteState
     from faceops.serving.config import ServingSettings
     from faceops.serving.security import hash_key, new_api_key
 
@@ -338,6 +353,12 @@ def run_loop(
             again = _replay(client, degraded(traffic), truth, bad=True)
         with timer.stage("monitor_again"):
             third = run_once(config, since=again[0], now=again[1])
+        # One more pass over the same window a little later: past the cooldown or not, it must not start
+        # another retraining for the same drift (at most the same alert again).
+        with timer.stage("monitor_once_more"):
+            fourth = run_once(config, since=again[0], now=again[1] + 1.0)
+        with SqliteState(config.state_path) as state:
+            starts = [t for t in state.triggers(50) if t["status"] == "started"]
         plan = _drift_plan(registry, newest, uri)
         out.update(
             {
@@ -354,9 +375,12 @@ def run_loop(
                         "mlflow_run_id": r.figures.get("mlflow_run_id"),
                         "trigger": r.trigger,
                         "alerts": r.alerts,
+                        "model_version": r.model_version,
+                        "unrepairable": r.figures.get("unrepairable"),
                     }
-                    for r in (first, second, third)
+                    for r in (first, second, third, fourth)
                 ],
+                "retrainings_started": len(starts),
                 "first_champion": version,
                 "champion": champion,
                 "newest_version": newest["version"],
@@ -366,7 +390,8 @@ def run_loop(
                 "drift_plan": plan,
             }
         )
-        out["repair"] = repair_figures(out["decisions"], champion != version and swapped is not None)
+        out["repair"] = repair_figures(out["decisions"][:3], champion != version and swapped is not None)
+        out["branch"] = branch(out)
     out["timings_s"] = timer.stages
     return out
 
@@ -381,14 +406,18 @@ def main() -> None:
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
-    start = time.perf_counter()
+    start, load_start = time.perf_counter(), os.getloadavg()
     result = run_loop(args.work.resolve(), args.per_person, args.traffic, args.strangers)
     result["total_s"] = round(time.perf_counter() - start, 1)
+    # timings are relative when the machine is loaded (other jobs share its cores): the load is recorded
+    result["command"] = " ".join(["python", *sys.argv])
+    result["loadavg_start"], result["loadavg_end"] = load_start, os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str))
     print(
         json.dumps(
-            {k: result[k] for k in ("timings_s", "total_s", "champion", "service_version", "repair")}, indent=2
+            {k: result[k] for k in ("branch", "timings_s", "total_s", "champion", "service_version", "repair")},
+            indent=2,
         )
     )
 

@@ -63,8 +63,17 @@ def real_embeddings(n: int = 400, cache_dir: Path = ROOT / "outputs" / "cache") 
     return embeddings, identities
 
 
+def _recognizer(model: str):  # noqa: ANN202  # FaceRecognizer, imported late (torch stays out of the parent)
+    """``default``: the default model (MobileFaceNet, 128-d); ``inception``: the pretrained InceptionResnetV1 (512-d)."""
+    from faceops.evaluation.bundle import ModelBundle
+    from faceops.face.recognizer import FaceRecognizer
+
+    return ModelBundle.default().recognizer() if model == "default" else FaceRecognizer()
+
+
 def lfw_all_embeddings(
-    cache_dir: Path = ROOT / "outputs" / "cache", partial: bool = False
+    cache_dir: Path = ROOT / "outputs" / "cache", partial: bool = False, model: str = "inception",
+    cached_only: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every LFW photo's subject embedding and person (photos without a detected face left out), cached.
 
@@ -72,9 +81,7 @@ def lfw_all_embeddings(
     against a fresh detection on a few photos), then the other photos are detected. Work is saved every batch
     (``<cache>.part-*.npz``) and resumed; ``partial=True`` returns what is done so far instead of finishing.
     """
-    from faceops.face.recognizer import FaceRecognizer
-
-    recognizer = FaceRecognizer()
+    recognizer = _recognizer(model)
     key = hashlib.sha256(f"{recognizer.model_id}|lfw-all".encode()).hexdigest()[:16]
     cache = cache_dir / f"lfw-all-embeddings-{key}.npz"
     if cache.is_file():
@@ -86,9 +93,15 @@ def lfw_all_embeddings(
     for part in sorted(cache_dir.glob(f"{cache.stem}.part-*.npz")):
         with np.load(part, allow_pickle=False) as data:
             done |= dict(zip(data["names"].tolist(), data["embeddings"], strict=True))
-    if partial:
+    size = recognizer.config.align.image_size
+    dim = recognizer.embedder.embed(np.zeros((1, size, size, 3), np.uint8)).shape[1]
+
+    def so_far() -> tuple[np.ndarray, np.ndarray]:
         people = np.asarray([n.split("/")[0] for n in done], dtype=str)
-        return np.asarray(list(done.values()), dtype=np.float32).reshape(-1, 512), people
+        return np.asarray(list(done.values()), dtype=np.float32).reshape(-1, dim), people
+
+    if partial:
+        return so_far()
 
     def save_part(batch: list[str], vectors: np.ndarray) -> None:
         done.update(zip(batch, vectors, strict=True))
@@ -100,7 +113,7 @@ def lfw_all_embeddings(
     todo = [i for i, n in enumerate(names) if n not in done]
     shas = {hashlib.sha256(photos[i].read_bytes()).hexdigest(): i for i in todo}
     crops: dict[int, np.ndarray] = {}
-    for shard in sorted((cache_dir / f"crops-{recognizer.config.fingerprint()}").glob("shard-*.npz")):
+    for shard in sorted((cache_dir / f"crops-{recognizer.config.crop_fingerprint()}").glob("shard-*.npz")):
         with np.load(shard, allow_pickle=False) as data:
             wanted = [(row, shas[sha]) for row, sha in enumerate(data["sha256"].tolist()) if sha in shas]
             if wanted:
@@ -118,6 +131,8 @@ def lfw_all_embeddings(
     for start in range(0, len(cached), 256):
         batch = cached[start : start + 256]
         save_part([names[i] for i in batch], recognizer.embedder.embed(np.stack([crops[i] for i in batch])))
+    if cached_only:  # the photos whose crops were cached (a random sample of LFW): no detection of the rest
+        return so_far()
     rest = [i for i in todo if i not in crops]
     for start in range(0, len(rest), 128):
         batch = rest[start : start + 128]
@@ -478,9 +493,10 @@ def _measure(  # noqa: PLR0915  # one measurement, step after step
         hits += len(exact[q] & set(found))
         top1 += found[0] == f"id{query_ids[q]:07d}"
     sweep = []
-    if hasattr(gallery.index, "search_depth"):  # the recall/latency trade-off of the chosen library
-        default = gallery.index.search_depth
-        for depth in (48, default, 2 * default, 4 * default):
+    default_depth = getattr(gallery.index, "search_depth", None)
+    if default_depth is not None:  # the recall/latency trade-off of the chosen library
+        default = default_depth
+        for depth in sorted({48, 96, 192, 384, 768, 1024, 1536, 2048, default}):
             gallery.index.search_depth = depth
             times, found_5 = [], 0
             for q, query in enumerate(queries):
@@ -524,7 +540,8 @@ def _measure(  # noqa: PLR0915  # one measurement, step after step
         load_s = time.perf_counter() - start
         reloaded_ok = loaded.uses_index and len(loaded) == size  # 50 identities deleted, 50 enrolled
     queue.put({
-        "library": library, "size": size, "data": data, "build_threads": build_threads,
+        "library": library, "size": size, "data": data, "build_threads": build_threads, "dim": dim,
+        "model_id": model_id, "search_depth_default": default_depth,
         "load_avg_before": [round(x, 1) for x in load_before], "load_avg_after": [round(x, 1) for x in os.getloadavg()],
         "probe_nearest_impostor_cos": {f"p{p}": round(float(np.nanpercentile(impostor, p)), 3) for p in (5, 50, 95)},
         "identities": n_ids + 50 - min(50, len(queries)),
@@ -566,16 +583,15 @@ def dtype_comparison(n: int = 3_000, rounds: int = 2) -> dict[str, object]:
             "cpu_simd": Index(ndim=512, metric="cos", dtype="f16").hardware_acceleration, "times": times}
 
 
-def _save_real(path: str, partial: bool) -> None:
-    from faceops.face.recognizer import FaceRecognizer
-
-    lfw, people = lfw_all_embeddings(partial=partial)
-    np.savez(path, embeddings=real_embeddings()[0], lfw=lfw, people=people,
-             model_id=np.array(FaceRecognizer().model_id))
+def _save_real(path: str, partial: bool, model: str = "inception", cached_only: bool = False) -> None:
+    lfw, people = lfw_all_embeddings(partial=partial, model=model, cached_only=cached_only)
+    # the dense stress case's 400 bases: two photos each of LFW people (the default model: a seeded sample of lfw)
+    real = real_embeddings()[0] if model == "inception" else lfw[np.random.default_rng(0).permutation(len(lfw))[:400]]
+    np.savez(path, embeddings=real, lfw=lfw, people=people, model_id=np.array(_recognizer(model).model_id))
 
 
 def _key(row: dict) -> tuple:
-    return row["library"], row["size"], row.get("data", "dense"), row.get("build_threads", 1)
+    return row["library"], row["size"], row.get("data", "dense"), row.get("build_threads", 1), row.get("dim", 512)
 
 
 def main() -> None:
@@ -592,6 +608,10 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="save the (last) gallery here, e.g. a service's state folder")
     parser.add_argument("--model-id", default="", help="the gallery's model id (default: the shared model's)")
     parser.add_argument("--lfw-partial", action="store_true", help="fit on the LFW photos embedded so far")
+    parser.add_argument("--model", default="inception", choices=["default", "inception"],
+                        help="whose embeddings: the default model (MobileFaceNet, 128-d) or InceptionResnetV1 (512-d)")
+    parser.add_argument("--lfw-cached-only", action="store_true",
+                        help="fit on the LFW photos whose aligned crops are cached (no detection of the others)")
     parser.add_argument("--dtype-check", action="store_true", help="only compare usearch's vector types")
     parser.add_argument("--note", default="", help="e.g. whether other work shared the machine")
     args = parser.parse_args()
@@ -605,7 +625,8 @@ def main() -> None:
     (ROOT / "outputs").mkdir(exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=ROOT / "outputs", suffix=".npz", delete=False) as handle:
         pass
-    proc = ctx.Process(target=_save_real, args=(handle.name, args.lfw_partial))  # torch stays out of this process
+    # torch stays out of this process
+    proc = ctx.Process(target=_save_real, args=(handle.name, args.lfw_partial, args.model, args.lfw_cached_only))
     proc.start()
     proc.join()
     with np.load(handle.name, allow_pickle=False) as data:
@@ -648,7 +669,8 @@ def main() -> None:
                      "hnswlib": getattr(hnswlib, "__version__", "0.8.0")},
         "data": {
             "fitted": f"identities drawn from a Gaussian fitted to {len(lfw)} real LFW embeddings of {len(set(people))} "
-                      "people (pretrained CASIA-WebFace model): centres ~ N(mean of person means, between-person "
+                      f"people (model {model_id}, {real.shape[1]}-d; --model {args.model}): centres ~ N(mean of person means, "
+                      "between-person "
                       f"covariance), {PER_IDENTITY} photos each ~ N(centre, within-person covariance), normalised",
             "dense": f"the stress case: identities around {len(real)} real LFW embeddings (cos ~0.6 to the base), "
                      f"{PER_IDENTITY} embeddings each (cos ~0.8 to the identity)",
@@ -660,6 +682,7 @@ def main() -> None:
                    "pairs, of same-person pairs, and each photo's best cosine to another person's photo",
         },
         "note": args.note or previous.get("note", "each row measured in a fresh process; 2 shared cores"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "rows": sorted(rows, key=lambda r: (r["size"], r["data"], r["library"], r["build_threads"])),
     }
     for extra in ("parameters", "f16_vs_i8", "diagnosis_1m_density_at_100k"):

@@ -39,24 +39,25 @@ from pathlib import Path
 from faceops.evaluation.bundle import ModelBundle
 path = Path(sys.argv[1])
 if not (path / "bundle.json").is_file():
-    ModelBundle.pretrained().save(path)
+    (ModelBundle.default() if sys.argv[2] == "default" else ModelBundle.pretrained()).save(path)
 print(ModelBundle.load(path).recognizer().model_id)
 """
 
 
-def _model_id(bundle: Path) -> str:
-    """Save the pretrained bundle unless it is there (in a child process: torch stays out of this one); its model id."""
-    out = subprocess.run([sys.executable, "-c", BUNDLE_ID, str(bundle)], check=True, capture_output=True, text=True)
+def _model_id(bundle: Path, model: str) -> str:
+    """Save the model's bundle unless it is there (in a child process: torch stays out of this one); its model id."""
+    out = subprocess.run([sys.executable, "-c", BUNDLE_ID, str(bundle), model], check=True, capture_output=True,
+                         text=True)
     return out.stdout.strip().splitlines()[-1]
 
 
-def _build(state: Path, size: int, model_id: str, threads: int, result: Path, partial: bool) -> float:
+def _build(state: Path, size: int, model_id: str, threads: int, result: Path, partial: bool, model: str) -> float:
     """The gallery benchmark's row for ``size``, keeping its gallery in ``state``; returns the wall time."""
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gallery_index.py"), "--sizes", str(size), "--libraries",
          "usearch", "--data", "fitted", "--build-threads", str(threads), "--keep", str(state), "--model-id",
-         model_id, "--out", str(result), *(["--lfw-partial"] if partial else [])],
+         model_id, "--out", str(result), "--model", model, *(["--lfw-partial"] if partial else [])],
         check=True,
     )
     return time.perf_counter() - started
@@ -84,6 +85,8 @@ def main() -> None:
                         help="where the gallery benchmark writes its row")
     parser.add_argument("--lfw-partial", action="store_true", help="fit the synthetic data on the LFW photos embedded "
                         "so far (see gallery_index.py)")
+    parser.add_argument("--model", default="inception", choices=["default", "inception"],
+                        help="the served model: the default (MobileFaceNet, 128-d) or InceptionResnetV1 (512-d)")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--requests", type=int, default=80)
     parser.add_argument("--max-seconds", type=float, default=240)
@@ -98,11 +101,12 @@ def main() -> None:
     work = args.state or ROOT / "outputs" / f"serving-{args.size}"
     state, bundle = work / "state", work / "bundle"
     faceops = Path(sys.executable).with_name("faceops")
-    model_id = _model_id(bundle)
+    model_id = _model_id(bundle, args.model)
     built_s = None
     if not (state / "gallery.npz").is_file():
         print(f"building the {args.size}-embedding gallery in {state}", flush=True)
-        built_s = _build(state, args.size, model_id, args.build_threads, args.gallery_result, args.lfw_partial)
+        built_s = _build(state, args.size, model_id, args.build_threads, args.gallery_result, args.lfw_partial,
+                         args.model)
     keys = work / "keys.txt"
     keys.unlink(missing_ok=True)
     key = subprocess.run([faceops, "serve", "--new-key", "bench", "--api-keys-file", keys], check=True,
@@ -141,6 +145,13 @@ def main() -> None:
                 row["server_rss_peak_mb"] = round(max(memory.peak, before), 1)
                 print(json.dumps(row), flush=True)
                 after_mb = memory.now_mb()
+                delete_s = []
+                for name in enrol:
+                    t0 = time.perf_counter()
+                    r = httpx.delete(f"{url}/v1/identities/{name}", headers={"X-API-Key": key}, timeout=600)
+                    delete_s.append(round(time.perf_counter() - t0, 3))
+                    r.raise_for_status()
+                print(f"deleted {len(delete_s)} identities: {delete_s} s", flush=True)
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -163,7 +174,9 @@ def main() -> None:
         "server": {"startup_s": round(startup_s, 1), "startup_peak_rss_mb": round(start_peak_mb),
                    "idle_rss_mb": round(idle_mb), "rss_after_mb": round(after_mb),
                    "inference_threads": 2, "torch_threads": 1},
+        "model": args.model,
         "enrol_seconds": enrol_s,
+        "delete_seconds": delete_s,
         "ready": {k: v for k, v in ready.items() if k not in ("alerts", "repairs")},
         "recognize": row,
         "query_photos": len(photos),

@@ -15,11 +15,14 @@ def optimize(
     lfw_folds: list,
     pairs_per_fold: int,
     promote: bool,
+    sparsity: float,
+    epochs: int,
     tracking_uri: str,
     decision: Output[Artifact],
     metrics: Output[Metrics],
 ) -> str:
-    """Build ``method``'s variant (``mobilefacenet``, ``onnx``, ``int8``) of the champion, score both on LFW's pairs
+    """Build ``method``'s variant (``mobilefacenet``, ``onnx``, ``int8``, ``bf16``, or ``prune`` with ``sparsity`` of the
+    channels removed and ``epochs`` of distillation) of the champion, score both on LFW's pairs
     ``lfw_folds`` (``lfw_pairs`` empty: the shared datasets' copy; ``pairs_per_fold`` 0: all pairs) and the data
     version (thresholds recalibrated at the run config's target FAR), register it as challenger if admitted and,
     with ``promote``, make it the champion.
@@ -55,6 +58,8 @@ def optimize(
             pairs_per_fold=pairs_per_fold or None,
             target_far=config.evaluation.target_far,
             promote=promote,
+            sparsity=sparsity,
+            epochs=epochs,
             progress=print,
         )
     decision.metadata.update({k: outcome[k] for k in ("method", "admitted", "version", "promoted")})

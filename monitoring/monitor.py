@@ -14,7 +14,8 @@ Each run ends in exactly one recorded decision (:class:`~faceops.monitoring.stat
 ``trigger_failed``   the start failed (backend unreachable, ...); alerted, retried after ``retry_after``
 ``unrepairable``     the same drift (e.g. brightness down, blur up) with a performance alarm again, after a
                      retraining started for that drift has ended: retraining did not repair it, so the monitor
-                     alerts without starting another (until the drift changes or stops)
+                     alerts without starting another (until the drift changes or stops); the alert says whether the
+                     retrained model was refused by the gate or promoted (:mod:`faceops.monitoring.repair`)
 
 Before judging, a run follows the last retraining it started on a cluster (:func:`~faceops.monitoring.trigger.follow_up`): a run still
 PENDING/RUNNING blocks another start; one found FAILED (or CANCELED, or gone) is said in the decision's
@@ -36,8 +37,9 @@ from faceops.monitoring.alerts import AlertSink, make_sinks, send_all
 from faceops.monitoring.config import MonitorConfig
 from faceops.monitoring.drift import measure_drift
 from faceops.monitoring.policy import judge
+from faceops.monitoring.repair import known_unrepairable
 from faceops.monitoring.report import plot_features, write_report
-from faceops.monitoring.state import FAILED_RUN_STATES, FINAL_RUN_STATES, EmbeddingCache, MonitorState, open_state
+from faceops.monitoring.state import FAILED_RUN_STATES, EmbeddingCache, MonitorState, open_state
 from faceops.monitoring.trigger import RetrainTrigger, follow_up, make_trigger
 from faceops.monitoring.window import Window, read_images, read_window
 
@@ -124,18 +126,25 @@ def _act(
     now: float,
     window: tuple[float, float],
     drift: dict[str, Any] | None = None,
+    version: str | None = None,
+    figures: dict[str, Any] | None = None,
 ) -> tuple[str, list[str], dict[str, Any] | None]:
     """Turn alarms into an action, starting a retraining when the policy and the cooldown allow; ``drift`` (the
-    drifted features' changes and the :class:`~faceops.training.config.DriftTarget` they make) goes with it."""
+    drifted features' changes and the :class:`~faceops.training.config.DriftTarget` they make) goes with it, and
+    the serving ``version`` is recorded with the start (what became of the retrained model is judged against it).
+    A drift known to be unrepairable puts what is known (:func:`~faceops.monitoring.repair.known_unrepairable`)
+    in ``figures["unrepairable"]``."""
     reasons = [f"{a.kind}: {a.message}" for a in alarms]
     retrain = [a for a in alarms if a.kind in config.policy.retrain_on]
     if not retrain or trigger is None:
         why = "the trigger is disabled" if retrain else f"no alarm of {list(config.policy.retrain_on)}"
         return "alert", [*reasons, f"no retraining: {why}"], None
     reason = "; ".join(f"{a.kind}: {a.message}" for a in retrain)[:500]
-    known = _known_unrepairable(state, drift, retrain)
+    known = known_unrepairable(state, drift, retrain, version, config.tracking_uri if config.reference_dir is None else None)
     if known:  # before any claim: nothing is reserved for a start that will not happen
-        return "unrepairable", [*reasons, known], None
+        if figures is not None:
+            figures["unrepairable"] = known
+        return "unrepairable", [*reasons, known["message"]], None
     try:
         claim, why_not = state.claim_trigger(reason, now, config.policy.cooldown, config.policy.retry_after)
     except FaceOpsError as exc:  # without the state there is no cooldown: starting now could start a storm
@@ -143,7 +152,7 @@ def _act(
     if claim is None:
         action = "retry_wait" if why_not.startswith("waiting to retry") else "cooldown"
         return action, [*reasons, why_not], None
-    info: dict[str, Any] = {"reason": reason}
+    info: dict[str, Any] = {"reason": reason, "champion": version}
     target = (drift or {}).get("target") if config.trigger.target_drift else None
     if drift:
         info["drift"] = drift
@@ -258,6 +267,11 @@ def _finish(
         summary = f"FaceOps monitor: {run.action} (model version {run.model_version})"
         if newly_failed:
             summary += f"; retraining run {followed.get('run_id')} {followed.get('state')}"
+        known = run.figures.get("unrepairable")
+        if known:
+            summary += f"; the retrained model was {known['outcome']}" + (
+                f" (version {known['version']})" if known.get("version") else ""
+            )
         run.alerts = send_all(
             sinks,
             {
@@ -390,36 +404,10 @@ def _judge(
     if not verdict.alarms:
         action = "ok" if verdict.judged else "insufficient_data"
         return MonitorRun(action, verdict.notes or ["no alarm"], figures, version)
-    action, reasons, info = _act(verdict.alarms, config, active, state, now, span, _drift_payload(drift))
+    action, reasons, info = _act(
+        verdict.alarms, config, active, state, now, span, _drift_payload(drift), version, figures
+    )
     return MonitorRun(action, reasons + verdict.notes, figures, version, trigger=info)
-
-
-def _known_unrepairable(state: MonitorState, drift: dict[str, Any] | None, alarms: list[Any]) -> str | None:
-    """Why this drift is known not to be repaired by retraining (None: it is not): a retraining started for the
-    same drift has ended, and performance is still alarming under the same drift."""
-    from faceops.training.drift_plan import drift_signature
-
-    signature = drift_signature((drift or {}).get("target"))
-    if not signature or not any(a.kind != "drift" for a in alarms):
-        return None
-    try:
-        started = [t for t in state.triggers(10) if t["status"] == "started"]
-    except FaceOpsError:
-        return None
-    for earlier in started:
-        detail = earlier.get("detail") or {}
-        if drift_signature((detail.get("drift") or {}).get("target")) != signature:
-            continue
-        ended = earlier.get("run_state") in FINAL_RUN_STATES or detail.get("status") in FINAL_RUN_STATES
-        if not ended:
-            return None  # still running: the cooldown decides
-        return (
-            f"known unrepairable: the retraining run {detail.get('run_id')} started for this drift "
-            f"({', '.join(signature)}) has ended ({earlier.get('run_state') or detail.get('status')}) and "
-            "performance still alarms under the same drift; alerting without another retraining until the drift "
-            "changes (see benchmarks/results/drift_repair.json for what illumination and augmentation can do)"
-        )
-    return None
 
 
 def _drift_payload(drift: Any) -> dict[str, Any] | None:

@@ -6,6 +6,9 @@
     status.
 ``retraining``
     the same steps, started with a reason and a data version (by monitoring or by hand).
+``train-detector``
+    train-detector -> evaluate-detector -> register-detector -> promote-detector (only under ``dsl.If`` when the
+    detector gate admits it), inside an exit handler that records the final status.
 
 Importing this package imports no kfp: :data:`PIPELINES` names factories that build the pipelines on demand,
 and :mod:`faceops.kfp.pipelines.run` compiles, runs (``kfp.local``) and submits (``kfp.Client``) them.
@@ -19,4 +22,5 @@ __all__ = ["PIPELINES"]
 PIPELINES = {
     "training": "faceops.kfp.pipelines.training:make_pipeline",
     "retraining": "faceops.kfp.pipelines.retraining:make_pipeline",
+    "train-detector": "faceops.kfp.pipelines.train_detector:make_pipeline",
 }

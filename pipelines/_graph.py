@@ -106,6 +106,8 @@ def wire(name: str, p: dict[str, Any], cache_pvc: str | None = None, retries: bo
                     lfw_folds=p["optimize_lfw_folds"],
                     pairs_per_fold=p["optimize_pairs_per_fold"],
                     promote=p["optimize_promote"],
+                    sparsity=p["optimize_sparsity"],
+                    epochs=p["optimize_epochs"],
                     tracking_uri=p["tracking_uri"],
                 ).after(promoted)
                 tasks.append(faster)

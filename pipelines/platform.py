@@ -79,6 +79,11 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "promote": ("100m", "512Mi"),
     "optimize": ("2", "6Gi"),
     "robustness": ("2", "6Gi"),
+    # the train-detector pipeline
+    "train-detector": ("4", "8Gi"),
+    "evaluate-detector": ("2", "6Gi"),
+    "register-detector": ("1", "2Gi"),
+    "promote-detector": ("1", "4Gi"),
 }
 # step -> retries (backoff: 30 s, doubling)
 RETRIES: dict[str, int] = {
@@ -90,6 +95,10 @@ RETRIES: dict[str, int] = {
     "promote": 3,
     "optimize": 1,
     "robustness": 2,
+    "train-detector": 1,
+    "evaluate-detector": 2,
+    # register-detector and promote-detector are not retried: a retry after MLflow registered a version would
+    # register a second one
 }
 
 

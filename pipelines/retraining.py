@@ -46,6 +46,8 @@ def make_pipeline(image: str = IMAGE, cache_pvc: str | None = None, retries: boo
         optimize_lfw_folds: list = [1, 2, 3, 4, 5, 6, 7, 8],  # noqa: B006
         optimize_pairs_per_fold: int = 0,
         optimize_promote: bool = True,
+        optimize_sparsity: float = 0.25,
+        optimize_epochs: int = 3,
         image: str = image,
     ) -> None:
         """Parameters: why it runs, the data version (a git revision of data.dvc in ``repo``, a folder or a

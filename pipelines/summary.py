@@ -31,6 +31,8 @@ def summarize(result: dict[str, Any], arguments: dict[str, Any]) -> dict[str, An
     from faceops.steps.data import data_version_info
 
     uri = arguments.get("tracking_uri") or None
+    if result.get("pipeline") == "faceops-train-detector":
+        return _detector_summary(result, arguments)
     summary = dict(result)
     summary["data"] = data_version_info(arguments.get("repo", "."))
     versions = registry.list_versions(uri)
@@ -58,6 +60,44 @@ def summarize(result: dict[str, Any], arguments: dict[str, Any]) -> dict[str, An
     return summary
 
 
+DETECTOR_STEPS = ("train-detector", "evaluate-detector", "register-detector", "promote-detector", "record-status")
+
+
+def _detector_summary(result: dict[str, Any], arguments: dict[str, Any]) -> dict[str, Any]:
+    """What a train-detector run did: the gate's decision and the champions of the detector and embedder models."""
+    from faceops import registry
+
+    uri = arguments.get("tracking_uri") or None
+    model = arguments.get("detector_model") or registry.DETECTOR_MODEL_NAME
+    summary = dict(result)
+    run_dir = Path(result["pipeline_root"]) / result["run_id"]
+    registered = run_dir / "register-detector" / "registered"
+    summary["detector_gate"] = json.loads(registered.read_text()) if registered.is_file() else None
+    summary["detector_champion"] = registry.alias_version(registry.CHAMPION, uri, model=model)
+    summary["model_champion"] = registry.alias_version(registry.CHAMPION, uri)
+    summary["reports"] = {"run folder": str(run_dir), "full log": result.get("log")}
+    summary["mlflow_ui"] = (
+        f"{Path(sys.executable).with_name('mlflow')} ui --backend-store-uri {registry.tracking_uri(uri)}"
+    )
+    return summary
+
+
+def _render_detector(summary: dict[str, Any]) -> str:
+    lines = [
+        f"\n{summary['pipeline']}: {summary['status']} in {summary['seconds']} s (run {summary['run_id']})",
+        f"  steps run now: {', '.join(summary['executed']) or '-'}",
+    ]
+    gate = summary.get("detector_gate")
+    if gate:
+        lines.append(f"  detector gate: {gate['decision']} (version {gate['version']}: {gate['reason']})")
+    lines.append(f"  champion detector: {summary['detector_champion'] or 'none (MTCNN)'}")
+    lines.append(f"  champion model: {summary['model_champion'] or 'none'}")
+    lines.append("  where to look:")
+    lines += [f"    {k}: {p}" for k, p in summary["reports"].items() if p]
+    lines.append(f"    MLflow runs and models: {summary['mlflow_ui']}  (then http://127.0.0.1:5000)")
+    return "\n".join(lines)
+
+
 def _version(row: dict[str, Any]) -> dict[str, Any]:
     tags = row.get("tags", {})
     gate = json.loads(tags.get("faceops.evaluation.gate", "{}") or "{}")
@@ -76,6 +116,8 @@ def _version(row: dict[str, Any]) -> dict[str, Any]:
 
 def render(summary: dict[str, Any]) -> str:
     """The summary as the lines ``make run`` prints."""
+    if "detector_gate" in summary:
+        return _render_detector(summary)
     data = summary["data"]
     lines = [
         f"\n{summary['pipeline']}: {summary['status']} in {summary['seconds']} s (run {summary['run_id']})",

@@ -49,6 +49,8 @@ def make_pipeline(image: str = IMAGE, cache_pvc: str | None = None, retries: boo
         optimize_lfw_folds: list = [1, 2, 3, 4, 5, 6, 7, 8],  # noqa: B006
         optimize_pairs_per_fold: int = 0,
         optimize_promote: bool = True,
+        optimize_sparsity: float = 0.25,
+        optimize_epochs: int = 3,
         image: str = image,
         reason: str = "training",
     ) -> None:
@@ -60,7 +62,8 @@ def make_pipeline(image: str = IMAGE, cache_pvc: str | None = None, retries: boo
         $MLFLOW_TRACKING_URI), ``image`` (the components' image). ``robustness_conditions`` (comma-separated,
         empty: all) and ``robustness_max_pairs``: the robustness step on the data version's held-out identities.
         After a promotion, ``optimize_method``
-        (``mobilefacenet`` by default, ``onnx``, ``int8``; empty: skip) builds a faster variant of the new champion
+        (``mobilefacenet`` by default, ``onnx``, ``int8``, ``bf16``, ``prune`` with ``optimize_sparsity`` of the channels
+        removed and ``optimize_epochs`` of distillation; empty: skip) builds a faster variant of the new champion
         that replaces it (``optimize_promote``) only if the parity gate admits it on LFW pairs ``optimize_lfw_folds``
         (``optimize_lfw_pairs`` empty: the shared datasets' copy; ``optimize_pairs_per_fold`` 0: all) and the data."""
         wire(NAME, dict(locals()), cache_pvc, retries)

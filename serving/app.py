@@ -177,7 +177,7 @@ def _published(ctx: AppContext, changed: bool) -> None:
     if not service.ready:
         return
     state = service.state
-    metrics.gallery_size.set(len(state.gallery.identities))
+    metrics.gallery_size.set(state.gallery.identity_count)
     if changed:
         metrics.set_model(state.model.version, state.model.recognizer.model_id, state.model.threshold)
         if service.swaps:

@@ -8,7 +8,6 @@ the PostgreSQL store keeps them in the database). Photos are stored by content h
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import re
@@ -16,9 +15,9 @@ import shutil
 from pathlib import Path
 
 from faceops.errors import GalleryError
-from faceops.face.gallery import UNKNOWN, Gallery
+from faceops.face.gallery import UNKNOWN
 
-__all__ = ["IDENTITY_PATTERN", "EnrolledPhotos", "check_identity", "copied"]
+__all__ = ["IDENTITY_PATTERN", "EnrolledPhotos", "check_identity"]
 
 log = logging.getLogger(__name__)
 IDENTITY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,127}$"
@@ -65,9 +64,4 @@ class EnrolledPhotos:
             for d in sorted(self.root.iterdir())
             if d.is_dir()
         }
-
-
-def copied(gallery: Gallery) -> Gallery:
-    """A deep copy, so a mutation never shows half-done to a concurrent reader (copy-on-write)."""
-    return copy.deepcopy(gallery)
 

@@ -1,10 +1,12 @@
 """The face service: the loaded model and gallery, and the operations the routes call (no HTTP here).
 
 Model and gallery are held together in one immutable :class:`ServingState` that is replaced as a whole (one
-reference assignment) when a new champion is loaded or the gallery changes. A request takes the state once at
-its start; its search uses the newest gallery of the same model, so an identity whose deletion was acknowledged
-is never found again. Mutations go to the :class:`~faceops.serving.store.GalleryStore` first (the system of
-record: files, or PostgreSQL shared by replicas), then a changed copy of the gallery is published.
+reference assignment) when a new champion is loaded. A request takes the state once at its start; its search uses
+the newest gallery of the same model. Enrolments and deletions change the gallery in place, never a copy (a
+million-face gallery is 0.4 GB): first in the :class:`~faceops.serving.store.GalleryStore` (the system of record:
+files with an fsync'ed journal, or PostgreSQL shared by replicas), then in the served gallery, all under the
+service's write lock; the gallery's own lock orders them with concurrent searches, and a search that returns after
+a deletion was acknowledged never names the deleted identity (:meth:`~faceops.face.gallery.Gallery.identify`).
 
 A new champion with the same model id is swapped in at once. One with another model id (other weights) needs its
 own gallery: it is built in the background from the stored enrolment photos, in batches that are saved as they
@@ -29,7 +31,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from faceops.serving.config import ServingSettings
-from faceops.serving.enrolled import check_identity, copied
+from faceops.serving.enrolled import check_identity
 from faceops.serving.model_source import ModelSource, SourceUnavailable
 from faceops.serving.rebuild import Rebuild, chunks, embed_stored
 from faceops.serving.state_files import Repair
@@ -195,7 +197,7 @@ class FaceService:
             # before the detector is built: its ONNX Runtime sessions take their thread count from it
             torch.set_num_threads(self.settings.torch_threads)
         recognizer = bundle.recognizer(device=self.settings.device)
-        if self.settings.detector_backend != recognizer.detector.backend:
+        if bundle.preprocess.detector.kind == "mtcnn" and self.settings.detector_backend != recognizer.detector.backend:
             # the same MTCNN weights and settings on another runtime: the same faces (tests/face/test_detection_onnx)
             recognizer.detector = FaceDetector(
                 bundle.preprocess.detector, device=self.settings.device, backend=self.settings.detector_backend
@@ -324,7 +326,7 @@ class FaceService:
                 return
             state = self.state
             model = state.model
-            gallery = copied(state.gallery)
+            gallery = state.gallery  # changed in place (the gallery's lock orders it with searches)
             if DELETED in changed:  # a deletion elsewhere: the change log does not name whom
                 changed.discard(DELETED)
                 for gone in set(gallery.identities) - self.store.names():
@@ -332,12 +334,8 @@ class FaceService:
             for photos in chunks(self.store.missing(model.model_id, 10_000, changed), self.settings.rebuild_batch):
                 self.store.put_embeddings(model.model_id, embed_stored(model.recognizer, photos, self.decode))
             for identity in sorted(changed):
-                if identity in gallery.identities:
-                    gallery.remove(identity)
                 vectors, sources = self.store.identity(model.model_id, identity)
-                if len(sources):
-                    gallery.add(identity, vectors, sources)
-            self._state = replace(state, gallery=gallery)
+                _follow(gallery, identity, vectors, sources)
             self._cursor = cursor
 
     def catch_up(self) -> None:
@@ -428,10 +426,8 @@ class FaceService:
             )
             if self.store.shared:
                 self._sync()  # reads this enrolment back, with whatever other replicas did meanwhile
-            else:
-                gallery = copied(current.gallery)
-                done.add_to(gallery, sources)
-                self._state = replace(current, gallery=gallery)
+            elif not self.store.live_gallery:  # a live store's gallery is the served one: changed already
+                done.add_to(current.gallery, sources)  # in place
         return identity, len(done.indices), errors
 
     def delete(self, identity: str, request_log: RequestLogWriter, actor: str) -> dict[str, int]:
@@ -450,17 +446,15 @@ class FaceService:
         with self._write_lock:
             self.catch_up()
             current = self.state
-            if identity not in current.gallery.identities and not self.store.has(identity):
+            if identity not in current.gallery and not self.store.has(identity):
                 raise UnknownIdentity(f"identity {identity!r} is not enrolled")
             likeness = likeness_of(current.gallery, identity, current.model.threshold)
             logged = request_log.forget(identity, likeness)
             stored = self.store.delete(identity)
             if self.store.shared:
                 self._sync()
-            elif identity in current.gallery.identities:
-                gallery = copied(current.gallery)
-                gallery.remove(identity)
-                self._state = replace(current, gallery=gallery)
+            elif identity in current.gallery:  # in place (a live store removed it already)
+                current.gallery.remove(identity)
             removed = {"gallery_embeddings": stored["embeddings"], "photos": stored["photos"]}
             removed |= {f"log_{k}": n for k, n in logged.items()}
             request_log.record_deletion(DeletionRecord.new(identity, actor, removed))
@@ -468,8 +462,23 @@ class FaceService:
         return removed
 
 
+def _follow(gallery: Gallery, identity: str, vectors: np.ndarray, sources: list[str]) -> None:
+    """Make ``identity`` in ``gallery`` what the store holds, in place: new photos of an enrolled identity are
+    added to it (it is never missing from a search meanwhile); otherwise it is replaced or removed."""
+    if identity in gallery:
+        held = set(gallery.sources_of(identity))
+        if len(set(sources)) == len(sources) and held <= set(sources):  # unique names: the new ones are known
+            fresh = [i for i, source in enumerate(sources) if source not in held]
+            if fresh:
+                gallery.add(identity, vectors[fresh], [sources[i] for i in fresh])
+            return
+        gallery.remove(identity)
+    if len(sources):
+        gallery.add(identity, vectors, sources)
+
+
 def _check_enrolled(gallery: Gallery, identity: str, new: bool) -> None:
-    exists = identity in gallery.identities
+    exists = identity in gallery
     if new and exists:
         raise IdentityExists(f"identity {identity!r} is already enrolled: add images to it instead")
     if not new and not exists:

@@ -5,9 +5,13 @@ per model id the embedding of each photo, or the fact that the model found no fa
 in-memory :class:`~faceops.face.gallery.Gallery` per model for searching, built from the store and updated with
 each change; the store is what survives a restart and what replicas share.
 
-* :class:`EmbeddedStore` is today's layout in ``state_dir``: ``gallery.npz`` (the served model's gallery),
-  ``enrolled/<identity>/<sha256>`` (the photos) and, while a new model's gallery is built,
-  ``gallery-rebuild.npz`` (its part done so far, so a restart resumes it).
+* :class:`EmbeddedStore` is today's layout in ``state_dir``: ``gallery.npz`` (the served model's gallery) with
+  its journal ``gallery.npz.journal`` (the enrolments and deletions since the file was written: each change is
+  appended and fsync'ed, then made in place; the file is rewritten only when the journal grows large or at start
+  when it is not small), ``enrolled/<identity>/<sha256>`` (the photos) and, while a new model's gallery is built,
+  ``gallery-rebuild.npz`` (its part done so far, with its journal, so a restart resumes it). The gallery it
+  gives the service is its own, changed in place (:attr:`GalleryStore.live_gallery`): a million-face gallery is
+  never copied for a change.
 * :class:`~faceops.serving.store_postgres.PostgresStore` keeps the same in tables, with a change counter that
   replicas follow (see there).
 """
@@ -20,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from faceops.serving.enrolled import EnrolledPhotos, copied
+from faceops.serving.enrolled import EnrolledPhotos
 from faceops.serving.state_files import move_aside, state_lock
 
 from faceops.errors import FaceOpsError, GalleryError, UnknownIdentity
 from faceops.face.gallery import Gallery
+from faceops.face.gallery_file import journal_path
 
 __all__ = [
     "EmbeddedStore",
@@ -69,6 +74,9 @@ class GalleryStore(abc.ABC):
 
     description: str
     shared = False  # True: other processes write too (follow :meth:`changes`)
+    # True: :meth:`gallery` gives the store's own gallery, which enroll, delete and put_embeddings change in place
+    # (the caller searches it and never changes it); False: a new gallery that the caller keeps up to date.
+    live_gallery = False
 
     @abc.abstractmethod
     def gallery(self, model_id: str) -> Gallery:
@@ -137,8 +145,14 @@ class GalleryStore(abc.ABC):
         return None
 
 
+_COMPACT_BYTES = 64 << 20  # a journal this large is folded into the gallery file (at 1M faces: ~25k enrolments)
+_COMPACT_AT_START = 1 << 20  # at start, a journal this large is folded in (a few seconds at 1M faces)
+
+
 class EmbeddedStore(GalleryStore):
     """The files of one process's ``state_dir`` (see the module docstring)."""
+
+    live_gallery = True
 
     def __init__(self, state_dir: Path, keep_photos: bool) -> None:
         self.path = state_dir / "gallery.npz"
@@ -189,17 +203,25 @@ class EmbeddedStore(GalleryStore):
         damage, self._damage = self._damage, None
         return damage
 
-    def _save(self, model_id: str) -> None:
-        path = self.path if model_id == self._served else self.partial_path
-        self._galleries[model_id].save(path)
+    def _file(self, model_id: str) -> Path:
+        """The file whose journal takes ``model_id``'s changes: the one its gallery was read from or last written
+        to; for a new gallery, ``gallery.npz`` when it is served, else the rebuild's file."""
+        tied = self._galleries[model_id].file
+        return tied if tied is not None else self.path if model_id == self._served else self.partial_path
+
+    def _compact(self, model_id: str) -> None:
+        """Fold a large journal into the gallery file (a full rewrite, rare: see ``_COMPACT_BYTES``)."""
+        gallery = self._galleries[model_id]
+        if gallery.journal_bytes >= _COMPACT_BYTES:
+            log.info("gallery journal of %s is %d bytes: rewriting the gallery file", model_id, gallery.journal_bytes)
+            gallery.save(self._file(model_id))
 
     def gallery(self, model_id: str) -> Gallery:
-        return copied(self._gallery(model_id))
+        return self._gallery(model_id)
 
     def _done_sources(self, model_id: str) -> set[str]:
         if model_id not in self._done:
-            gallery = self._gallery(model_id)
-            self._done[model_id] = {s for name in gallery.identities for s in gallery.sources(name)}
+            self._done[model_id] = {source for _, source in self._gallery(model_id).labelled_sources()}
         return self._done[model_id]
 
     def _pending(self, model_id: str) -> list[StoredPhoto]:
@@ -224,37 +246,38 @@ class EmbeddedStore(GalleryStore):
 
     def put_embeddings(self, model_id: str, results: list[tuple[StoredPhoto, np.ndarray | None]]) -> None:
         gallery = self._gallery(model_id)
+        found: dict[str, list[tuple[str, np.ndarray]]] = {}
         for photo, vector in results:
             if vector is None:
                 self._no_face.setdefault(model_id, set()).add(photo.source)
             elif (self.photos.root / photo.source).exists():  # not deleted meanwhile
-                gallery.add(photo.identity, vector[None, :], [photo.source])
-                self._done_sources(model_id).add(photo.source)
-        self._save(model_id)
+                found.setdefault(photo.identity, []).append((photo.source, vector))
+        for identity, rows in found.items():  # one journal record per identity
+            sources = [source for source, _ in rows]
+            gallery.add(identity, np.stack([v for _, v in rows]), sources, journal=self._file(model_id))
+            self._done_sources(model_id).update(sources)
+        self._compact(model_id)
 
     # -- changes -----------------------------------------------------------------------------------------------
     def enroll(self, identity: str, *, new: bool, model_id: str, photos: list[bytes], embeddings: np.ndarray, keep: bool) -> list[str]:
         gallery = self._gallery(model_id)
-        exists = identity in gallery.identities
+        exists = identity in gallery
         if new and exists:
             raise IdentityExists(f"identity {identity!r} is already enrolled: add images to it instead")
         if not new and not exists:
             raise UnknownIdentity(f"identity {identity!r} is not enrolled")
         sources = [self.photos.save(identity, data) if keep else "" for data in photos]
-        updated = copied(gallery)  # the stored one changes only once the file is written
-        updated.add(identity, embeddings, sources)
-        self._galleries[model_id] = updated
-        try:
-            self._save(model_id)
-        except BaseException:
-            self._galleries[model_id] = gallery
-            raise
-        self._done.pop(model_id, None)
+        # journalled (fsync) before the in-place change: nothing changes in memory if the write fails, and once
+        # this returns the enrolment survives a crash
+        gallery.add(identity, embeddings, sources, journal=self._file(model_id))
+        if model_id in self._done:
+            self._done[model_id].update(sources)
+        self._compact(model_id)
         return sources
 
     def has(self, identity: str) -> bool:
         galleries = [*self._galleries.values(), *([self._gallery(self._served)] if self._served else [])]
-        return any(identity in g.identities for g in galleries) or (self.photos.root / identity).is_dir()
+        return any(identity in g for g in galleries) or (self.photos.root / identity).is_dir()
 
     def delete(self, identity: str) -> dict[str, int]:
         """Every model's gallery file without the identity, and its photo folder removed (the photos' names, the
@@ -263,11 +286,8 @@ class EmbeddedStore(GalleryStore):
             raise UnknownIdentity(f"identity {identity!r} is not enrolled")
         embeddings = 0
         for model_id, gallery in list(self._galleries.items()):
-            if identity in gallery.identities:
-                updated = copied(gallery)
-                embeddings += updated.remove(identity)
-                self._galleries[model_id] = updated
-                self._save(model_id)
+            if identity in gallery:  # journalled, then removed in place (searches never see it again)
+                embeddings += gallery.remove(identity, journal=self._file(model_id))
         folder = self.photos.root / identity
         photos = sum(p.is_file() for p in folder.iterdir()) if folder.is_dir() else 0
         self.photos.remove(identity)
@@ -281,8 +301,10 @@ class EmbeddedStore(GalleryStore):
         with state_lock(self.path.parent):
             self._served = model_id
             gallery = self._gallery(model_id)
-            gallery.save(self.path)
+            if gallery.file != self.path or gallery.journal_bytes >= _COMPACT_AT_START:
+                gallery.save(self.path)  # a rebuilt gallery becomes the file; a long journal is folded in
             self.partial_path.unlink(missing_ok=True)
+            journal_path(self.partial_path).unlink(missing_ok=True)
             for other in [m for m in self._galleries if m != model_id]:
                 del self._galleries[other]
                 self._done.pop(other, None)

@@ -37,8 +37,8 @@ async def _enroll(request: Request, ctx: Ctx, identity: str | None) -> EnrollRes
         check_images(photos, ctx.settings.max_images_per_request)
         track.use_state(ctx.service.state)
         name, added, errors = await run_inference(ctx, lambda: ctx.service.enroll(name, photos, new=new))
-        total = ctx.service.state.gallery.identities.get(name, 0)
-        ctx.metrics.gallery_size.set(len(ctx.service.state.gallery.identities))
+        total = ctx.service.state.gallery.count(name)  # not .identities: a sorted copy of every name
+        ctx.metrics.gallery_size.set(ctx.service.state.gallery.identity_count)
         return EnrollResponse(
             identity=name,
             embeddings=total,
@@ -96,8 +96,8 @@ async def list_identities(ctx: Ctx, client: Client) -> IdentitiesResponse:
 async def get_identity(ctx: Ctx, client: Client, identity: str = IdentityId) -> IdentityOut:
     """One identity."""
     async with Tracked(ctx, "get_identity"):
-        count = ctx.service.state.gallery.identities.get(identity)
-        if count is None:
+        count = ctx.service.state.gallery.count(identity)
+        if not count:
             raise UnknownIdentity(f"identity {identity!r} is not enrolled")
         return IdentityOut(identity=identity, embeddings=count)
 
@@ -110,5 +110,5 @@ async def delete_identity(ctx: Ctx, client: Client, identity: str = IdentityId) 
     async with Tracked(ctx, "delete_identity") as track:
         track.use_state(ctx.service.state)
         removed = await run_inference(ctx, ctx.service.delete, identity, ctx.log, client)
-        ctx.metrics.gallery_size.set(len(ctx.service.state.gallery.identities))
+        ctx.metrics.gallery_size.set(ctx.service.state.gallery.identity_count)
         return DeleteResponse(identity=identity, removed_embeddings=removed["gallery_embeddings"], removed=removed)

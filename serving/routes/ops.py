@@ -85,7 +85,7 @@ async def ready(ctx: Ctx, client: MaybeClient) -> JSONResponse:
             "loaded_at": state.model.loaded_at,
             "preprocess": state.model.bundle.preprocess.to_dict(),
         }
-        body["gallery"] = {"identities": len(state.gallery.identities), "embeddings": len(state.gallery)}
+        body["gallery"] = {"identities": state.gallery.identity_count, "embeddings": len(state.gallery)}
     return JSONResponse(body, status_code=status)
 
 

@@ -40,6 +40,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.pyfunc.model import PythonModel
 from mlflow.tracking import MlflowClient
 
+from faceops.detector.gate import DETECTOR_MODEL_NAME  # the trained face detector: a registered model of its own
 from faceops.errors import FaceOpsError, ModelNotFound, RegistryError, TrackingUnavailable
 from faceops.settings import get_settings
 
@@ -51,9 +52,13 @@ log = logging.getLogger(__name__)
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
+    "DETECTOR_MODEL_NAME",
     "HISTORY_TAG",
     "MODEL_NAME",
     "delete_version",
+    "detector_versions",
+    "download_detector",
+    "register_detector",
     "alias_version",
     "champion_history",
     "download_artifacts",
@@ -344,24 +349,35 @@ def _log_and_register(
             artifacts={"bundle": str(folder)},
             pip_requirements=_PIP_REQUIREMENTS,
         )
+    facts = {
+        "threshold": f"{bundle.threshold:.6f}",
+        "target_far": str(bundle.target_far),
+        "model_id": bundle.model_id,
+        "run_id": run_id,
+        "data_version": json.dumps(bundle.metadata.get("data_version", ""), sort_keys=True),
+        **(tags or {}),
+    }
+    model_uri = info.model_uri
+    return _new_challenger(
+        client,
+        MODEL_NAME,
+        lambda: str(mlflow.register_model(model_uri, MODEL_NAME, await_registration_for=60).version),
+        facts,
+    )
+
+
+def _new_challenger(client: MlflowClient, model: str, create: Callable[[], str], facts: dict[str, Any]) -> str:
+    """Create a version of ``model`` (``create`` returns its number), tag it with ``facts`` and alias it
+    ``challenger``; a version that fails half-way is deleted again, so nothing half-registered is left."""
     version: str | None = None
     try:
-        registered = mlflow.register_model(info.model_uri, MODEL_NAME, await_registration_for=60)
-        version = str(registered.version)
-        facts = {
-            "threshold": f"{bundle.threshold:.6f}",
-            "target_far": str(bundle.target_far),
-            "model_id": bundle.model_id,
-            "run_id": run_id,
-            "data_version": json.dumps(bundle.metadata.get("data_version", ""), sort_keys=True),
-            **(tags or {}),
-        }
+        version = create()
         for key, value in facts.items():
-            client.set_model_version_tag(MODEL_NAME, version, key, str(value)[:5000])
-        client.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
+            client.set_model_version_tag(model, version, key, str(value)[:5000])
+        client.set_registered_model_alias(model, CHALLENGER, version)
     except BaseException:
         if version is not None:
-            client.delete_model_version(MODEL_NAME, version)
+            client.delete_model_version(model, version)
         raise
     return version
 
@@ -387,10 +403,11 @@ def load_bundle(model_uri: str, uri: str | None = None, dst: str | Path | None =
     return ModelBundle.load(found[0].parent)
 
 
-def alias_version(alias: str, uri: str | None = None) -> str | None:
-    """The version holding ``alias``, or ``None`` (also when nothing is registered yet)."""
+def alias_version(alias: str, uri: str | None = None, model: str = MODEL_NAME) -> str | None:
+    """The version of registered model ``model`` holding ``alias``, or ``None`` (also when nothing is registered
+    yet)."""
     with _session(uri) as client:
-        held = _lookup(client.get_model_version_by_alias, MODEL_NAME, alias)
+        held = _lookup(client.get_model_version_by_alias, model, alias)
         return None if held is None else str(held.version)
 
 
@@ -462,9 +479,9 @@ def download_artifacts(
         return Path(client.download_artifacts(run_id, artifact_path, str(dst)))
 
 
-def _require_version(client: MlflowClient, version: str) -> None:
-    if _lookup(client.get_model_version, MODEL_NAME, str(version)) is None:
-        raise ModelNotFound(f"model '{MODEL_NAME}' has no version {version}")
+def _require_version(client: MlflowClient, version: str, model: str = MODEL_NAME) -> None:
+    if _lookup(client.get_model_version, model, str(version)) is None:
+        raise ModelNotFound(f"model '{model}' has no version {version}")
 
 
 def delete_version(version: str, uri: str | None = None) -> bool:
@@ -479,35 +496,44 @@ def delete_version(version: str, uri: str | None = None) -> bool:
         return False
 
 
-def tag_version(version: str, tags: dict[str, Any], uri: str | None = None) -> None:
-    """Set tags on a model version (e.g. the gate's decision)."""
+def tag_version(version: str, tags: dict[str, Any], uri: str | None = None, model: str = MODEL_NAME) -> None:
+    """Set tags on a version of registered model ``model`` (e.g. the gate's decision)."""
     with _session(uri) as client:
-        _require_version(client, version)
+        _require_version(client, version, model)
         for key, value in tags.items():
-            client.set_model_version_tag(MODEL_NAME, str(version), key, str(value)[:5000])
+            client.set_model_version_tag(model, str(version), key, str(value)[:5000])
 
 
-def champion_history(uri: str | None = None) -> list[dict[str, Any]]:
-    """Promotions and rollbacks, oldest first: ``{version, previous, action, reason, at}``."""
+def champion_history(uri: str | None = None, model: str = MODEL_NAME) -> list[dict[str, Any]]:
+    """Promotions and rollbacks of registered model ``model``, oldest first: ``{version, previous, action, reason,
+    at}``."""
     with _session(uri) as client:
-        return _history(client)
+        return _history(client, model)
 
 
-def _history(client: MlflowClient) -> list[dict[str, Any]]:
-    model = _lookup(client.get_registered_model, MODEL_NAME)
+def _history(client: MlflowClient, name: str = MODEL_NAME) -> list[dict[str, Any]]:
+    model = _lookup(client.get_registered_model, name)
     return json.loads((model.tags or {}).get(HISTORY_TAG, "[]")) if model is not None else []
 
 
-def set_alias(alias: str, version: str, reason: str, uri: str | None = None, action: str = "promote") -> None:
-    """Move ``alias`` to ``version``; moves of ``champion`` are appended to the history with the reason."""
+def set_alias(
+    alias: str,
+    version: str,
+    reason: str,
+    uri: str | None = None,
+    action: str = "promote",
+    model: str = MODEL_NAME,
+) -> None:
+    """Move ``alias`` of registered model ``model`` to ``version``; moves of ``champion`` are appended to the
+    history with the reason."""
     with _session(uri) as client:
-        _require_version(client, version)
-        held = _lookup(client.get_model_version_by_alias, MODEL_NAME, CHAMPION) if alias == CHAMPION else None
+        _require_version(client, version, model)
+        held = _lookup(client.get_model_version_by_alias, model, CHAMPION) if alias == CHAMPION else None
         previous = None if held is None else str(held.version)
-        client.set_registered_model_alias(MODEL_NAME, alias, str(version))
+        client.set_registered_model_alias(model, alias, str(version))
         if alias != CHAMPION:
             return
-        history = _history(client)
+        history = _history(client, model)
         history.append(
             {
                 "version": str(version),
@@ -517,10 +543,10 @@ def set_alias(alias: str, version: str, reason: str, uri: str | None = None, act
                 "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
         )
-        client.set_registered_model_tag(MODEL_NAME, HISTORY_TAG, json.dumps(history[-_HISTORY_KEEP:]))
-        challenger = _lookup(client.get_model_version_by_alias, MODEL_NAME, CHALLENGER)
+        client.set_registered_model_tag(model, HISTORY_TAG, json.dumps(history[-_HISTORY_KEEP:]))
+        challenger = _lookup(client.get_model_version_by_alias, model, CHALLENGER)
         if challenger is not None and str(challenger.version) == str(version):
-            client.delete_registered_model_alias(MODEL_NAME, CHALLENGER)
+            client.delete_registered_model_alias(model, CHALLENGER)
 
 
 def rollback(version: str | None = None, reason: str = "rollback by hand", uri: str | None = None) -> str:
@@ -646,3 +672,83 @@ def read_record(run_id: str, payload_name: str = "record.json", uri: str | None 
             return None
         loaded = json.loads(local.read_text())
     return loaded if isinstance(loaded, dict) else {"value": loaded}
+
+
+# -- the trained face detector: its own registered model (a weights file, not a pyfunc) -------------------------
+_DETECTOR_ARTIFACT = "detector"
+
+
+def register_detector(
+    weights: str | Path,
+    metrics: dict[str, float] | None = None,
+    tags: dict[str, Any] | None = None,
+    model: str = DETECTOR_MODEL_NAME,
+    uri: str | None = None,
+    run_name: str = "register-detector",
+) -> dict[str, str]:
+    """Log a detector weights file in a new run (artifact folder ``detector``), register it as a new version of
+    ``model`` with ``tags`` and alias it ``challenger``; either all of it happens or the version is deleted again.
+
+    Returns:
+        ``version`` and ``run_id``.
+    """
+    weights = Path(weights)
+    if not weights.is_file():
+        raise ModelNotFound(f"detector weights file {weights} not found")
+    with open_run(run_name, uri) as run:
+        run.log_metrics(metrics or {})
+        run.log_artifact(weights, _DETECTOR_ARTIFACT)
+        run_id = run.run_id
+        source = f"{mlflow.get_artifact_uri(_DETECTOR_ARTIFACT)}"
+    with _session(uri) as client:
+        if _lookup(client.get_registered_model, model) is None:
+            client.create_registered_model(model, description="FaceOps' trained face detector (faceops.detector)")
+        facts = {"run_id": run_id, "file": weights.name, **(tags or {})}
+        version = _new_challenger(
+            client, model, lambda: str(client.create_model_version(model, source, run_id=run_id).version), facts
+        )
+    return {"version": version, "run_id": run_id}
+
+
+def detector_versions(model: str = DETECTOR_MODEL_NAME, uri: str | None = None) -> list[dict[str, Any]]:
+    """Every version of the detector model, newest first, with its aliases and tags (empty when none)."""
+    with _session(uri) as client:
+        found = _lookup(client.get_registered_model, model)
+        if found is None:
+            return []
+        aliases = dict(found.aliases or {})
+        rows = [
+            {
+                "version": str(v.version),
+                "aliases": sorted(a for a, held in aliases.items() if str(held) == str(v.version)),
+                "run_id": v.run_id,
+                "tags": dict(v.tags or {}),
+            }
+            for v in client.search_model_versions(f"name='{model}'")
+        ]
+    return sorted(rows, key=lambda r: int(r["version"]), reverse=True)
+
+
+def download_detector(
+    version: str, dst: str | Path, model: str = DETECTOR_MODEL_NAME, uri: str | None = None
+) -> Path:
+    """Download the weights file of detector version ``version`` (a number, or an alias such as ``champion``)
+    into ``dst``.
+
+    Raises:
+        ModelNotFound: no such version or alias, or a version without its weights file.
+    """
+    with _session(uri) as client:
+        found = (
+            _lookup(client.get_model_version, model, str(version))
+            if str(version).isdigit()
+            else _lookup(client.get_model_version_by_alias, model, str(version))
+        )
+        if found is None:
+            raise ModelNotFound(f"registered model '{model}' has no version or alias {version!r}")
+        with map_exceptions(uri, context=f"cannot fetch detector version {found.version}", missing=_LOOKUP_MISSING):
+            local = Path(client.download_artifacts(found.run_id, _DETECTOR_ARTIFACT, str(dst)))
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+    if not files:
+        raise ModelNotFound(f"detector version {found.version} of '{model}' has no weights file")
+    return files[0]

@@ -63,7 +63,12 @@ def test_refusal_names_the_condition() -> None:
     assert not ok
     assert "condition underexposure: TAR at FAR 0.001 dropped 0.8000 -> 0.7000" in reason
     assert "condition underexposure: FRR at the threshold rose" in reason
-    assert "gaussian_blur" not in reason  # better there
+    problems, judged = reason.split(" [judged: ")
+    assert "gaussian_blur" not in problems  # better there
+    # the decision names every criterion it evaluated, passed or not, champion -> challenger
+    assert "condition underexposure (TAR 0.8000 -> 0.7000, FRR 0.2000 -> 0.3000)" in judged
+    assert "condition gaussian_blur (TAR 0.7000 -> 0.7100, FRR 0.3000 -> 0.2900)" in judged
+    assert "closed-set accuracy 0.9500 -> 0.9500" in judged and judged.endswith("]")
     # judged only on the conditions asked for (what a drift-targeted retraining does)
     assert decide(challenger, champion, GateConfig(robustness=RobustnessGateConfig(conditions=["gaussian_blur"])))[0]
     assert decide(
@@ -98,6 +103,7 @@ def test_group_criteria_name_the_group_and_the_gap() -> None:
     fine = _result(_suite(0.8, 0.8, {"light": 0.10, "tan": 0.13}, small=True))
     ok, reason = decide(fine, champion, config)
     assert ok and "too few pairs to judge: skin_tone/dark" in reason
+    assert "[judged: " in reason and "grouping skin_tone (largest FRR gap 0.0200 -> 0.0300)" in reason
     problems, _ = group_problems(fine["robustness"], champion["robustness"], GroupGateConfig(groupings=["attr:sex"]))
     assert problems == ["grouping attr:sex: not measured (no such grouping or attribute column)"]
 

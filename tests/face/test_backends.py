@@ -149,3 +149,63 @@ def test_the_backend_is_part_of_the_fingerprint_and_must_match_the_network(mobil
     assert PreprocessConfig().crop_fingerprint() != MOBILEFACENET.crop_fingerprint()
     with pytest.raises(ConfigError, match="runs on 'torch' but the model given runs on 'onnxruntime'"):
         Embedder(torch_pre.embedder, model=mobilefacenet)
+
+
+def _lfw_crops(lfw: Path, preprocess: PreprocessConfig) -> np.ndarray:
+    photos = [lfw / "Hans_Blix" / "Hans_Blix_0001.jpg", lfw / "Laura_Bush" / "Laura_Bush_0001.jpg"]
+    crops, faces, _ = FaceRecognizer(preprocess).subject_crops(photos)
+    assert all(f is not None for f in faces)
+    return crops
+
+
+def test_a_bf16_bundle_round_trips_close_to_fp32_and_refuses_a_precision_its_network_cannot_run(
+    lfw: Path, tmp_path: Path
+) -> None:
+    from faceops.face.backends import bf16_support
+    from faceops.optimize import build_variant
+
+    champion = ModelBundle.pretrained()
+    variant = build_variant(champion, "bf16")
+    assert variant.backend == "torch" and variant.preprocess.embedder.precision == "bf16"
+    assert variant.metadata["bf16_native"] == bf16_support()["native"] and variant.model_id != champion.model_id
+    # another arithmetic, so another fingerprint: a gallery made in fp32 is never searched with bf16 embeddings
+    assert variant.preprocess.fingerprint() != champion.preprocess.fingerprint()
+    assert variant.preprocess.crop_fingerprint() == champion.preprocess.crop_fingerprint()
+    folder = variant.save(tmp_path / "bf16")
+    assert json.loads((folder / "bundle.json").read_text())["preprocess"]["embedder"]["precision"] == "bf16"
+    loaded = ModelBundle.load(folder)
+    assert loaded.preprocess.embedder.precision == "bf16" and loaded.model_id == variant.model_id
+    crops = _lfw_crops(lfw, champion.preprocess)
+    bf16 = loaded.recognizer().embedder.embed(crops)
+    fp32 = champion.recognizer().embedder.embed(crops)
+    agreement = (bf16 * fp32).sum(axis=1)
+    assert np.all(agreement > 0.99) and not np.allclose(bf16, fp32, atol=1e-6), agreement  # bf16 ran, and is close
+    assert np.allclose(bf16, variant.recognizer().embedder.embed(crops), atol=1e-6)
+
+    int8_said = tmp_path / "int8-said"  # a PyTorch network whose bundle says int8: refused, as an ONNX one would be
+    shutil.copytree(folder, int8_said)
+    meta = json.loads((int8_said / "bundle.json").read_text())
+    meta["preprocess"]["embedder"]["precision"] = "int8"
+    (int8_said / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(InvalidModelFile, match="is a PyTorch network but the bundle's preprocessing says 'int8'"):
+        ModelBundle.load(int8_said)
+    with pytest.raises(ConfigError, match="runs in fp32 or bf16, not 'int8'"):
+        Embedder(EmbedderConfig(precision="int8"), model=champion.torch_module)
+
+
+def test_an_onnx_bundle_that_says_bf16_is_refused(mobilefacenet: OnnxNet, tmp_path: Path) -> None:
+    folder = ModelBundle(mobilefacenet, MOBILEFACENET, threshold=0.4, family="mobilefacenet").save(tmp_path / "b")
+    meta = json.loads((folder / "bundle.json").read_text())
+    meta["preprocess"]["embedder"]["precision"] = "bf16"
+    (folder / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(InvalidModelFile, match="is an fp32 network but the bundle's preprocessing says 'bf16'"):
+        ModelBundle.load(folder)
+
+
+def test_bf16_support_reads_this_machine() -> None:
+    from faceops.face.backends import bf16_support
+
+    support = bf16_support()
+    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    assert support["native"] == ("avx512_bf16" in flags.split() or "amx_bf16" in flags.split())
+    assert ("emulated" in support["detail"]) != support["native"]

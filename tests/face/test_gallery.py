@@ -7,6 +7,8 @@ Small galleries search exactly: their answers must stay those of the plain exhau
 from __future__ import annotations
 
 import copy
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +212,96 @@ def test_embeddings_of_one_identity(exact_below: int) -> None:
         g.embeddings_of("bob")
     with pytest.raises(UnknownIdentity, match="nobody"):
         g.embeddings_of("nobody")
+
+
+# -- changes in place, journalled --------------------------------------------------------------------------------
+def _same(a: Gallery, b: Gallery) -> None:
+    assert a.identities == b.identities
+    for name in a.identities:
+        assert a.sources(name) == b.sources(name)
+        np.testing.assert_allclose(a.embeddings_of(name), b.embeddings_of(name), atol=1e-3)
+
+
+@pytest.mark.parametrize("exact_below", [10_000, 8])
+def test_changes_go_to_the_journal_not_the_file_and_a_load_replays_them(gallery, tmp_path: Path, exact_below: int,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    g, centres = gallery
+    g.exact_below = exact_below
+    g.add("dave", centres["alice"][None] + 0.1, ["d/1"])  # the index starts here when exact_below is 8
+    path = tmp_path / "g.npz"
+    g.save(path)
+    before = path.read_bytes()
+    journal = path.with_name("g.npz.journal")
+    assert not journal.exists()
+    rng = np.random.default_rng(3)
+    g.add("erin", _unit(rng, 2), ["e/1", "e/2"], journal=path)
+    g.add("alice", _unit(rng, 1), ["a/9"], journal=path)
+    assert g.remove("bob", journal=path) == 3
+    assert path.read_bytes() == before, "a change rewrote the gallery file"
+    assert journal.stat().st_size == g.journal_bytes > 0
+    with caplog.at_level("WARNING"):
+        loaded = Gallery.load(path, exact_below=exact_below)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]  # the index file was reused, not rebuilt
+    assert "bob" not in loaded and loaded.count("alice") == 4 and loaded.sources("erin") == ["e/1", "e/2"]
+    _same(g, loaded)
+    assert loaded.uses_index == (exact_below == 8)
+    loaded.add("fay", _unit(rng, 1), ["f/1"], journal=path)  # the loaded gallery goes on with the same journal
+    assert Gallery.load(path, exact_below=exact_below).count("fay") == 1
+    loaded.save(path)  # a compaction: the journal is folded into the file
+    assert not journal.exists() and loaded.journal_bytes == 0
+    _same(loaded, Gallery.load(path, exact_below=exact_below))
+
+
+def test_a_torn_last_record_is_cut_off_and_a_stale_journal_ignored(gallery, tmp_path: Path) -> None:
+    g, centres = gallery
+    path = tmp_path / "g.npz"
+    rng = np.random.default_rng(5)
+    g.add("dave", _unit(rng, 2), ["d/1", "d/2"], journal=path)  # not saved before: saved first, then journalled
+    assert path.is_file() and Gallery.load(path).count("dave") == 2
+    journal = path.with_name("g.npz.journal")
+    whole = journal.read_bytes()
+    g.add("erin", _unit(rng, 1), ["e/1"], journal=path)
+    journal.write_bytes(journal.read_bytes()[:-7])  # a crash in the middle of the second append
+    loaded = Gallery.load(path)
+    assert loaded.count("dave") == 2 and "erin" not in loaded
+    assert journal.read_bytes() == whole  # cut at the last whole record, so appends go on from there
+    loaded.add("fay", _unit(rng, 1), ["f/1"], journal=path)
+    assert Gallery.load(path).identities == loaded.identities
+    stale = journal.read_bytes()
+    loaded.save(path)  # a crash between writing the file and deleting the journal leaves the old journal
+    journal.write_bytes(stale)
+    again = Gallery.load(path)
+    assert again.count("dave") == 2 and again.count("fay") == 1, "a journal already in the file was replayed"
+    assert not journal.exists()
+
+
+def test_a_search_that_ends_after_a_deletion_never_names_it_while_the_gallery_grows() -> None:
+    rng = np.random.default_rng(11)
+    centres = _unit(rng, 300, dim=128)
+    g = Gallery("model-a", exact_below=200)
+    g.add_batch([f"p{i:03d}" for i in range(300) for _ in range(2)], np.repeat(centres, 2, axis=0))
+    stop, late = threading.Event(), []
+    removed: dict[str, float] = {}
+
+    def search(offset: int) -> None:
+        q = offset
+        while not stop.is_set():
+            names = {n for n, _ in g.identify(centres[q % 60], 0.0, 5)[0].candidates}
+            ended = time.perf_counter()
+            late.extend(n for n in names if n in removed and removed[n] < ended)
+            q += 7
+
+    workers = [threading.Thread(target=search, args=(k,)) for k in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        for i in range(60):
+            g.add(f"new{i:03d}", _unit(rng, 8, dim=128))  # the buffers grow between deletions
+            assert g.remove(f"p{i:03d}") == 2
+            removed[f"p{i:03d}"] = time.perf_counter()
+            time.sleep(0.002)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    assert not late, f"searches that ended after the deletion named {sorted(set(late))}"

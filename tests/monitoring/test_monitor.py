@@ -112,8 +112,26 @@ def test_unrepairable_drift_is_alerted_not_retrained_again(tmp_path, traffic_log
         again = run_once(config, since=start, now=end + 600 * (k + 1), trigger=trigger)
         assert again.action == "unrepairable", again.reasons
         assert any(r.startswith("known unrepairable") and "brightness down" in r for r in again.reasons)
+        # a local reference has no registry to read the gate from: the champion did not change, said as such
+        known = again.figures["unrepairable"]
+        assert known["outcome"] == "unknown" and known["run_id"] == "run-1" and known["alarms"], known
+        assert "no retrained model was promoted" in known["message"] and known["message"] in again.reasons
     assert len(trigger.calls) == 1
-    assert [a["action"] for a in _alerts(tmp_path)] == ["retrain", "unrepairable", "unrepairable"]
+    alerts = _alerts(tmp_path)
+    assert [a["action"] for a in alerts] == ["retrain", "unrepairable", "unrepairable"]
+    assert "the retrained model was unknown" in alerts[1]["summary"]
+
+
+def test_a_failed_retraining_does_not_make_the_drift_unrepairable(tmp_path, traffic_log, reference_dir):
+    """A retraining that FAILED produced no model, so it says nothing about the drift: past the cooldown the
+    monitor may start another (the retry policy decides), never 'unrepairable'."""
+    config = make_config(tmp_path, traffic_log["path"], reference_dir, cooldown="1s")
+    trigger = RecordingTrigger(status="FAILED")
+    start, end = traffic_log["degraded"]
+    assert run_once(config, since=start, now=end, trigger=trigger).action == "retrain"
+    again = run_once(config, since=start, now=end + 3600, trigger=trigger)
+    assert again.action == "retrain" and "unrepairable" not in again.figures, again.reasons
+    assert len(trigger.calls) == 2
 
 
 def test_logs_without_feedback_judge_drift_only(tmp_path, traffic_log, reference_dir, recording_trigger):

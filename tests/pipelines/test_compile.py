@@ -119,6 +119,51 @@ def test_gate_condition_loop_and_exit_handler(compiled: dict[str, dict]) -> None
     assert "taskFinalStatus" in exit_task["inputs"]["parameters"]["status"]
 
 
+@pytest.mark.parametrize("name", ["train-detector"])
+def test_detector_pipeline_steps_parameters_and_gate(compiled: dict[str, dict], name: str) -> None:
+    from faceops.kfp.pipelines.platform import RESOURCES
+    from faceops.kfp.pipelines.summary import DETECTOR_STEPS
+
+    from faceops.detector.gate import DETECTOR_MODEL_NAME, DetectorGateConfig
+
+    spec = compiled[name]
+    assert _executors(spec) == set(DETECTOR_STEPS) and set(DETECTOR_STEPS) <= set(RESOURCES)
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"{{$.inputs.parameters['pipelinechannel--image']}}"}
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    types = {
+        "photos": "NUMBER_INTEGER",
+        "train": "STRUCT",
+        "net": "STRUCT",
+        "lfw_folds": "LIST",
+        "pairs_per_fold": "NUMBER_INTEGER",
+        "max_accuracy_drop": "NUMBER_DOUBLE",
+        "max_recall_drop": "NUMBER_DOUBLE",
+        "detector_model": "STRING",
+        "tracking_uri": "STRING",
+    }
+    assert {k: params[k]["parameterType"] for k in types} == types
+    # the gate's tolerances and the registered model's name default to the config's
+    gate = DetectorGateConfig()
+    assert params["max_accuracy_drop"]["defaultValue"] == gate.max_accuracy_drop
+    assert params["max_recall_drop"]["defaultValue"] == gate.max_recall_drop
+    assert params["detector_model"]["defaultValue"] == DETECTOR_MODEL_NAME
+    # promotion only under the gate's decision; the exit handler records the status whatever happens
+    tasks = {n: t for dag in _dags(spec).values() for n, t in dag["tasks"].items()}
+    conditioned = [t for t in tasks.values() if t.get("triggerPolicy", {}).get("condition")]
+    assert len(conditioned) == 1
+    condition = conditioned[0]["triggerPolicy"]["condition"]
+    assert "register-detector-Output" in condition and "'promote'" in condition
+    assert set(_dags(spec)[conditioned[0]["componentRef"]["name"]]["tasks"]) == {"promote-detector"}
+    assert tasks["evaluate-detector"]["dependentTasks"] == ["train-detector"]
+    assert set(tasks["register-detector"]["dependentTasks"]) == {"evaluate-detector", "train-detector"}
+    # evaluation and registration compare with the champion of the moment: never taken from kfp's cache
+    assert tasks["train-detector"]["cachingOptions"]["enableCache"] is True
+    for step in ("evaluate-detector", "register-detector", "promote-detector"):
+        assert not tasks[step].get("cachingOptions", {}).get("enableCache", False)
+    assert spec["root"]["dag"]["tasks"]["record-status"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+
+
 def test_cli_compile_with_image(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
@@ -130,7 +175,7 @@ def test_cli_compile_with_image(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     spec = next(yaml.safe_load_all((tmp_path / "training.yaml").read_text()))
     assert spec["root"]["inputDefinitions"]["parameters"]["image"]["defaultValue"] == "registry.local/fo:1"
-    assert (tmp_path / "retraining.yaml").is_file()
+    assert (tmp_path / "retraining.yaml").is_file() and (tmp_path / "train-detector.yaml").is_file()
 
 
 def test_importing_the_runner_has_no_side_effect(tmp_path: Path) -> None:

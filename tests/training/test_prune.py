@@ -130,3 +130,27 @@ def test_cli_bad_sparsity_or_faceless_calibration_registers_nothing(
     assert result.exit_code == 2 and "--method prune needs --calibration DIR" in result.output
     assert registry.list_versions(local_store) == []
     assert not (tmp_path / "out" / "bundle").exists()
+
+
+def _spread(embeddings: torch.Tensor) -> float:
+    """How much the embeddings vary across faces (mean over dimensions of their standard deviation)."""
+    return float(embeddings.std(dim=0).mean())
+
+
+def test_the_stem_is_kept_whole_so_the_embeddings_still_vary_across_faces(
+    champion: ModelBundle, crops: np.ndarray
+) -> None:
+    """At sparsity 0.4 a pruned stem (32-channel convolutions cut to 16) leaves embeddings that hardly vary across
+    faces, and distillation collapses them onto one vector; the stem is kept whole by default."""
+    teacher = champion.torch_module.eval()
+    faces = torch.as_tensor(crops)
+    kept = prune_channels(teacher, 0.4)
+    pruned_stem = prune_channels(teacher, 0.4, keep_stem=False)
+    for name in ("conv2d_1a", "conv2d_2a", "conv2d_2b", "conv2d_3b", "conv2d_4a"):
+        assert getattr(kept, name).conv.out_channels == getattr(teacher, name).conv.out_channels
+        assert getattr(pruned_stem, name).conv.out_channels < getattr(teacher, name).conv.out_channels
+    assert kept.repeat_1[0].branch0.conv.out_channels < teacher.repeat_1[0].branch0.conv.out_channels
+    with torch.inference_mode():
+        target, mine, theirs = teacher(faces), kept(faces), pruned_stem(faces)
+    assert _spread(mine) > 2 * _spread(theirs)
+    assert float((mine * target).sum(dim=1).mean()) > float((theirs * target).sum(dim=1).mean())

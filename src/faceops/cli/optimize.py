@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,11 @@ def _folds(text: str) -> list[int]:
 @click.command()
 @click.option("--from", "source", required=True,
               help="The model to speed up: models:/faceops@champion, models:/faceops/3, or a bundle folder.")
-@click.option("--method", type=click.Choice(["onnx", "int8", "prune", "mobilefacenet"]), required=True,
+@click.option("--method", type=click.Choice(["onnx", "int8", "prune", "bf16", "mobilefacenet"]), required=True,
               help="onnx: the same network on ONNX Runtime; int8: its static int8 quantisation (needs "
                    "--calibration); prune: structured channel pruning + distillation on --calibration faces, on "
-                   "ONNX Runtime; mobilefacenet: the MobileFaceNet family with its own preprocessing.")
+                   "ONNX Runtime; bf16: the PyTorch network under bfloat16 autocast (says whether this machine "
+                   "has native bf16); mobilefacenet: the MobileFaceNet family with its own preprocessing.")
 @click.option("--sparsity", type=float, default=0.25, show_default=True,
               help="prune: share of the channels of each group removed, strictly between 0 and 1.")
 @click.option("--epochs", "distill_epochs", type=click.IntRange(0, 100), default=3, show_default=True,
@@ -81,9 +81,9 @@ def optimize(
     """
     from faceops import registry
     from faceops.errors import FaceOpsError
-    from faceops.evaluation.parity import ParityConfig, check_parity
+    from faceops.evaluation.parity import ParityConfig
     from faceops.face.images import iter_image_paths
-    from faceops.optimize import build_variant, log_optimization
+    from faceops.optimize import optimize_model
     from faceops.settings import get_settings
     from faceops.training.prune import PruneConfig, check_sparsity
 
@@ -112,26 +112,24 @@ def optimize(
     images = list(iter_image_paths([calibration])) if calibration is not None else None
     if images is not None and not images:
         raise FaceOpsError(f"{calibration} holds no images to calibrate on")
-    variant = build_variant(champion, method, images, say, prune=prune)  # type: ignore[arg-type]
-    variant.metadata["source"] = source
-    say(f"scoring both models on LFW folds {lfw_folds}" + (f" and {data_root}" if data_root else ""))
-    decision = check_parity(champion, variant, config, cache_dir=settings.cache_dir, data_root=data_root)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "decision.json").write_text(json.dumps(decision.to_dict(), indent=2, default=str))
-    variant.metadata["parity"] = {"admitted": decision.admitted, "reasons": decision.reasons}
-    bundle_dir = variant.save(out / "bundle") if decision.admitted else None
+    result = optimize_model(
+        champion, method, config, source=source, cache_dir=settings.cache_dir, out_dir=out,  # type: ignore[arg-type]
+        calibration=images, prune=prune, data_root=data_root, register=register, tracking_uri=tracking_uri,
+        progress=say,
+    )
+    variant, decision = result.variant, result.decision
+    keys = ("accuracy", "tar_at_far", "heldout_far", "embed_ms_per_face")
     summary: dict[str, Any] = {
         "method": method, "family": variant.family, "backend": variant.backend,
         "precision": variant.preprocess.embedder.precision, "sparsity": variant.metadata.get("sparsity"),
-        "params": variant.metadata.get("params"), "admitted": decision.admitted,
-        "reasons": decision.reasons, "threshold": variant.threshold,
+        "params": variant.metadata.get("params"), "bf16_native": variant.metadata.get("bf16_native"),
+        "admitted": decision.admitted, "reasons": decision.reasons, "threshold": variant.threshold,
         "file_mb": variant.metadata["file_bytes"] / 1e6,
-        "champion": {k: decision.champion["lfw"][k] for k in ("accuracy", "tar_at_far", "heldout_far", "embed_ms_per_face")},
-        "variant": {k: decision.variant["lfw"][k] for k in ("accuracy", "tar_at_far", "heldout_far", "embed_ms_per_face")},
-        "decision": str(out / "decision.json"), "bundle": str(bundle_dir) if bundle_dir else None, "version": None,
+        "champion": {k: decision.champion["lfw"][k] for k in keys},
+        "variant": {k: decision.variant["lfw"][k] for k in keys},
+        "decision": str(result.decision_path), "bundle": str(result.bundle_dir) if result.bundle_dir else None,
+        "version": result.version,
     }
-    if register:
-        summary["version"] = log_optimization(variant, decision, source, tracking_uri)
     if as_json:
         echo_json(summary)
     else:
@@ -144,6 +142,8 @@ def optimize(
 def _print(s: dict[str, Any]) -> None:
     c, v = s["champion"], s["variant"]
     click.echo(f"{s['method']}: {s['family']} on {s['backend']} ({s['precision']}), {s['file_mb']:.1f} MB")
+    if s["bf16_native"] is not None:
+        click.echo(f"  bf16 {'native on this machine' if s['bf16_native'] else 'emulated (no native bf16 here)'}")
     for label, key, scale, unit in (("LFW accuracy", "accuracy", 100, "%"), ("TAR @ target FAR", "tar_at_far", 100, "%"),
                                     ("held-out FAR", "heldout_far", 1, ""), ("embed ms/face", "embed_ms_per_face", 1, "")):
         click.echo(f"  {label:<17} champion {scale * c[key]:.4g}{unit}  variant {scale * v[key]:.4g}{unit}")

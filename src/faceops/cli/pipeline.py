@@ -23,7 +23,7 @@ def _run_options(func: Any) -> Any:
         click.option(
             "--pipeline",
             "name",
-            type=click.Choice(["training", "retraining"]),
+            type=click.Choice(["training", "retraining", "train-detector"]),
             default="training",
             show_default=True,
             help="Which pipeline.",
@@ -70,6 +70,13 @@ def _run_options(func: Any) -> Any:
             "--min-tar-at-far", type=click.FloatRange(0, 1), help="Gate: floor on TAR at the target FAR."
         ),
         click.option(
+            "--detector-config",
+            "detector_path",
+            type=_yaml_file,
+            help="train-detector only: its parameters as YAML (photos, train, net, lfw_folds, pairs_per_fold, "
+            "max_accuracy_drop, max_recall_drop, detector_model, ...).",
+        ),
+        click.option(
             "--repo",
             help="The git + DVC repository of the data versions: a folder (local runs: default '.'), or on a "
             "cluster its git URL (default: FACEOPS_DATA_REPO in the step pods).",
@@ -86,6 +93,11 @@ def _collect(name: str, options: dict[str, Any]) -> dict[str, Any]:
     from faceops.face.config import load_yaml_config
     from faceops.training.config import TrainConfig
 
+    detector = options.pop("detector_path", None)
+    if name == "train-detector":
+        return _collect_detector(options, detector)
+    if detector is not None:
+        raise click.UsageError("--detector-config is for the train-detector pipeline")
     if name == "retraining":
         if options.get("source") or options.get("identities_file") or options.get("min_images"):
             raise click.UsageError("the retraining pipeline takes --data-version, not --source")
@@ -102,6 +114,41 @@ def _collect(name: str, options: dict[str, Any]) -> dict[str, Any]:
     if validation is not None:
         out["validation"] = load_yaml_config(validation, ValidationConfig).model_dump(mode="json")
     return out
+
+
+# the options of the embedder pipelines; train-detector takes its parameters from --detector-config
+_TRAINING_ONLY = (
+    "source", "identities_file", "min_images", "data_version", "config_path", "validation_path", "shards", "workers",
+    "max_accuracy_drop", "max_far_increase", "min_tar_at_far",
+)
+
+
+def _collect_detector(options: dict[str, Any], path: Path | None) -> dict[str, Any]:
+    """The train-detector pipeline's arguments: ``--reason`` and the YAML of ``--detector-config``."""
+    import yaml
+
+    given = sorted(k for k in _TRAINING_ONLY if options.get(k) is not None)
+    if given:
+        raise click.UsageError(
+            f"the train-detector pipeline does not take {', '.join('--' + k.replace('_', '-') for k in given)}: "
+            "give its parameters with --detector-config"
+        )
+    out: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise click.UsageError(f"{path}: expected a mapping of train-detector parameters")
+        out.update(loaded)
+    if options.get("reason"):
+        out["reason"] = options["reason"]
+    return out
+
+
+def _for_pipeline(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The local defaults the pipeline takes (train-detector has no data repository, remote or cache store)."""
+    if name != "train-detector":
+        return arguments
+    return {k: v for k, v in arguments.items() if k not in ("repo", "remote", "store")}
 
 
 @click.group()
@@ -162,7 +209,7 @@ def run(
     from faceops.kfp.pipelines.run import local_arguments, run_local
     from faceops.kfp.pipelines.summary import render, summarize
 
-    arguments = local_arguments(Path(repo or "."), **_collect(name, options))
+    arguments = _for_pipeline(name, local_arguments(Path(repo or "."), **_collect(name, options)))
     result = run_local(
         name,
         arguments,
@@ -215,7 +262,7 @@ def _kfp_options(func: Any) -> Any:
 
 def _cluster_arguments(name: str, repo: str | None, tracking_uri: str | None, options: dict[str, Any]) -> dict[str, Any]:
     arguments = _collect(name, options)
-    if repo is not None:
+    if repo is not None and name != "train-detector":
         arguments["repo"] = repo  # a git URL (or a path inside the step containers): passed as given
     if tracking_uri:
         arguments["tracking_uri"] = tracking_uri

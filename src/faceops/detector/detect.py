@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,11 +19,11 @@ from pydantic import Field
 from torchvision.ops import nms
 
 from faceops.detector.model import FaceNet, decode
-from faceops.errors import InvalidModelFile, NoFaceDetected
-from faceops.face.config import StrictConfig
+from faceops.errors import ConfigError, InvalidModelFile, NoFaceDetected
+from faceops.face.config import DetectorConfig, StrictConfig
 from faceops.face.detection import Face, select_subject
 
-__all__ = ["NetDetector", "NetDetectorConfig"]
+__all__ = ["NetDetector", "NetDetectorConfig", "file_sha256"]
 
 _MULTIPLE = 32  # the network's total stride
 
@@ -51,10 +52,40 @@ class NetDetector:
         device: torch device string.
     """
 
+    backend = "torch"  # what runs the network (the Detector protocol's attribute; serving reads it)
+
     def __init__(self, model: FaceNet, config: NetDetectorConfig | None = None, device: str = "cpu") -> None:
         self.model = model.to(device).eval()
         self.config = config or NetDetectorConfig()
         self.device = device
+
+    @classmethod
+    def from_config(cls, config: DetectorConfig, weights: str | Path, device: str = "cpu") -> NetDetector:
+        """The detector a preprocessing names (``kind: faceops-net``): ``weights`` must be the file whose sha256
+        the config holds, so the faces are those the model was measured with.
+
+        Raises:
+            ConfigError: the config names no trained detector.
+            InvalidModelFile: the file is missing, unloadable or has another checksum.
+        """
+        if config.kind != "faceops-net" or config.net is None:
+            raise ConfigError(f"the detector config names {config.kind!r}, not the trained 'faceops-net' detector")
+        path = Path(weights)
+        if not path.is_file():
+            raise InvalidModelFile(f"the detector weights file {path} is missing")
+        found = file_sha256(path)
+        if found != config.net.weights_sha256:
+            raise InvalidModelFile(
+                f"{path}: sha256 {found[:16]}... is not the detector the preprocessing names "
+                f"({config.net.weights_sha256[:16]}...): damaged or another detector"
+            )
+        settings = NetDetectorConfig(
+            threshold=config.net.threshold,
+            nms_iou=config.net.nms_iou,
+            max_sides=config.net.max_sides,
+            subject=config.subject,
+        )
+        return cls.load(path, settings, device)
 
     @classmethod
     def load(cls, path: str | Path, config: NetDetectorConfig | None = None, device: str = "cpu") -> NetDetector:
@@ -127,3 +158,12 @@ def _merge(levels: Sequence[Sequence[Face]], nms_iou: float) -> list[Face]:
     boxes = torch.tensor([f.box for f in faces], dtype=torch.float32)
     scores = torch.tensor([f.probability for f in faces], dtype=torch.float32)
     return [faces[i] for i in nms(boxes, scores, nms_iou).tolist()]
+
+
+def file_sha256(path: str | Path) -> str:
+    """The hex sha256 of a file (a detector's identity in the preprocessing config)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -8,25 +8,30 @@ loads, so serving needs nothing else and guesses no defaults::
                        (family, backend, file, embedding size, crop side, sha256 of the file), metadata
       weights.pt       InceptionResnetV1 state dict (backend torch; classification heads are dropped), or
       model.onnx       an ONNX network (backend onnxruntime: exported, int8, or another family)
+      detector.pt      the trained FaceOps detector, only when the preprocessing names it (``detector.kind:
+                       faceops-net``); bundle.json's ``detector`` record holds its sha256
 
 Format 1 bundles (``weights.pt`` only, no embedder record) still load. Loading checks the network against the
 record and the preprocessing (backend, crop side, embedding size, checksum), so a damaged or mismatched file is
-refused with what is wrong instead of giving wrong embeddings.
+refused with what is wrong instead of giving wrong embeddings. The detector file is checked the same way (against the
+record and the checksum the preprocessing names), so the one preprocessing path travels with the model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from faceops.errors import ConfigError, InvalidModelFile
-from faceops.face.backends import OnnxNet, module_dim
+from faceops.face.backends import TORCH_PRECISIONS, OnnxNet, module_dim
 from faceops.face.config import DEFAULT_TARGET_FAR, DEFAULT_THRESHOLD, PreprocessConfig
+from faceops.face.detection import build_detector
 from faceops.face.embedding import Embedder, load_backbone
 from faceops.face.presets import (
     DEFAULT_MODEL_TARGET_FAR,
@@ -36,6 +41,9 @@ from faceops.face.presets import (
     default_model_preprocess,
 )
 from faceops.face.recognizer import FaceRecognizer
+
+if TYPE_CHECKING:
+    from faceops.face.config import NetDetectorSettings
 
 __all__ = ["BUNDLE_FORMAT", "FAMILY_INCEPTION", "FAMILY_MOBILEFACENET", "ModelBundle"]
 
@@ -55,6 +63,8 @@ class ModelBundle:
         model_id: a stable id of the weights (used to stamp galleries).
         metadata: free-form facts (data version, run id, metrics).
         family: the network family (``inception_resnet_v1``, ``mobilefacenet``).
+        detector_weights: the trained detector's weights file, when the preprocessing names it (``None`` for
+            MTCNN, whose weights come with facenet-pytorch).
     """
 
     backbone: torch.nn.Module | OnnxNet
@@ -64,6 +74,32 @@ class ModelBundle:
     model_id: str = "custom"
     metadata: dict[str, Any] = field(default_factory=dict)
     family: str = FAMILY_INCEPTION
+    detector_weights: Path | None = None
+
+    def with_detector(self, weights: str | Path, settings: NetDetectorSettings | None = None) -> ModelBundle:
+        """This model with the trained detector ``weights`` in its preprocessing (``kind: faceops-net``); the
+        rest of the preprocessing, the network and the threshold are kept. ``settings`` gives the decoding
+        (threshold, NMS, pyramid); its checksum is replaced by the file's."""
+        from faceops.detector.detect import file_sha256
+        from faceops.face.config import DetectorConfig, NetDetectorSettings
+
+        weights = Path(weights)
+        if not weights.is_file():
+            raise InvalidModelFile(f"the detector weights file {weights} is missing")
+        base = settings.model_dump() if settings is not None else {}
+        net = NetDetectorSettings.model_validate({**base, "weights_sha256": file_sha256(weights)})
+        fields = {**self.preprocess.detector.model_dump(), "kind": "faceops-net", "net": net.model_dump(), "ladder": ()}
+        preprocess = self.preprocess.model_copy(update={"detector": DetectorConfig.model_validate(fields)})
+        return ModelBundle(
+            backbone=self.backbone,
+            preprocess=preprocess,
+            threshold=self.threshold,
+            target_far=self.target_far,
+            model_id=self.model_id,
+            metadata=dict(self.metadata),
+            family=self.family,
+            detector_weights=weights,
+        )
 
     @property
     def backend(self) -> str:
@@ -124,7 +160,8 @@ class ModelBundle:
     def recognizer(self, device: str | None = None) -> FaceRecognizer:
         """A face recognizer that uses this model and its preprocessing."""
         embedder = Embedder(self.preprocess.embedder, device=device, model=self.backbone, model_id=self.model_id)
-        return FaceRecognizer(self.preprocess, embedder=embedder)
+        detector = build_detector(self.preprocess.detector, self.detector_weights, device=device)
+        return FaceRecognizer(self.preprocess, embedder=embedder, detector=detector)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
@@ -139,6 +176,7 @@ class ModelBundle:
             torch.save(state, weights)
             dim, side = module_dim(self.backbone), None
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        detector = self._save_detector(directory)
         if self.model_id == "custom":
             self.model_id = "sha256:" + digest[:16]
         meta = {
@@ -157,8 +195,29 @@ class ModelBundle:
             },
             "metadata": self.metadata,
         }
+        if detector is not None:
+            meta["detector"] = detector
         (directory / "bundle.json").write_text(json.dumps(meta, indent=2, default=str))
         return directory
+
+    def _save_detector(self, directory: Path) -> dict[str, str] | None:
+        """Copy the trained detector's file into the bundle; its record, or None for MTCNN."""
+        config = self.preprocess.detector
+        if config.kind == "mtcnn":
+            return None
+        if self.detector_weights is None or config.net is None:
+            raise ConfigError("the preprocessing names the trained detector but the bundle has no detector weights")
+        target = directory / _DETECTOR_FILE
+        if Path(self.detector_weights).resolve() != target.resolve():
+            shutil.copyfile(self.detector_weights, target)
+        digest = hashlib.sha256(target.read_bytes()).hexdigest()
+        if digest != config.net.weights_sha256:
+            raise InvalidModelFile(
+                f"{self.detector_weights}: sha256 {digest[:16]}... is not the detector the preprocessing names "
+                f"({config.net.weights_sha256[:16]}...)"
+            )
+        self.detector_weights = target
+        return {"kind": config.kind, "file": _DETECTOR_FILE, "sha256": digest}
 
     @classmethod
     def load(cls, directory: str | Path) -> ModelBundle:
@@ -209,9 +268,15 @@ class ModelBundle:
                     f"{preprocess.embedder.precision!r}"
                 )
         else:
+            if preprocess.embedder.precision not in TORCH_PRECISIONS:
+                raise InvalidModelFile(
+                    f"{path} is a PyTorch network but the bundle's preprocessing says "
+                    f"{preprocess.embedder.precision!r} (PyTorch runs {' or '.join(TORCH_PRECISIONS)})"
+                )
             backbone, _ = load_backbone(path)
         return cls(
             backbone=backbone,
+            detector_weights=_load_detector(directory, meta, preprocess),
             preprocess=preprocess,
             threshold=float(meta["threshold"]),
             target_far=meta.get("target_far"),
@@ -219,6 +284,31 @@ class ModelBundle:
             metadata=meta.get("metadata", {}),
             family=str(record.get("family", FAMILY_INCEPTION)),
         )
+
+
+_DETECTOR_FILE = "detector.pt"
+
+
+def _load_detector(directory: Path, meta: dict[str, Any], preprocess: PreprocessConfig) -> Path | None:
+    """The bundle's trained detector file, checked against its record and the preprocessing; None for MTCNN."""
+    config = preprocess.detector
+    if config.kind == "mtcnn" or config.net is None:
+        return None
+    record = meta.get("detector")
+    if not record:
+        raise InvalidModelFile(f"{directory}: the preprocessing names the trained detector but the bundle has none")
+    path = directory / str(record["file"])
+    if not path.is_file():
+        raise InvalidModelFile(f"{directory}: the detector file {record['file']} is missing")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != record.get("sha256"):
+        raise InvalidModelFile(f"{path}: its checksum differs from the bundle's record (damaged or replaced)")
+    if digest != config.net.weights_sha256:
+        raise InvalidModelFile(
+            f"{path}: sha256 {digest[:16]}... is not the detector the preprocessing names "
+            f"({config.net.weights_sha256[:16]}...)"
+        )
+    return path
 
 
 _QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",

@@ -82,17 +82,13 @@ def with_lfw(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return models
 
 
-def decide(
-    challenger: dict[str, Any], champion: dict[str, Any] | None, config: GateConfig
-) -> tuple[bool, str]:
+def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, config: GateConfig) -> tuple[bool, str]:
     """Compare two evaluation results (``closed_set`` / ``open_set`` dicts, and ``robustness``: a robustness
     report, when the gate has robustness or group criteria); returns (promote, reason)."""
     new = key_metrics(challenger)
     problems = []
     if new["tar_at_target_far"] < config.min_tar_at_far:
-        problems.append(
-            f"TAR at the target FAR {new['tar_at_target_far']:.4f} < floor {config.min_tar_at_far}"
-        )
+        problems.append(f"TAR at the target FAR {new['tar_at_target_far']:.4f} < floor {config.min_tar_at_far}")
     if champion is None:
         if not config.allow_first:
             return False, "the registry has no champion and the gate does not allow a first promotion"
@@ -129,17 +125,43 @@ def decide(
     if config.groups is not None:
         found, notes = group_problems(challenger.get("robustness"), champion.get("robustness"), config.groups)
         problems += found
+    judged = _judged(new, old, challenger, champion, config)
     if problems:
-        return False, "refused: " + "; ".join(problems + notes)
+        return False, "refused: " + "; ".join(problems + notes) + judged
     return True, (
         f"accuracy {old['accuracy']:.4f} -> {new['accuracy']:.4f}, FAR at threshold "
         f"{old['far_at_threshold']:.5f} -> {new['far_at_threshold']:.5f}: within tolerances"
-    ) + "".join(f"; {n}" for n in notes)
+    ) + "".join(f"; {n}" for n in notes) + judged
 
 
-def robustness_problems(
-    challenger: dict[str, Any] | None, champion: dict[str, Any] | None, config: RobustnessGateConfig
-) -> list[str]:
+def _judged(
+    new: dict[str, float], old: dict[str, float], challenger: dict[str, Any], champion: dict[str, Any], config: GateConfig
+) -> str:
+    """The criteria the gate evaluated, champion -> challenger (so a decision says what it judged, passed or not)."""
+    parts = [
+        f"closed-set accuracy {old['accuracy']:.4f} -> {new['accuracy']:.4f}",
+        f"FAR at the threshold {old['far_at_threshold']:.5f} -> {new['far_at_threshold']:.5f}",
+        f"TAR at the target FAR {old['tar_at_target_far']:.4f} -> {new['tar_at_target_far']:.4f}",
+    ]
+    if "lfw_accuracy" in new and "lfw_accuracy" in old:
+        parts.append(f"LFW pairs accuracy {old['lfw_accuracy']:.4f} -> {new['lfw_accuracy']:.4f}")
+    suites = (champion.get("robustness") or {}, challenger.get("robustness") or {})
+    for name in config.robustness.conditions if config.robustness is not None else []:
+        before, after = (s.get("conditions", {}).get(name) or {} for s in suites)
+        tar = f"TAR {_fmt(before.get('tar_at_far'))} -> {_fmt(after.get('tar_at_far'))}"
+        parts.append(f"condition {name} ({tar}, FRR {_fmt(before.get('frr'))} -> {_fmt(after.get('frr'))})")
+    for grouping in config.groups.groupings if config.groups is not None else []:
+        before, after = (s.get("groups", {}).get(grouping) or {} for s in suites)
+        gaps = f"{_fmt(before.get('largest_frr_gap'))} -> {_fmt(after.get('largest_frr_gap'))}"
+        parts.append(f"grouping {grouping} (largest FRR gap {gaps})")
+    return " [judged: " + "; ".join(parts) + "]"
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.4f}"
+
+
+def robustness_problems(challenger: dict[str, Any] | None, champion: dict[str, Any] | None, config: RobustnessGateConfig) -> list[str]:
     """Why the challenger fails the robustness criterion (empty: it passes), from two robustness reports
     (:meth:`faceops.evaluation.robustness.RobustnessReport.to_dict`); each problem names its condition."""
     if challenger is None or champion is None:
@@ -163,13 +185,16 @@ def robustness_problems(
                     f"condition {name}: TAR at FAR {challenger['target_far']:g} dropped {old['tar_at_far']:.4f} -> "
                     f"{new['tar_at_far']:.4f} (by {drop:.4f} > tolerance {config.max_drop})"
                 )
-        rise = new["frr"] - old["frr"]
-        if rise > config.max_frr_increase + 1e-12:
-            problems.append(
-                f"condition {name}: FRR at the threshold rose {old['frr']:.4f} -> {new['frr']:.4f} "
-                f"(by {rise:.4f} > tolerance {config.max_frr_increase})"
-            )
+        problems += _frr_rise(f"condition {name}: FRR at the threshold", old["frr"], new["frr"], config.max_frr_increase)
     return problems
+
+
+def _frr_rise(what: str, before: float, after: float, tolerance: float) -> list[str]:
+    """The problem when an FRR rose by more than ``tolerance`` (empty: it did not)."""
+    rise = after - before
+    if rise > tolerance + 1e-12:
+        return [f"{what} rose {before:.4f} -> {after:.4f} (by {rise:.4f} > tolerance {tolerance})"]
+    return []
 
 
 def group_problems(
@@ -191,12 +216,7 @@ def group_problems(
             if m["status"] != "ok" or before is None or before["status"] != "ok":
                 small.append(f"{grouping}/{group} ({m['genuine']}+{m['impostors']} pairs)")
                 continue
-            rise = m["frr"] - before["frr"]
-            if rise > config.max_frr_increase + 1e-12:
-                problems.append(
-                    f"group {grouping}/{group}: FRR rose {before['frr']:.4f} -> {m['frr']:.4f} "
-                    f"(by {rise:.4f} > tolerance {config.max_frr_increase})"
-                )
+            problems += _frr_rise(f"group {grouping}/{group}: FRR", before["frr"], m["frr"], config.max_frr_increase)
         gap_new, gap_old = new.get("largest_frr_gap"), old.get("largest_frr_gap")
         if gap_new is not None and gap_old is not None and gap_new - gap_old > config.max_gap_increase + 1e-12:
             problems.append(
@@ -241,18 +261,14 @@ def run_gate(
     if champion is not None:
         bundles["champion"] = registry.load_bundle(f"models:/{registry.MODEL_NAME}/{champion}", uri)
         if same_model(bundles["challenger"], bundles["champion"]):
-            reason = (
-                f"refused: version {challenger} has the same weights and threshold as champion {champion}"
-            )
+            reason = f"refused: version {challenger} has the same weights and threshold as champion {champion}"
             registry.tag_version(
                 challenger,
                 {"faceops.evaluation.gate": json.dumps({"promoted": False, "reason": reason, "champion": champion})},
                 uri,
             )
             return GateDecision(False, reason, challenger, champion)
-    results = with_lfw(
-        evaluate_bundles(bundles, data_root, evaluation, lfw_pairs=lfw_pairs, cache_dir=cache_dir).report
-    )
+    results = with_lfw(evaluate_bundles(bundles, data_root, evaluation, lfw_pairs=lfw_pairs, cache_dir=cache_dir).report)
     if gate.robustness is not None or gate.groups is not None:
         from faceops.evaluation.robustness import gate_suite
 

@@ -36,7 +36,15 @@ from faceops.evaluation.pairs import Pair, read_lfw_pairs
 from faceops.face.config import StrictConfig
 from faceops.face.embedding import Embedder
 
-__all__ = ["ParityConfig", "ParityDecision", "check_parity", "decide_parity", "lfw_scores", "verification_figures"]
+__all__ = [
+    "ParityConfig",
+    "ParityDecision",
+    "check_parity",
+    "decide_parity",
+    "lfw_scores",
+    "model_figures",
+    "verification_figures",
+]
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +178,24 @@ def verification_figures(
     }
 
 
+def model_figures(
+    bundle: ModelBundle, config: ParityConfig, *, cache_dir: Path, pairs: list[Pair] | None = None
+) -> dict[str, Any]:
+    """One model's LFW figures as the gate uses them (``check_parity``'s ``champion_figures`` takes them), with
+    its family, backend, precision and id."""
+    pairs = pairs if pairs is not None else _select_pairs(config)
+    labels = np.array([p.same for p in pairs], dtype=int)
+    folds = np.array([p.fold for p in pairs])
+    scores, facts = lfw_scores(bundle, pairs, Path(config.lfw_root), cache_dir)
+    return {
+        "lfw": {**verification_figures(scores, labels, folds, config.target_far), **facts},
+        "family": bundle.family,
+        "backend": bundle.backend,
+        "precision": bundle.preprocess.embedder.precision,
+        "model_id": bundle.model_id,
+    }
+
+
 def _points(value: float) -> str:
     return f"{100 * value:.2f}%"
 
@@ -247,21 +273,11 @@ def check_parity(
     if not config.lfw_pairs.is_file():
         raise ConfigError(f"LFW pairs file not found: {config.lfw_pairs}")
     pairs = _select_pairs(config)
-    labels = np.array([p.same for p in pairs], dtype=int)
-    folds = np.array([p.fold for p in pairs])
-    figures: dict[str, dict[str, Any]] = {}
-    for name, bundle in (("champion", champion), ("variant", variant)):
-        if name == "champion" and champion_figures is not None:
-            figures[name] = champion_figures
-            continue
-        scores, facts = lfw_scores(bundle, pairs, Path(config.lfw_root), cache_dir)
-        figures[name] = {
-            "lfw": {**verification_figures(scores, labels, folds, config.target_far), **facts},
-            "family": bundle.family,
-            "backend": bundle.backend,
-            "precision": bundle.preprocess.embedder.precision,
-            "model_id": bundle.model_id,
-        }
+    figures: dict[str, dict[str, Any]] = {
+        name: champion_figures if name == "champion" and champion_figures is not None
+        else model_figures(bundle, config, cache_dir=cache_dir, pairs=pairs)
+        for name, bundle in (("champion", champion), ("variant", variant))
+    }
     if data_root is not None:
         from faceops.training.config import EvalConfig
         from faceops.training.run import evaluate_bundles

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,7 +284,10 @@ def plot_robustness(report: RobustnessReport | Mapping[str, Any], path: Path) ->
             ax.text(len(_METRICS) - 0.45, i, "insufficient", va="center", fontsize=7, color="grey")
     ax.set_xticks(range(len(_METRICS)), [label for _, label in _METRICS])
     ax.set_yticks(range(len(rows)), [name for name, _ in rows])
-    ax.set_title(f"robustness at FAR {data['target_far']:g} / threshold {data['threshold']:.3f}", fontsize=9)
+    title = f"robustness at FAR {data['target_far']:g} / threshold {data['threshold']:.3f}"
+    if np.isnan(values[:, 0]).any():  # TAR at the target FAR needs at least 1/FAR impostors to be read
+        title += f"\nTAR n/a: fewer than {math.ceil(1 / data['target_far'])} impostor pairs"
+    ax.set_title(title, fontsize=9)
     return Path(_save(fig, path))
 
 

@@ -5,7 +5,8 @@ L2-normalised) embeddings ``(N, D)``. :class:`~faceops.face.embedding.Embedder` 
 before it and of vectors after it, so every backend sees the same tensors and differs only in how it computes.
 
 * :class:`TorchNet`: a ``torch.nn.Module`` (InceptionResnetV1 from facenet-pytorch, the family that fine-tuning
-  starts from).
+  starts from), in fp32 or under bfloat16 autocast (``precision="bf16"``, CPU or CUDA; :func:`bf16_support` says
+  whether the hardware has native bf16 arithmetic or oneDNN emulates it).
 * :class:`OnnxNet`: an ONNX model run by ONNX Runtime on the CPU: an exported InceptionResnetV1
   (:func:`export_onnx`), its int8 quantisation (:func:`quantize_int8`), or another family shipped as ONNX such as
   MobileFaceNet (:func:`load_onnx_family`, which also frees a batch size fixed at export).
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import platform
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,12 +32,14 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from faceops.errors import FaceOpsError, InvalidModelFile
+from faceops.errors import ConfigError, FaceOpsError, InvalidModelFile
 
 __all__ = [
     "EmbeddingNet",
     "OnnxNet",
+    "TORCH_PRECISIONS",
     "TorchNet",
+    "bf16_support",
     "bytes_id",
     "export_onnx",
     "load_onnx_family",
@@ -68,19 +72,65 @@ class EmbeddingNet(Protocol):
         ...
 
 
+TORCH_PRECISIONS = ("fp32", "bf16")
+"""What :class:`TorchNet` computes in (int8 is an ONNX Runtime network's)."""
+
+
+def bf16_support(device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Whether ``device`` has native bfloat16 arithmetic: on the CPU the ``avx512_bf16`` or ``amx_bf16`` flags
+    (Linux ``/proc/cpuinfo``), on CUDA ``torch.cuda.is_bf16_supported()``. Without it bf16 still runs (oneDNN
+    converts to fp32 around each operation), only slower.
+
+    Returns:
+        ``native`` (bool), ``device`` and ``detail`` (a sentence for logs and MLflow).
+    """
+    kind = torch.device(device).type
+    if kind == "cuda":
+        native = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        name = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
+        return {"native": native, "device": f"cuda ({name})",
+                "detail": f"{name}: " + ("native bf16" if native else "no native bf16")}
+    flags: set[str] = set()
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    found = sorted(flags & {"avx512_bf16", "amx_bf16"})
+    native = bool(found)
+    detail = f"{model}: " + (f"native bf16 ({', '.join(found)})" if native else
+                             "no native bf16 (no avx512_bf16/amx_bf16 flag): emulated, expect it slower than fp32")
+    return {"native": native, "device": f"cpu ({model})", "detail": detail}
+
+
 class TorchNet:
     """A PyTorch module as an :class:`EmbeddingNet` (eval mode, inference only).
 
     Args:
         module: the network; its output is ``(N, D)``.
         device: where it runs.
+        precision: ``fp32``, or ``bf16``: the forward pass under ``torch.autocast`` with bfloat16 (convolutions
+            and matrix products in bf16; the embeddings come back as float32).
+
+    Raises:
+        ConfigError: a precision PyTorch does not run here (``int8`` is an ONNX Runtime network's).
     """
 
     backend = "torch"
 
-    def __init__(self, module: torch.nn.Module, device: str | torch.device = "cpu") -> None:
+    def __init__(self, module: torch.nn.Module, device: str | torch.device = "cpu", precision: str = "fp32") -> None:
+        if precision not in TORCH_PRECISIONS:
+            raise ConfigError(
+                f"a PyTorch network runs in {' or '.join(TORCH_PRECISIONS)}, not {precision!r} (int8 networks are "
+                "ONNX Runtime's: faceops optimize --method int8)"
+            )
         self.module = module.to(device).eval()
         self.device = torch.device(device)
+        self.precision = precision
         self._dim: int | None = None
 
     @property
@@ -96,6 +146,9 @@ class TorchNet:
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         tensor = torch.as_tensor(batch, dtype=torch.float32).to(self.device)
+        if self.precision == "bf16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                return self.module(tensor).float().cpu().numpy()
         return self.module(tensor).float().cpu().numpy()
 
 

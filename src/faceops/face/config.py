@@ -11,7 +11,7 @@ loader of every typed config of FaceOps: training's, the monitor's, the data imp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -22,6 +22,7 @@ from pydantic import (
     ValidationError,
     field_validator,
     model_serializer,
+    model_validator,
 )
 
 from faceops.errors import ConfigError
@@ -33,6 +34,7 @@ __all__ = [
     "DetectorConfig",
     "DetectorRung",
     "EmbedderConfig",
+    "NetDetectorSettings",
     "PreprocessConfig",
     "StrictConfig",
     "load_yaml_config",
@@ -46,6 +48,24 @@ class StrictConfig(BaseModel):
     frozen (a config logged with a run is the config that ran)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AddedFieldsConfig(StrictConfig):
+    """A config that gained fields after configs of its kind were first saved: each field named in
+    ``omit_at_default`` stays out of the dump while it holds its default, so the dump (and the preprocessing
+    fingerprint, the caches, galleries and logged params keyed by it) of every config saved before the field
+    existed is unchanged; any other value is in the dump."""
+
+    omit_at_default: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_added_fields_at_default(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        fields = type(self).model_fields
+        for name in self.omit_at_default:
+            if getattr(self, name) == fields[name].get_default(call_default_factory=True):
+                data.pop(name, None)
+        return data
 
 
 class DetectorRung(StrictConfig):
@@ -72,8 +92,39 @@ class DetectorRung(StrictConfig):
         return value
 
 
-class DetectorConfig(StrictConfig):
-    """MTCNN settings (facenet-pytorch)."""
+DETECTOR_KINDS = ("mtcnn", "faceops-net")
+
+
+class NetDetectorSettings(StrictConfig):
+    """The trained FaceOps detector (:mod:`faceops.detector`) a preprocessing names: which weights (by checksum;
+    the file travels in the model bundle) and how its output is decoded."""
+
+    weights_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of the detector's weights file: the detector's identity in the fingerprint, checked "
+        "against the file when it is loaded.",
+    )
+    threshold: float = Field(default=0.5, gt=0.0, lt=1.0, description="Lowest centre score kept.")
+    nms_iou: float = Field(default=0.4, gt=0.0, le=1.0, description="IoU above which the less probable box goes.")
+    max_sides: tuple[int, ...] = Field(
+        default=(640,), min_length=1, description="Longer sides of the detector's small image pyramid."
+    )
+
+
+class DetectorConfig(AddedFieldsConfig):
+    """Which face detector runs and its settings: MTCNN (facenet-pytorch, the default) or the trained FaceOps
+    detector (``kind: faceops-net`` with ``net``). The MTCNN fields also hold the subject policy and the minimum
+    face size; the net reads ``subject`` only."""
+
+    # added after configs were first saved; MTCNN without a ladder dumps as it always did
+    omit_at_default: ClassVar[tuple[str, ...]] = ("kind", "net", "ladder")
+
+    kind: Literal["mtcnn", "faceops-net"] = Field(
+        default="mtcnn",
+        description="The detector: part of the fingerprint, so a gallery made with one detector is never searched "
+        "with faces of another.",
+    )
+    net: NetDetectorSettings | None = Field(default=None, description="The trained detector (kind faceops-net).")
 
     min_face_size: int = Field(default=20, ge=8, description="Smallest face side in pixels that is searched for.")
     thresholds: tuple[float, float, float] = Field(
@@ -99,17 +150,18 @@ class DetectorConfig(StrictConfig):
             raise ValueError("each detection threshold must be in (0, 1)")
         return value
 
-    @model_serializer(mode="wrap")
-    def _omit_empty_ladder(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Configs saved before the ladder existed have no such key: without a ladder the dump (and so the
-        # preprocessing fingerprint and the crop caches keyed by it) stays what it was.
-        data: dict[str, Any] = handler(self)
-        if not self.ladder:
-            data.pop("ladder", None)
-        return data
+    @model_validator(mode="after")
+    def _net_matches_kind(self) -> DetectorConfig:
+        if self.kind == "faceops-net" and self.net is None:
+            raise ValueError("detector kind 'faceops-net' needs 'net' (at least its weights_sha256)")
+        if self.kind == "mtcnn" and self.net is not None:
+            raise ValueError("'net' settings are for detector kind 'faceops-net', not 'mtcnn'")
+        if self.kind == "faceops-net" and self.ladder:
+            raise ValueError("the retry ladder is MTCNN's: detector kind 'faceops-net' takes none")
+        return self
 
 
-class AlignConfig(StrictConfig):
+class AlignConfig(AddedFieldsConfig):
     """How a detected face becomes a fixed-size crop.
 
     The defaults were measured on LFW pairs fold 3 with the CASIA-WebFace weights
@@ -117,6 +169,8 @@ class AlignConfig(StrictConfig):
     best (98.8%); the similarity warp scored 97.5-98.0% at every margin, because these weights were trained on
     unaligned MTCNN crops. A model trained on aligned crops should set ``method: similarity``.
     """
+
+    omit_at_default: ClassVar[tuple[str, ...]] = ("template", "illumination")
 
     method: Literal["similarity", "crop"] = Field(
         default="crop",
@@ -130,16 +184,6 @@ class AlignConfig(StrictConfig):
         "'image_size'; 'margin' is not used).",
     )
 
-    @model_serializer(mode="wrap")
-    def _omit_default_template(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Added after configs were first saved: at its default it stays out of the dump, so the fingerprint (and
-        # the caches and galleries keyed by it) of every existing config is unchanged.
-        data: dict[str, Any] = handler(self)
-        if self.template == "mtcnn":
-            data.pop("template", None)
-        if self.illumination == "none":
-            data.pop("illumination", None)
-        return data
     illumination: Literal["none", "clahe", "gamma", "histeq"] = Field(
         default="none",
         description="Illumination normalisation of the crop (faceops.face.illumination): 'clahe' on luminance, "
@@ -155,12 +199,14 @@ class AlignConfig(StrictConfig):
     )
 
 
-class EmbedderConfig(StrictConfig):
+class EmbedderConfig(AddedFieldsConfig):
     """How crops become embeddings.
 
     Flip averaging is off by default: on LFW fold 3 it changed accuracy by one or two pairs of 600 either way
     while doubling the embedding cost.
     """
+
+    omit_at_default: ClassVar[tuple[str, ...]] = ("backend", "precision")
 
     normalization: Literal["fixed", "imagenet"] = Field(
         default="fixed",
@@ -172,18 +218,8 @@ class EmbedderConfig(StrictConfig):
         description="What runs the network. Part of the fingerprint, so a gallery made with one backend (or "
         "precision) is never searched with embeddings of another.",
     )
-    precision: Literal["fp32", "int8"] = Field(default="fp32", description="The network's arithmetic.")
+    precision: Literal["fp32", "int8", "bf16"] = Field(default="fp32", description="The network's arithmetic.")
 
-    @model_serializer(mode="wrap")
-    def _omit_default_runtime(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Added after configs were first saved: the PyTorch fp32 default stays out of the dump, so the fingerprint
-        # of every existing config is unchanged; any other backend or precision changes it.
-        data: dict[str, Any] = handler(self)
-        if self.backend == "torch":
-            data.pop("backend", None)
-        if self.precision == "fp32":
-            data.pop("precision", None)
-        return data
     flip_average: bool = Field(default=False, description="Average the embeddings of the crop and its mirror.")
     batch_size: int = Field(default=32, ge=1, le=1024)
 

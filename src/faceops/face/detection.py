@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -31,7 +31,7 @@ from faceops.errors import ConfigError, FaceOpsError, NoFaceDetected
 from faceops.face.config import DetectorConfig, DetectorRung
 from faceops.face.device import resolve_device
 
-__all__ = ["DETECTOR_BACKENDS", "Face", "FaceDetector", "select_subject"]
+__all__ = ["DETECTOR_BACKENDS", "Detector", "Face", "FaceDetector", "build_detector", "select_subject"]
 
 DETECTOR_BACKENDS = ("torch", "onnxruntime")
 
@@ -73,6 +73,58 @@ class Face:
             "probability": round(float(self.probability), 6),
             "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
         }
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """What the face path (:class:`~faceops.face.recognizer.FaceRecognizer`, serving, the CLI) calls on a detector:
+    MTCNN's :class:`FaceDetector` and the trained :class:`~faceops.detector.detect.NetDetector` both are one.
+
+    ``detect_batch`` gives each image's faces (box, probability, 5 landmarks), most probable first; ``backend``
+    says what runs the network (``torch`` or ``onnxruntime``).
+    """
+
+    backend: str
+
+    def detect(self, image: np.ndarray) -> list[Face]: ...
+
+    def detect_batch(self, images: Sequence[np.ndarray], batch_size: int = 16) -> list[list[Face]]: ...
+
+    def detect_subject(self, image: np.ndarray, source: str | None = None) -> Face: ...
+
+
+def build_detector(
+    config: DetectorConfig | None = None,
+    weights: str | Path | None = None,
+    device: str | None = None,
+    backend: str = "torch",
+) -> Detector:
+    """The detector a preprocessing names: MTCNN (``kind: mtcnn``) or the trained FaceOps detector
+    (``kind: faceops-net``) from its ``weights`` file, which must have the checksum the config names.
+
+    Args:
+        config: the preprocessing's detector settings.
+        weights: the trained detector's weights file (a model bundle carries it); unused by MTCNN.
+        device: torch device string; ``None`` uses the settings' device.
+        backend: what runs MTCNN's nets (``torch`` or ``onnxruntime``); the trained detector runs on torch.
+
+    Raises:
+        ConfigError: the trained detector is named but no weights file is given.
+        InvalidModelFile: its weights file is missing, damaged or not the one the config names (checksum).
+    """
+    config = config or DetectorConfig()
+    if config.kind == "mtcnn":
+        return FaceDetector(config, device=device, backend=backend)
+    if weights is None:
+        sha = config.net.weights_sha256[:16] if config.net else "?"
+        raise ConfigError(
+            f"the preprocessing names the trained FaceOps detector (weights sha256 {sha}...) but no weights file "
+            "was given: load the model bundle that carries it"
+        )
+    # imported here: faceops.detector builds on this module (Face, select_subject)
+    from faceops.detector.detect import NetDetector
+
+    return NetDetector.from_config(config, weights, device=resolve_device(device))
 
 
 class FaceDetector:

@@ -144,7 +144,7 @@ class Embedder:
         if model is None:
             model, model_id = load_backbone(weights)
         if isinstance(model, torch.nn.Module):
-            self.net: EmbeddingNet = TorchNet(model, self.device)
+            self.net: EmbeddingNet = TorchNet(model, self.device, precision=self.config.precision)
         else:
             self.net = model
         if self.net.backend != self.config.backend:

@@ -14,6 +14,10 @@ embedding is marked dead before it leaves the index, so a search that ends after
 never answers with it. Such a gallery also writes the index next to its file (``<file>.index``, its checksum in
 the gallery header, plus a ``keys`` array) and reads it back at load; a missing, damaged or mismatched index file
 is rebuilt from the embeddings and said in the log. Files stay readable by older FaceOps versions.
+
+A gallery that lives in a file changes in place and durably without rewriting it: ``add(..., journal=path)`` and
+``remove(..., journal=path)`` append the change to the file's journal (:mod:`faceops.face.gallery_file`) before
+making it, :meth:`Gallery.load` replays the journal, and :meth:`Gallery.save` (a compaction) starts a new one.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import copy
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +35,25 @@ from pathlib import Path
 import numpy as np
 
 from faceops.errors import GalleryError, UnknownIdentity
-from faceops.face.gallery_file import FORMAT_VERSION, index_path, read_gallery_file, write_gallery_file
-from faceops.face.index import EXACT_BELOW, UsearchIndex, VectorIndex, read_index, timed_build, write_index
+from faceops.face.gallery_file import (
+    FORMAT_VERSION,
+    JournalRecord,
+    append_journal,
+    index_path,
+    journal_path,
+    read_gallery_file,
+    read_journal,
+    write_gallery_file,
+)
+from faceops.face.index import (
+    EXACT_BELOW,
+    UsearchIndex,
+    VectorIndex,
+    read_index,
+    search_depth_for,
+    timed_build,
+    write_index,
+)
 
 __all__ = ["Gallery", "Match", "UNKNOWN", "valid_identity"]
 
@@ -40,6 +62,7 @@ log = logging.getLogger(__name__)
 UNKNOWN = "unknown"
 _CANDIDATES = 64  # ANN candidates re-scored per query (more when they hold fewer than top_k identities)
 _SCAN_CHUNK = 1 << 16
+_BULK = 1 << 12  # batches of this many embeddings or more are inserted on build_threads threads
 
 
 def valid_identity(identity: str) -> str:
@@ -82,6 +105,8 @@ class Gallery:
         build_threads: threads for building the whole index (at the switch to ANN search, or when a load rebuilds
             it). One, the default, builds the same graph (the same answers) on every machine; more build a
             million embeddings faster with a small loss of recall (``benchmarks/results/gallery_index.json``).
+        search_depth: the index's search depth (HNSW ef); None (the default) chooses it by the gallery's size
+            (:func:`~faceops.face.index.search_depth_for`), so recall@5 stays >= 0.99 as the gallery grows.
     """
 
     def __init__(
@@ -91,12 +116,18 @@ class Gallery:
         exact_below: int = EXACT_BELOW,
         index_type: type[VectorIndex] = UsearchIndex,
         build_threads: int = 1,
+        search_depth: int | None = None,
     ) -> None:
         self.model_id = model_id
         self.exact_below = exact_below
         self.index_type = index_type
         self.build_threads = max(1, int(build_threads))
+        self.search_depth = search_depth
         self._lock = threading.RLock()
+        self._writer = threading.RLock()  # journalled changes and saves, one at a time (searches do not take it)
+        self._base: str | None = None  # the id of the file this gallery was last loaded from or saved to
+        self._file: Path | None = None
+        self.journal_bytes = 0  # appended to that file's journal since (a caller compacts when it is large)
         self._reset()
 
     def _reset(self) -> None:
@@ -118,6 +149,22 @@ class Gallery:
     def __len__(self) -> int:
         return self._live
 
+    def __contains__(self, identity: object) -> bool:
+        """Whether ``identity`` has embeddings (O(1): no copy of :attr:`identities`)."""
+        return self.count(identity) > 0 if isinstance(identity, str) else False
+
+    def count(self, identity: str) -> int:
+        """How many embeddings ``identity`` has (0 if not enrolled)."""
+        with self._lock:
+            code = self._code_of.get(identity)
+            return 0 if code is None else int(self._counts[code])
+
+    @property
+    def identity_count(self) -> int:
+        """The number of enrolled identities (without building :attr:`identities`)."""
+        with self._lock:
+            return int(np.count_nonzero(self._counts))
+
     @property
     def identities(self) -> dict[str, int]:
         """Identity -> number of embeddings, sorted by name."""
@@ -128,6 +175,11 @@ class Gallery:
                     self._names[c]: int(counts[c]) for c in sorted(np.flatnonzero(counts), key=self._names.__getitem__)
                 }
             return dict(self._identities_view)
+
+    @property
+    def file(self) -> Path | None:
+        """The file this gallery was last loaded from or saved to (the one its journalled changes continue)."""
+        return self._file
 
     @property
     def uses_index(self) -> bool:
@@ -149,6 +201,22 @@ class Gallery:
             stop = int(starts[i + 1]) if i + 1 < len(starts) else len(slots)
             return [self._sources[s] for s in slots[int(starts[i]) : stop].tolist()]
 
+    def sources_of(self, identity: str) -> list[str]:
+        """:meth:`sources` by a scan of the slots (O(embeddings), no sorted view to rebuild after a change): for a
+        few identities of a gallery that changes between the calls; :meth:`sources` or :meth:`labelled_sources`
+        for many."""
+        with self._lock:
+            self._require(identity)
+            rows = np.flatnonzero(self._codes[: self._used] == self._code_of[identity])
+            return [self._sources[s] for s in rows.tolist()]
+
+    def labelled_sources(self) -> list[tuple[str, str]]:
+        """``(identity, source)`` of every embedding, in slot order (one pass)."""
+        with self._lock:
+            slots = np.flatnonzero(self._codes[: self._used] >= 0)
+            names, codes = self._names, self._codes
+            return [(names[codes[s]], self._sources[s]) for s in slots.tolist()]
+
     def embeddings_of(self, identity: str) -> np.ndarray:
         """The stored (unit) embeddings of one identity, float32 (k, dim), in enrolment order.
 
@@ -160,11 +228,25 @@ class Gallery:
             rows = np.flatnonzero(self._codes[: self._used] == self._code_of[identity])
             return np.asarray(self._store[rows], dtype=np.float32)
 
-    def add(self, identity: str, embeddings: np.ndarray, sources: list[str] | None = None) -> None:
-        """Enrol more embeddings for an identity (new or existing)."""
+    def add(
+        self, identity: str, embeddings: np.ndarray, sources: list[str] | None = None, *, journal: Path | None = None
+    ) -> None:
+        """Enrol more embeddings for an identity (new or existing).
+
+        Args:
+            journal: the gallery's file: the change is appended to its journal (fsync) before it is made, so it
+                survives a crash once this returns. A gallery not loaded from or saved to that file is saved
+                there first.
+        """
         identity = valid_identity(identity)
         vectors = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
-        self.add_batch([identity] * len(vectors), vectors, sources)
+        if journal is None:
+            self.add_batch([identity] * len(vectors), vectors, sources)
+            return
+        with self._writer:
+            self._check_batch([identity] * len(vectors), vectors, sources)
+            self._journal(journal, JournalRecord("add", identity, vectors, tuple(sources or [""] * len(vectors))))
+            self.add_batch([identity] * len(vectors), vectors, sources)
 
     def add_batch(
         self, identities: Sequence[str], embeddings: np.ndarray, sources: Sequence[str] | None = None
@@ -176,17 +258,9 @@ class Gallery:
         vectors = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
         if len(vectors) == 0:
             return
-        if len(self) and vectors.shape[1] != self.dim:
-            raise GalleryError(f"embedding size {vectors.shape[1]} does not match the gallery's {self.dim}")
-        if not np.all(np.isfinite(vectors)):
-            raise GalleryError("embeddings contain NaN or infinite values")
-        if len(identities) != len(vectors):
-            raise GalleryError(f"one identity per embedding is needed ({len(identities)} for {len(vectors)})")
-        names = [valid_identity(i) for i in dict.fromkeys(identities)]  # validate each distinct name once
+        names = self._check_batch(identities, vectors, sources)
         vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
         sources = list(sources) if sources else [""] * len(vectors)
-        if len(sources) != len(vectors):
-            raise GalleryError("one source name per embedding is needed")
         with self._lock:
             if not len(self):
                 self._reset()
@@ -202,15 +276,51 @@ class Gallery:
             self._counts += np.bincount(codes, minlength=len(self._counts))
             self._live += len(vectors)
             self._exact_view = self._identities_view = None
-            if self._index is not None:
-                self._index.add(keys, vectors)
+            if self._index is not None:  # a large batch (a bulk load) is a build: build_threads insert it
+                self._index.add(keys, vectors, threads=self.build_threads if len(keys) >= _BULK else 1)
             elif self._live >= self.exact_below:
                 self._start_index()
+            self._tune_depth()
 
-    def remove(self, identity: str) -> int:
-        """Delete every embedding of an identity; returns how many were removed."""
-        with self._lock:
+    def _tune_depth(self) -> None:
+        """The index's search depth for this size (:func:`~faceops.face.index.search_depth_for`), unless the
+        gallery was given a fixed ``search_depth``."""
+        if self._index is not None and hasattr(self._index, "search_depth"):
+            depth = self.search_depth or search_depth_for(self._live)
+            if self._index.search_depth != depth:
+                self._index.search_depth = depth
+
+    def _check_batch(self, identities: Sequence[str], vectors: np.ndarray, sources: Sequence[str] | None) -> list[str]:
+        """The distinct valid names of a batch; :class:`GalleryError` for what :meth:`add_batch` cannot take."""
+        if len(self) and vectors.shape[1] != self.dim:
+            raise GalleryError(f"embedding size {vectors.shape[1]} does not match the gallery's {self.dim}")
+        if not np.all(np.isfinite(vectors)):
+            raise GalleryError("embeddings contain NaN or infinite values")
+        if len(identities) != len(vectors):
+            raise GalleryError(f"one identity per embedding is needed ({len(identities)} for {len(vectors)})")
+        if sources and len(sources) != len(vectors):
+            raise GalleryError("one source name per embedding is needed")
+        return [valid_identity(i) for i in dict.fromkeys(identities)]  # validate each distinct name once
+
+    def _journal(self, path: Path, record: JournalRecord) -> None:
+        """Append ``record`` to the journal of the file at ``path`` (saving the gallery there first if it is not
+        this gallery's file)."""
+        path = Path(path)
+        if self._base is None or self._file != path:
+            self.save(path)
+        assert self._base is not None  # set by save
+        self.journal_bytes = append_journal(path, self._base, record)
+
+    def remove(self, identity: str, *, journal: Path | None = None) -> int:
+        """Delete every embedding of an identity; returns how many were removed.
+
+        Args:
+            journal: as for :meth:`add`: the deletion is durable once this returns.
+        """
+        with self._writer, self._lock:
             self._require(identity)
+            if journal is not None:
+                self._journal(journal, JournalRecord("remove", identity))
             code = self._code_of[identity]
             rows = np.flatnonzero(self._codes[: self._used] == code)
             if self._index is None:
@@ -289,7 +399,18 @@ class Gallery:
     def identify(
         self, queries: np.ndarray | Sequence[np.ndarray], threshold: float, top_k: int = 3
     ) -> list[Match]:
-        """The best identities for each query; ``unknown`` when the best score is below ``threshold``."""
+        """The best identities for each query; ``unknown`` when the best score is below ``threshold``.
+
+        The gallery may change while this runs (another thread adds or removes): an answer naming an identity that
+        was removed meanwhile is computed again, so no search that returns after :meth:`remove` returned names it.
+        """
+        while True:
+            matches = self._identify(queries, threshold, top_k)
+            with self._lock:
+                if all(name in self for m in matches for name, _ in m.candidates):
+                    return matches
+
+    def _identify(self, queries: np.ndarray | Sequence[np.ndarray], threshold: float, top_k: int) -> list[Match]:
         if self._index is not None:
             return self._identify_ann(self._queries(queries), threshold, top_k)
         per_identity, names = self.scores(queries)
@@ -363,8 +484,13 @@ class Gallery:
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        with self._writer:  # journalled changes wait: one made meanwhile would follow the old file, and go with it
+            self._save(path)
+
+    def _save(self, path: Path) -> None:
         with self._lock:
-            header: dict[str, object] = {"format": FORMAT_VERSION, "model_id": self.model_id}
+            base = uuid.uuid4().hex
+            header: dict[str, object] = {"format": FORMAT_VERSION, "model_id": self.model_id, "base": base}
             arrays: dict[str, np.ndarray] = {}
             if self._index is None:
                 slots = self._exact()[3]  # sorted by label, as files have always been
@@ -382,7 +508,9 @@ class Gallery:
             "labels": labels.astype(str),
             "sources": sources.astype(str),
         }
-        write_gallery_file(path, arrays)
+        write_gallery_file(path, arrays)  # outside the search lock: searches go on while a large gallery is written
+        journal_path(path).unlink(missing_ok=True)  # what it held is in the file now
+        self._base, self._file, self.journal_bytes = base, path, 0
 
     @classmethod
     def load(
@@ -401,8 +529,30 @@ class Gallery:
                 not an error: it is rebuilt from the embeddings (a warning in the log says why).
         """
         path = Path(path)
+        gallery = cls._load_file(path, exact_below, index_type, build_threads)
+        base = gallery._base
+        replayed = 0
+        for record in read_journal(path, base):
+            if record.op == "add" and record.embeddings is not None:
+                gallery.add_batch([record.identity] * len(record.embeddings), record.embeddings, list(record.sources))
+            elif record.identity in gallery:
+                gallery.remove(record.identity)
+            replayed += 1
+        if replayed:
+            log.info("%s: %d change(s) replayed from its journal", path, replayed)
+        journal = journal_path(path)
+        gallery._base, gallery._file = base, path
+        gallery.journal_bytes = journal.stat().st_size if base is not None and journal.is_file() else 0
+        return gallery
+
+    @classmethod
+    def _load_file(
+        cls, path: Path, exact_below: int, index_type: type[VectorIndex], build_threads: int
+    ) -> Gallery:
         header, embeddings, labels, sources, keys = read_gallery_file(path)
         gallery = cls(header["model_id"], exact_below=exact_below, index_type=index_type, build_threads=build_threads)
+        base = header.get("base")
+        gallery._base = base if isinstance(base, str) else None
         if not len(labels):
             return gallery
         names, codes = np.unique(labels.astype(str), return_inverse=True)
@@ -451,6 +601,7 @@ class Gallery:
         self._index = index or timed_build(
             self.index_type, slots, self._store[slots], f"loading {path}", self.build_threads
         )
+        self._tune_depth()
 
     @classmethod
     def open_or_create(cls, path: str | Path, model_id: str) -> Gallery:
@@ -479,7 +630,8 @@ class Gallery:
             twin = Gallery(
                 self.model_id, exact_below=self.exact_below, index_type=self.index_type, build_threads=self.build_threads
             )
-            state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_index", "_exact_view", "_identities_view")}
-            twin.__dict__.update(copy.deepcopy(state, memo))
+            skip = ("_lock", "_writer", "_index", "_exact_view", "_identities_view", "_base", "_file", "journal_bytes")
+            state = {k: v for k, v in self.__dict__.items() if k not in skip}
+            twin.__dict__.update(copy.deepcopy(state, memo))  # not tied to a file: a journal needs a save first
             twin._index = self._index.copy() if self._index is not None else None
             return twin

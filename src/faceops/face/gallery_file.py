@@ -1,32 +1,138 @@
 """The gallery's file: a NumPy ``.npz`` archive read with pickle disabled, checked array by array, written atomically.
 
-Arrays: ``header`` (JSON: format version, model id, and for indexed galleries the index file's stamp),
+Arrays: ``header`` (JSON: format version, model id, the journal ``base`` id, and for indexed galleries the index
+file's stamp),
 ``embeddings`` (M, D) float32 (float16 for indexed galleries), ``labels`` and ``sources`` (fixed-width unicode),
 and, for indexed galleries, ``keys`` (each row's key in the index file ``<file>.index``). Readers ignore arrays
 they do not know, so files stay readable by earlier FaceOps versions.
+
+Changes after a save go to a journal next to the file (``<file>.journal``) instead of rewriting it: one record per
+enrolment or deletion, appended and fsync'ed before the change is made in memory, so a change acknowledged to a
+caller survives a crash (kill -9) at the cost of one small write. A record is ``<length> <crc32>`` (two little-endian
+uint32) and a payload: a JSON line (the ``base`` id of the gallery file it follows, the operation, the identity,
+the sources, the embeddings' shape) and the float32 embeddings. The base id ties a journal to one saved file: a
+save writes a new id and then deletes the journal, so a crash in between leaves a journal that the next load
+recognises as already contained in the file. A torn last record (a crash mid-append: never acknowledged) is cut
+off at load.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import struct
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from faceops.errors import GalleryError
 
-__all__ = ["FORMAT_VERSION", "index_path", "read_gallery_file", "write_gallery_file"]
+__all__ = [
+    "FORMAT_VERSION",
+    "JournalRecord",
+    "append_journal",
+    "index_path",
+    "journal_path",
+    "read_gallery_file",
+    "read_journal",
+    "write_gallery_file",
+]
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+_RECORD_HEAD = struct.Struct("<II")  # payload length, crc32 of the payload
 
 
 def index_path(path: Path) -> Path:
     """Where the ANN index of the gallery at ``path`` lives."""
     return path.with_name(path.name + ".index")
+
+
+def journal_path(path: Path) -> Path:
+    """Where the changes made since the gallery at ``path`` was saved are appended."""
+    return path.with_name(path.name + ".journal")
+
+
+@dataclass(frozen=True)
+class JournalRecord:
+    """One change after a save: ``add`` (embeddings with their sources) or ``remove`` (every embedding)."""
+
+    op: str
+    identity: str
+    embeddings: np.ndarray | None = None
+    sources: tuple[str, ...] = ()
+
+
+def append_journal(path: Path, base: str, record: JournalRecord) -> int:
+    """Append ``record`` to the journal of the gallery file ``path`` (saved with id ``base``), durably (fsync);
+    the journal's size in bytes afterwards."""
+    header: dict[str, object] = {"base": base, "op": record.op, "identity": record.identity}
+    body = b""
+    if record.embeddings is not None:
+        vectors = np.ascontiguousarray(record.embeddings, dtype="<f4")
+        header |= {"sources": list(record.sources), "shape": list(vectors.shape)}
+        body = vectors.tobytes()
+    payload = json.dumps(header).encode() + b"\n" + body
+    with journal_path(path).open("ab") as handle:
+        handle.write(_RECORD_HEAD.pack(len(payload), zlib.crc32(payload)) + payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+        return handle.tell()
+
+
+def read_journal(path: Path, base: str | None) -> Iterator[JournalRecord]:
+    """The changes journalled after the gallery file ``path`` (saved with id ``base``) was written, in order.
+
+    A journal of another base (already contained in the file: a crash between a save and the journal's removal)
+    is deleted; a torn or damaged record ends the journal there (what follows is cut off, with a warning).
+    """
+    journal = journal_path(path)
+    if not journal.is_file():
+        return
+    data = journal.read_bytes()
+    offset = 0
+    while offset < len(data):
+        record = _parse(data, offset)
+        if record is None:
+            log.warning("%s: a torn or damaged record at byte %d of %d: the journal is cut off there "
+                        "(an append that never completed was never acknowledged)", journal, offset, len(data))
+            with journal.open("rb+") as handle:
+                handle.truncate(offset)
+                os.fsync(handle.fileno())
+            return
+        header, vectors, size = record
+        if header.get("base") != base:
+            log.info("%s follows another save of %s (already in the file): removed", journal, path)
+            journal.unlink(missing_ok=True)
+            return
+        yield JournalRecord(str(header["op"]), str(header["identity"]), vectors, tuple(header.get("sources", ())))
+        offset += size
+
+
+def _parse(data: bytes, offset: int) -> tuple[dict, np.ndarray | None, int] | None:
+    """The record at ``offset`` (header, embeddings, its size in bytes), or None when torn or damaged."""
+    if offset + _RECORD_HEAD.size > len(data):
+        return None
+    length, crc = _RECORD_HEAD.unpack_from(data, offset)
+    payload = data[offset + _RECORD_HEAD.size : offset + _RECORD_HEAD.size + length]
+    if len(payload) != length or zlib.crc32(payload) != crc:
+        return None
+    line, _, body = payload.partition(b"\n")
+    try:
+        header = json.loads(line)
+        vectors = np.frombuffer(body, dtype="<f4").reshape(header["shape"]) if "shape" in header else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(header, dict) or header.get("op") not in ("add", "remove"):
+        return None
+    return header, vectors, _RECORD_HEAD.size + length
 
 
 def write_gallery_file(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -54,6 +54,20 @@ time is relative and only side-by-side figures compare):
   is the int8 index plus the float16 copy (1.9 GB growth at 1M), which float16-in-the-index would cut by 0.5 GB
   at 2-3x the build and search time on AVX2.
 
+Session 7 (``benchmarks/results/gallery_index_1m.json``, ``--model default``: the default model's 128-d
+MobileFaceNet embeddings, the Gaussian fitted on the 6,152 LFW photos whose aligned crops were cached; load
+averages 5-10 on the 2 cores, so times are relative):
+
+- **128-d is harder for the graph than 512-d**: at 100k (25,000 identities) the probe's own identity is always
+  first, but recall@5 is 0.784 at depth 96, 0.953 at 384, 0.974 at 512 and 0.987 at 768 (the four runners-up are
+  near-ties among strangers at cosine ~0.43); at 300k (75,000 identities) 0.647 / 0.883 / 0.945 / 0.965 / 0.983 /
+  0.993 at 96 / 384 / 768 / 1024 / 1536 / 2048 (p50 7 / 23 / 36 / 52 / 87 / 84 ms under load). So the default
+  depth grows with the gallery (:func:`search_depth_for`): 96 up to 20k embeddings, 384 up to 60k, 1024 up to
+  150k (interpolated, not measured there), 2048 above. 1M was not built (at the load of the shared machine it
+  would have taken about an hour); at 2048 it will stay under 0.99 with this graph: the next step is a denser
+  graph (connectivity 32, expansion_add 128: slower builds) measured side by side, since depth alone already
+  costs 4x the 20 ms target at 300k.
+
 Only this module imports the ANN library, so replacing it means one new :class:`VectorIndex` class.
 """
 
@@ -72,12 +86,34 @@ import numpy as np
 
 from faceops.errors import GalleryError
 
-__all__ = ["EXACT_BELOW", "UsearchIndex", "VectorIndex", "build_index", "read_index", "timed_build", "write_index"]
+__all__ = [
+    "EXACT_BELOW",
+    "UsearchIndex",
+    "VectorIndex",
+    "build_index",
+    "read_index",
+    "search_depth_for",
+    "timed_build",
+    "write_index",
+]
 
 log = logging.getLogger(__name__)
 
 EXACT_BELOW = 10_000
 """Galleries with fewer embeddings are searched exactly (a matrix product is fast and simplest there)."""
+
+# Search depth (HNSW ef) by gallery size: (up to this many embeddings, depth). Recall@5 falls as the graph grows at a
+# fixed depth (50k realistic embeddings: 0.948 / 0.983 / 0.996 at 96 / 192 / 384), so larger galleries search
+# deeper; see search_depth_for.
+DEPTH_BY_SIZE: tuple[tuple[int, int], ...] = ((20_000, 96), (60_000, 384), (150_000, 1024))
+DEEPEST = 2048
+
+
+def search_depth_for(size: int) -> int:
+    """The default search depth for a gallery of ``size`` embeddings (measured for recall@5 >= 0.99:
+    ``benchmarks/results/gallery_index_1m.json``)."""
+    return next((depth for limit, depth in DEPTH_BY_SIZE if size <= limit), DEEPEST)
+
 
 _CHUNK = 1 << 14
 _PROGRESS_EVERY = 30.0  # seconds between progress lines of a long build

@@ -16,7 +16,7 @@ import numpy as np
 from faceops.errors import InvalidImage, NoFaceDetected
 from faceops.face.alignment import align_face, align_faces
 from faceops.face.config import PreprocessConfig
-from faceops.face.detection import Face, FaceDetector, select_subject
+from faceops.face.detection import Detector, Face, build_detector, select_subject
 from faceops.face.embedding import Embedder
 from faceops.face.images import ImageSource, load_image
 
@@ -60,17 +60,19 @@ class FaceRecognizer:
     Args:
         config: the preprocessing config (detection, alignment, normalisation).
         embedder: a ready embedder; by default one is built from the settings' weights.
-        detector: a ready detector; by default MTCNN with ``config.detector``.
+        detector: a ready detector; by default the one ``config.detector`` names (:func:`build_detector`).
+        detector_weights: the trained detector's weights file, when ``config.detector`` names it.
     """
 
     def __init__(
         self,
         config: PreprocessConfig | None = None,
         embedder: Embedder | None = None,
-        detector: FaceDetector | None = None,
+        detector: Detector | None = None,
+        detector_weights: str | Path | None = None,
     ) -> None:
         self.config = config or PreprocessConfig()
-        self.detector = detector or FaceDetector(self.config.detector)
+        self.detector: Detector = detector or build_detector(self.config.detector, detector_weights)
         self._embedder = embedder
 
     @property

@@ -35,19 +35,23 @@ def optimize_champion(
     pairs_per_fold: int | None = None,
     target_far: float = 1e-3,
     promote: bool = True,
+    sparsity: float | None = None,
+    epochs: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Build ``method``'s variant of the current champion, gate it, register and (with ``promote``) promote it.
 
     Args:
-        method: ``mobilefacenet``, ``onnx``, ``int8`` or ``prune`` (:data:`faceops.optimize.METHODS`).
+        method: ``mobilefacenet``, ``onnx``, ``int8``, ``prune`` or ``bf16`` (:data:`faceops.optimize.METHODS`).
         cache_dir: the crop cache.
-        out_dir: where ``decision.json`` (and the admitted variant's bundle) go.
+        out_dir: where ``decision.json`` (the gate's figures) and ``outcome.json`` go.
         data_dir: the data version, also scored by the gate; int8 calibrates on its photos.
         lfw_pairs: LFW ``pairs.txt`` (images beside it); default: the shared datasets' copy.
         lfw_folds: the folds the gate scores (default 1-8).
         pairs_per_fold: only this many pairs per fold (quick runs; the FAR check needs the full folds).
         target_far: the FAR the variant's threshold is recalibrated for (the run config's).
+        sparsity: ``prune``: the share of channels removed (default: :class:`~faceops.training.prune.PruneConfig`'s).
+        epochs: ``prune``: distillation epochs (default: ``PruneConfig``'s).
 
     Returns:
         the outcome: method, champion version, admitted, reasons, the variant's version and whether it was
@@ -55,12 +59,19 @@ def optimize_champion(
     """
     from faceops import registry
     from faceops.errors import ModelNotFound
-    from faceops.evaluation.parity import ParityConfig, check_parity
+    from faceops.evaluation.parity import ParityConfig
     from faceops.face.images import iter_image_paths
-    from faceops.optimize import build_variant, log_optimization
+    from faceops.optimize import optimize_model
     from faceops.settings import get_settings
+    from faceops.training.prune import PruneConfig, check_sparsity
 
     say = progress or (lambda line: log.info("%s", line))
+    prune = None
+    if method == "prune":  # checked before any work: a bad sparsity is a failed step, not a refusal
+        prune = PruneConfig(
+            sparsity=check_sparsity(sparsity) if sparsity is not None else PruneConfig().sparsity,
+            epochs=epochs if epochs is not None else PruneConfig().epochs,
+        )
     pairs = Path(lfw_pairs) if lfw_pairs else get_settings().shared_dir / "datasets" / "lfw" / "pairs.txt"
     config = ParityConfig(
         lfw_pairs=pairs, lfw_root=pairs.parent, folds=lfw_folds or list(range(1, 9)), pairs_per_fold=pairs_per_fold,
@@ -88,22 +99,21 @@ def optimize_champion(
     calibration = None
     if method in ("int8", "prune"):  # calibration (int8) or distillation (prune) photos
         calibration = sorted(iter_image_paths([data_dir]))[:CALIBRATION_PHOTOS] if data_dir else []
-    variant = build_variant(champion, method, calibration, say)  # type: ignore[arg-type]
-    variant.metadata["source"] = source
-    say(f"scoring the champion (version {champion_version}) and the {method} variant on LFW folds "
-        f"{','.join(map(str, config.folds))}" + (" and the data version" if data_dir else ""))
-    decision = check_parity(champion, variant, config, cache_dir=cache_dir, data_root=data_dir)
-    variant.metadata["parity"] = {"admitted": decision.admitted, "reasons": decision.reasons}
+    result = optimize_model(
+        champion, method, config, source=source, cache_dir=cache_dir, out_dir=out_dir,  # type: ignore[arg-type]
+        calibration=calibration, prune=prune, data_root=data_dir, save_bundle=False, tracking_uri=tracking_uri,
+        progress=say,
+    )
+    variant, decision, version = result.variant, result.decision, result.version
     outcome.update(
         admitted=decision.admitted,
         reasons=decision.reasons,
         threshold=variant.threshold,
         champion_lfw=_lfw(decision.champion),
         variant_lfw=_lfw(decision.variant),
+        **({"sparsity": variant.metadata.get("sparsity")} if method == "prune" else {}),
+        **({"bf16_native": variant.metadata.get("bf16_native")} if method == "bf16" else {}),
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "parity.json").write_text(json.dumps(decision.to_dict(), indent=2, default=str))
-    version = log_optimization(variant, decision, source, tracking_uri)
     outcome["version"] = version
     if version is not None and data_dir is not None:  # what the monitor holds this model's traffic against
         from faceops.steps.model import log_monitoring_reference

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import Field, model_validator
 
-from faceops.face.config import PreprocessConfig, StrictConfig, load_yaml_config
+from faceops.face.config import AddedFieldsConfig, PreprocessConfig, StrictConfig, load_yaml_config
 
 __all__ = [
     "AugmentConfig",
@@ -36,8 +36,11 @@ class HeadConfig(StrictConfig):
     margin: float = Field(default=0.3, ge=0, lt=1.0, description="arcface: angular margin m (radians).")
 
 
-class AugmentConfig(StrictConfig):
+class AugmentConfig(AddedFieldsConfig):
     """Pixel augmentation of training crops; each copy costs one more trunk pass per training image, once."""
+
+    # added for drift-matched retraining: the augmented views (keyed by the dump) of older configs keep their caches
+    omit_at_default: ClassVar[tuple[str, ...]] = ("blur_min_sigma", "dark_prob", "dark_range")
 
     copies: int = Field(
         default=1,
@@ -75,16 +78,6 @@ class AugmentConfig(StrictConfig):
         if not 0 < low <= high <= 1:
             raise ValueError("dark_range must satisfy 0 < low <= high <= 1")
         return self
-
-    @model_serializer(mode="wrap")
-    def _omit_default_drift_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Added for drift-matched retraining: at their defaults they stay out of the dump, so the augmented views
-        # (keyed by the dump) of every existing config keep their cached trunk activations.
-        data: dict[str, Any] = handler(self)
-        for name in ("blur_min_sigma", "dark_prob", "dark_range"):
-            if getattr(self, name) == type(self).model_fields[name].default:
-                data.pop(name, None)
-        return data
 
 
 class DriftTarget(StrictConfig):
@@ -214,8 +207,10 @@ class GroupGateConfig(StrictConfig):
     attributes: Path | None = Field(default=None, description="Attribute CSV (image,<attr>...) for attr: groups.")
 
 
-class GateConfig(StrictConfig):
+class GateConfig(AddedFieldsConfig):
     """Promotion gate: the challenger must not be worse than the champion beyond these tolerances."""
+
+    omit_at_default: ClassVar[tuple[str, ...]] = ("robustness", "groups")  # off when unset
 
     max_accuracy_drop: float = Field(
         default=0.0, ge=0, le=1, description="Closed-set accuracy may drop by at most this much."
@@ -251,18 +246,11 @@ class GateConfig(StrictConfig):
     )
     groups: GroupGateConfig | None = Field(default=None, description="Also judge per group (off when unset).")
 
-    @model_serializer(mode="wrap")
-    def _omit_unset_criteria(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Off by default and then left out of the dump, so configs logged before these criteria read the same.
-        data: dict[str, Any] = handler(self)
-        for name in ("robustness", "groups"):
-            if getattr(self, name) is None:
-                data.pop(name, None)
-        return data
 
-
-class TrainConfig(StrictConfig):
+class TrainConfig(AddedFieldsConfig):
     """Everything a training run depends on; logged with the run."""
+
+    omit_at_default: ClassVar[tuple[str, ...]] = ("drift",)  # only runs started for a drift carry one
 
     seed: int = 0
     data_root: Path = Path("data")
@@ -303,14 +291,6 @@ class TrainConfig(StrictConfig):
     mlflow: bool = Field(
         default=True, description="Log the run to MLflow and register the model as challenger."
     )
-
-    @model_serializer(mode="wrap")
-    def _omit_no_drift(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Only runs started for a drift carry one: otherwise the dump (logged params, checkpoint keys) is unchanged.
-        data: dict[str, Any] = handler(self)
-        if self.drift is None:
-            data.pop("drift", None)
-        return data
 
     @model_validator(mode="after")
     def _some_training(self) -> TrainConfig:
