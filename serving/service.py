@@ -40,7 +40,7 @@ from faceops.serving.store import DELETED, GalleryStore, IdentityExists, ModelNo
 from faceops.errors import FaceOpsError, GalleryError, NoFaceDetected, UnknownIdentity
 from faceops.evaluation.bundle import ModelBundle
 from faceops.face.alignment import align_faces
-from faceops.face.detection import Face, FaceDetector, select_subject
+from faceops.face.detection import Face, select_subject
 from faceops.face.enrol import embed_people
 from faceops.face.gallery import UNKNOWN, Gallery, Match
 from faceops.face.images import load_image
@@ -196,12 +196,7 @@ class FaceService:
 
             # before the detector is built: its ONNX Runtime sessions take their thread count from it
             torch.set_num_threads(self.settings.torch_threads)
-        recognizer = bundle.recognizer(device=self.settings.device)
-        if bundle.preprocess.detector.kind == "mtcnn" and self.settings.detector_backend != recognizer.detector.backend:
-            # the same MTCNN weights and settings on another runtime: the same faces (tests/face/test_detection_onnx)
-            recognizer.detector = FaceDetector(
-                bundle.preprocess.detector, device=self.settings.device, backend=self.settings.detector_backend
-            )
+        recognizer = bundle.recognizer(device=self.settings.device, detector_backend=self.settings.detector_backend)
         # Warm up (first calls allocate and compile kernels) before the model meets real requests.
         recognizer.detector.detect(np.zeros((160, 160, 3), dtype=np.uint8))
         recognizer.embedder.embed(

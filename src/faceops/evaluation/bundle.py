@@ -157,10 +157,17 @@ class ModelBundle:
             family=FAMILY_MOBILEFACENET,
         )
 
-    def recognizer(self, device: str | None = None) -> FaceRecognizer:
-        """A face recognizer that uses this model and its preprocessing."""
+    def recognizer(self, device: str | None = None, detector_backend: str = "torch") -> FaceRecognizer:
+        """A face recognizer that uses this model and its preprocessing.
+
+        Args:
+            detector_backend: what runs MTCNN's nets (``torch`` or ``onnxruntime``: the same weights and faces,
+                ``tests/face/test_detection_onnx.py``); a trained FaceOps detector runs on torch either way.
+        """
         embedder = Embedder(self.preprocess.embedder, device=device, model=self.backbone, model_id=self.model_id)
-        detector = build_detector(self.preprocess.detector, self.detector_weights, device=device)
+        detector = build_detector(
+            self.preprocess.detector, self.detector_weights, device=device, backend=detector_backend
+        )
         return FaceRecognizer(self.preprocess, embedder=embedder, detector=detector)
 
     def save(self, directory: str | Path) -> Path:
