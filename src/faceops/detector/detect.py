@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
@@ -162,8 +161,6 @@ def _merge(levels: Sequence[Sequence[Face]], nms_iou: float) -> list[Face]:
 
 def file_sha256(path: str | Path) -> str:
     """The hex sha256 of a file (a detector's identity in the preprocessing config)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from faceops.storage import sha256_of
+
+    return sha256_of(Path(path))
