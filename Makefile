@@ -97,8 +97,8 @@ lint: venv ## Ruff lint and mypy type check
 	$(VENV)/bin/ruff check src tests benchmarks serving monitoring components pipelines
 	$(VENV)/bin/mypy src serving monitoring components pipelines
 
-bench-index: venv ## 1:N search: usearch, FAISS and hnswlib side by side at 10k and 100k (SIZES=1000000 LIBS=usearch: the 1M gallery, ~15 min)
-	$(PY) benchmarks/gallery_index.py --sizes $(or $(SIZES),10000 100000) --libraries $(or $(LIBS),usearch faiss-hnsw-sq8 hnswlib)
+bench-index: venv ## 1:N search: FAISS PQ scan (default), usearch, FAISS HNSW and hnswlib at 10k and 100k (SIZES=1000000 LIBS=faiss-pq-fastscan: the 1M gallery, ~15 min)
+	$(PY) benchmarks/gallery_index.py --sizes $(or $(SIZES),10000 100000) --libraries $(or $(LIBS),faiss-pq-fastscan usearch faiss-hnsw-sq8 hnswlib)
 
 bench-speed: venv ## Detect + embed side by side: facenet-pytorch as shipped, FaceOps torch, ONNX, int8, MobileFaceNet (long; QUICK=1: 20 photos)
 	$(PY) benchmarks/inference_speed.py $(if $(QUICK),--quick)

@@ -200,6 +200,11 @@ class FaissHnswSq8Index:
             keys = np.array([[x for x in row if x not in self._dead][:k] + [-1] * k for row in keys])[:, :k]
         return keys.astype(np.int64)
 
+    def vectors(self, keys: np.ndarray) -> np.ndarray:
+        # FAISS keeps only the 8-bit codes: the gallery re-scores with their decoded vectors (not exact; an exact
+        # re-scoring would need a float16 copy beside the index, which its memory figure does not include)
+        return np.stack([self._index.reconstruct(int(k)) for k in keys]) if len(keys) else np.zeros((0, self._dim))
+
     def save(self, path: Path) -> None:
         import faiss
 
@@ -266,6 +271,11 @@ class HnswlibIndex:
         out[:, : labels.shape[1]] = labels
         return out
 
+    def vectors(self, keys: np.ndarray) -> np.ndarray:
+        if not len(keys):
+            return np.zeros((0, self._dim), dtype=np.float32)
+        return np.asarray(self._index.get_items(np.asarray(keys, dtype=np.int64), return_type="numpy"), np.float32)
+
     def save(self, path: Path) -> None:
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             self._index.save_index(str(Path(tmp) / "h"))
@@ -277,9 +287,10 @@ class HnswlibIndex:
 
 
 def _index_types() -> dict[str, type]:
-    from faceops.face.index import UsearchIndex
+    from faceops.face.index import PQScanIndex, UsearchIndex
 
-    return {"usearch": UsearchIndex, "faiss-hnsw-sq8": FaissHnswSq8Index, "hnswlib": HnswlibIndex}
+    return {"faiss-pq-fastscan": PQScanIndex, "usearch": UsearchIndex, "faiss-hnsw-sq8": FaissHnswSq8Index,
+            "hnswlib": HnswlibIndex}
 
 
 # -- synthetic galleries ----------------------------------------------------------------------------------------
@@ -598,8 +609,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gallery_index.json")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--libraries", nargs="+", default=["usearch", "faiss-hnsw-sq8", "hnswlib"],
-                        choices=["usearch", "faiss-hnsw-sq8", "hnswlib"])
+    parser.add_argument("--libraries", nargs="+", default=["faiss-pq-fastscan", "usearch", "faiss-hnsw-sq8", "hnswlib"],
+                        choices=["faiss-pq-fastscan", "usearch", "faiss-hnsw-sq8", "hnswlib"])
     parser.add_argument("--data", nargs="+", default=["fitted"], choices=["fitted", "dense"],
                         help="fitted: drawn from a Gaussian model of all LFW embeddings; dense: the stress case")
     parser.add_argument("--build-threads", type=int, nargs="+", default=[1])

@@ -56,7 +56,7 @@ def _build(state: Path, size: int, model_id: str, threads: int, result: Path, pa
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gallery_index.py"), "--sizes", str(size), "--libraries",
-         "usearch", "--data", "fitted", "--build-threads", str(threads), "--keep", str(state), "--model-id",
+         "faiss-pq-fastscan", "--data", "fitted", "--build-threads", str(threads), "--keep", str(state), "--model-id",
          model_id, "--out", str(result), "--model", model, *(["--lfw-partial"] if partial else [])],
         check=True,
     )

@@ -13,7 +13,8 @@ import pytest
 
 from faceops.errors import GalleryError
 from faceops.face.gallery import Gallery
-from faceops.face.index import UsearchIndex, build_index, read_index, write_index
+from faceops.face.index import PQScanIndex, UsearchIndex, VectorIndex, build_index, read_index, write_index
+from faceops.face.pq_scan import TRAIN_AT
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -49,6 +50,20 @@ def large() -> tuple[Gallery, np.ndarray]:
     return gallery, probes
 
 
+def _copy_then_save_and_read(
+    index: VectorIndex, index_type: type[VectorIndex], more: np.ndarray, path: Path, vectors: np.ndarray
+) -> tuple[VectorIndex, dict[str, object]]:
+    """A copy loses ``more`` alone; the index written and read back answers as the original. Returns it, its stamp."""
+    live = len(index)
+    twin = index.copy()
+    twin.remove(more)
+    assert len(index) == live and len(twin) == live - len(more)
+    stamp = write_index(index, path)
+    loaded = read_index(index_type, path, stamp, live)
+    assert np.array_equal(loaded.search(vectors[:300], 5), index.search(vectors[:300], 5))
+    return loaded, stamp
+
+
 def test_usearch_index_add_search_remove_save_load(tmp_path: Path) -> None:
     vectors = _unit(np.random.default_rng(0).standard_normal((2_000, 512), dtype=np.float32))
     keys = np.arange(2_000) * 3  # any non-negative integers
@@ -58,16 +73,14 @@ def test_usearch_index_add_search_remove_save_load(tmp_path: Path) -> None:
     assert found.shape == (200, 5) and np.mean(found[:, 0] == keys[:200]) >= 0.99
     again = build_index(UsearchIndex, keys, vectors)
     assert np.array_equal(again.search(vectors[:300], 5), index.search(vectors[:300], 5)), "one graph per input"
+    stored = index.vectors(keys[[5, 3, 150]])  # the gallery's only copy once it uses the index: float16
+    assert stored.dtype == np.float16 and index.vectors(keys[:0]).shape == (0, 512)
+    np.testing.assert_allclose(stored.astype(np.float32), vectors[[5, 3, 150]], atol=1e-3)
     index.remove(keys[:100])
     assert len(index) == 1_900
     assert not np.isin(index.search(vectors[:200], 10), keys[:100]).any(), "removed keys are never returned"
     assert (index.search(vectors[:1], 3_000)[0] == -1).sum() >= 1_100, "fewer results than asked: -1"
-    twin = index.copy()
-    twin.remove(keys[100:200])
-    assert len(index) == 1_900 and len(twin) == 1_800
-    stamp = write_index(index, tmp_path / "x.index")
-    loaded = read_index(UsearchIndex, tmp_path / "x.index", stamp, 1_900)
-    assert np.array_equal(loaded.search(vectors[:300], 5), index.search(vectors[:300], 5))
+    stamp = _copy_then_save_and_read(index, UsearchIndex, keys[100:200], tmp_path / "x.index", vectors)[1]
     with pytest.raises(GalleryError, match="holds 1900 vectors but the gallery has 1901"):
         read_index(UsearchIndex, tmp_path / "x.index", stamp | {"count": 1_901}, 1_901)
     with pytest.raises(GalleryError, match="written by 'faiss'"):
@@ -77,6 +90,49 @@ def test_usearch_index_add_search_remove_save_load(tmp_path: Path) -> None:
     (tmp_path / "x.index").write_bytes(bytes(data))
     with pytest.raises(GalleryError, match="checksum differs"):
         read_index(UsearchIndex, tmp_path / "x.index", stamp, 1_900)
+
+
+def test_pq_scan_index_exact_while_small_then_trained_deletes_and_round_trips(tmp_path: Path) -> None:
+    vectors = _unit(np.random.default_rng(3).standard_normal((3_000, 512), dtype=np.float32))
+    keys = np.arange(3_000) * 2 + 7  # ascending, with holes
+    index = PQScanIndex.create(512)
+    index.add(keys[:100], vectors[:100])  # too few to train codebooks on: scanned exactly
+    exact = np.argsort(-(vectors[:20] @ vectors[:100].T), axis=1)[:, :5]
+    assert np.array_equal(index.search(vectors[:20], 5), keys[exact])
+    index.add(keys[100:], vectors[100:])  # passes TRAIN_AT: codebooks trained, every vector encoded
+    assert len(index) == 3_000 > TRAIN_AT
+    exact = keys[np.argsort(-(vectors[:300] @ vectors.T), axis=1)[:, :5]]
+    found = index.search(vectors[:300], 5)
+    assert np.mean([len(set(f) & set(e)) / 5 for f, e in zip(found, exact, strict=True)]) >= 0.99
+    with pytest.raises(ValueError, match="ascending"):
+        index.add(keys[:1], vectors[:1])
+    np.testing.assert_allclose(index.vectors(keys[[4, 2_000]]).astype(np.float32), vectors[[4, 2_000]], atol=1e-3)
+    index.remove(np.concatenate([keys[:50], [1]]))  # a key it never held is ignored
+    assert len(index) == 2_950 and not np.isin(index.search(vectors[:50], 10), keys[:50]).any()
+    assert index.search(vectors[50:51], 1)[0, 0] == keys[50], "positions after the removed ones still map right"
+    loaded = _copy_then_save_and_read(index, PQScanIndex, keys[50:100], tmp_path / "pq.index", vectors)[0]
+    loaded.remove(keys[100:300])  # dead codes reach a sixteenth of the index: they leave in one pass
+    removed = np.concatenate([keys[:50], keys[100:300]])
+    assert len(loaded) == 2_750 and not np.isin(loaded.search(vectors[:300], 10), removed).any()
+    assert [loaded.search(vectors[i], 1)[0, 0] for i in (300, 2_999)] == [keys[300], keys[2_999]]
+    assert len(loaded.search(vectors[0], 3_000)[0] >= 0) == 3_000 and (loaded.search(vectors[0], 3_000)[0] >= 0).sum() == 2_750
+    again = build_index(PQScanIndex, keys, vectors)
+    assert np.array_equal(again.search(vectors[:300], 5), build_index(PQScanIndex, keys, vectors).search(vectors[:300], 5))
+    (tmp_path / "junk.index").write_bytes(b"junk")
+    with pytest.raises(GalleryError, match="not a faiss-pq-fastscan index"):
+        PQScanIndex.load(tmp_path / "junk.index")
+
+
+def test_an_int8_index_file_of_an_older_version_is_refused(tmp_path: Path) -> None:
+    """Its vectors are too coarse to re-score with: the gallery rebuilds the index from its own file instead."""
+    from usearch.index import Index
+
+    vectors = _unit(np.random.default_rng(1).standard_normal((100, 512), dtype=np.float32))
+    older = Index(ndim=512, metric="cos", dtype="i8")
+    older.add(np.arange(100, dtype=np.uint64), vectors)
+    stamp = write_index(UsearchIndex(older), tmp_path / "old.index")
+    with pytest.raises(GalleryError, match="holds I8 vectors, not float16"):
+        read_index(UsearchIndex, tmp_path / "old.index", stamp, 100)
 
 
 def test_recall_at_5_on_a_seeded_20k_gallery(large) -> None:
@@ -219,3 +275,41 @@ def test_a_threaded_build_finds_the_vectors_and_a_long_build_logs_its_progress(
     assert [line.split(" in ")[0] for line in lines[1:-1]] == [
         "index build: 1000 of 3000 embeddings", "index build: 2000 of 3000 embeddings"
     ]
+
+
+def test_an_intact_index_file_is_the_only_copy_of_the_vectors_read_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gallery file's embeddings are read only to rebuild the index (a second 1 GB at 1M 512-d otherwise)."""
+    import faceops.face.gallery as gallery_module
+
+    embeddings, labels, _ = _people(seed=6, identities=60)
+    gallery = Gallery("model-a", exact_below=100)
+    gallery.add_batch(labels, embeddings)
+    gallery.save(tmp_path / "g.npz")
+    reads: list[bool] = []
+    read = gallery_module.read_gallery_file
+    monkeypatch.setattr(gallery_module, "read_gallery_file",
+                        lambda path, with_embeddings=True: reads.append(with_embeddings) or read(path, with_embeddings))
+    loaded = Gallery.load(tmp_path / "g.npz", exact_below=100)
+    assert loaded.uses_index and reads == [False]
+    np.testing.assert_allclose(loaded.embeddings_of("p00001"), gallery.embeddings_of("p00001"), atol=1e-3)
+    (tmp_path / "g.npz.index").unlink()
+    reads.clear()
+    rebuilt = Gallery.load(tmp_path / "g.npz", exact_below=100)
+    assert reads == [False, True] and rebuilt.identities == gallery.identities
+
+
+def test_enrolling_after_a_load_that_follows_deleting_the_last_identity(tmp_path: Path) -> None:
+    """The last slots were removed before the save: their keys must not stay in the index and block new ones."""
+    embeddings, labels, probes = _people(seed=8, identities=300)  # past TRAIN_AT: removals are tombstones
+    gallery = Gallery("model-a", exact_below=100)
+    gallery.add_batch(labels, embeddings)
+    gallery.remove(labels[-1])
+    gallery.save(tmp_path / "g.npz")
+    loaded = Gallery.load(tmp_path / "g.npz", exact_below=100)
+    assert loaded.uses_index
+    loaded.add("newcomer", probes[-1], journal=tmp_path / "g.npz")
+    assert loaded.identify(probes[-1], 0.5, 1)[0].identity == "newcomer"
+    again = Gallery.load(tmp_path / "g.npz", exact_below=100)
+    assert again.identities == loaded.identities

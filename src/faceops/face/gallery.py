@@ -6,9 +6,9 @@ produced the embeddings). Saves are atomic (a temporary file renamed over the ol
 enrolment never loses what was stored before.
 
 Search is exact below :data:`~faceops.face.index.EXACT_BELOW` embeddings (float32, a matrix product: the results
-are those of the plain exhaustive search). From that size on, the gallery keeps its vectors in float16 (half the
-memory) and an ANN index (:mod:`faceops.face.index`) proposes candidates, which are re-scored exactly against the
-stored vectors and grouped per identity, so the scores keep their meaning (best cosine of an identity's
+are those of the plain exhaustive search). From that size on, an ANN index (:mod:`faceops.face.index`) holds the
+vectors (float16: the gallery keeps no second copy) and proposes candidates, which are re-scored exactly against
+their stored vectors and grouped per identity, so the scores keep their meaning (best cosine of an identity's
 embeddings) and the threshold its calibration. Adds and deletions are incremental (amortised O(added)); a deleted
 embedding is marked dead before it leaves the index, so a search that ends after :meth:`Gallery.remove` returned
 never answers with it. Such a gallery also writes the index next to its file (``<file>.index``, its checksum in
@@ -47,10 +47,9 @@ from faceops.face.gallery_file import (
 )
 from faceops.face.index import (
     EXACT_BELOW,
-    UsearchIndex,
+    PQScanIndex,
     VectorIndex,
     read_index,
-    search_depth_for,
     timed_build,
     write_index,
 )
@@ -103,10 +102,11 @@ class Gallery:
         exact_below: below this many embeddings search is exact; from it on, through the ANN index.
         index_type: the :class:`~faceops.face.index.VectorIndex` implementation for large galleries.
         build_threads: threads for building the whole index (at the switch to ANN search, or when a load rebuilds
-            it). One, the default, builds the same graph (the same answers) on every machine; more build a
-            million embeddings faster with a small loss of recall (``benchmarks/results/gallery_index.json``).
-        search_depth: the index's search depth (HNSW ef); None (the default) chooses it by the gallery's size
-            (:func:`~faceops.face.index.search_depth_for`), so recall@5 stays >= 0.99 as the gallery grows.
+            it), for index types that build a graph (:class:`~faceops.face.index.UsearchIndex`: one, the default,
+            builds the same graph on every machine).
+        search_depth: the index's search depth (the default index: candidates re-ranked exactly; HNSW: ef);
+            None (the default) lets the index choose it by the gallery's size (its ``depth_for``), so recall@5
+            stays >= 0.99 as the gallery grows.
     """
 
     def __init__(
@@ -114,7 +114,7 @@ class Gallery:
         model_id: str,
         *,
         exact_below: int = EXACT_BELOW,
-        index_type: type[VectorIndex] = UsearchIndex,
+        index_type: type[VectorIndex] = PQScanIndex,
         build_threads: int = 1,
         search_depth: int | None = None,
     ) -> None:
@@ -132,7 +132,8 @@ class Gallery:
 
     def _reset(self) -> None:
         # Slots: rows of _store/_codes/_sources in order of addition. Exact mode keeps them dense (a removal
-        # compacts); ANN mode marks removed slots dead (code -1), as the slot number is the key in the index.
+        # compacts); ANN mode marks removed slots dead (code -1), as the slot number is the key in the index, and
+        # its _store has no rows (it only keeps the width): the index holds the vectors.
         self._store = np.zeros((0, 0), dtype=np.float32)
         self._codes = np.zeros(0, dtype=np.int32)
         self._sources: list[str] = []
@@ -226,7 +227,7 @@ class Gallery:
         with self._lock:
             self._require(identity)
             rows = np.flatnonzero(self._codes[: self._used] == self._code_of[identity])
-            return np.asarray(self._store[rows], dtype=np.float32)
+            return np.asarray(self._vectors(rows), dtype=np.float32)
 
     def add(
         self, identity: str, embeddings: np.ndarray, sources: list[str] | None = None, *, journal: Path | None = None
@@ -283,10 +284,10 @@ class Gallery:
             self._tune_depth()
 
     def _tune_depth(self) -> None:
-        """The index's search depth for this size (:func:`~faceops.face.index.search_depth_for`), unless the
-        gallery was given a fixed ``search_depth``."""
+        """The index's search depth for this size (the index type's ``depth_for``), unless the gallery was given a
+        fixed ``search_depth``."""
         if self._index is not None and hasattr(self._index, "search_depth"):
-            depth = self.search_depth or search_depth_for(self._live)
+            depth = self.search_depth or self._index.depth_for(self._live)  # type: ignore[attr-defined]
             if self._index.search_depth != depth:
                 self._index.search_depth = depth
 
@@ -347,30 +348,44 @@ class Gallery:
     def _append(self, vectors: np.ndarray, codes: np.ndarray, sources: list[str]) -> np.ndarray:
         """Write the rows into free slots (growing the buffers by half when full); returns the slots."""
         need = self._used + len(vectors)
-        if need > len(self._codes) or self._store.shape[1] != vectors.shape[1]:
+        exact = self._index is None  # else the index takes the vectors (the caller adds them)
+        if need > len(self._codes) or (exact and self._store.shape[1] != vectors.shape[1]):
             capacity = max(need, len(self._codes) * 3 // 2, 16)
-            dtype = np.float16 if self._index is not None else np.float32
-            store = np.zeros((capacity, vectors.shape[1]), dtype=dtype)
-            if self._used:
-                store[: self._used] = self._store[: self._used]
+            if exact:
+                store = np.zeros((capacity, vectors.shape[1]), dtype=np.float32)
+                if self._used:
+                    store[: self._used] = self._store[: self._used]
+                self._store = store
             grown = np.full(capacity, -1, dtype=np.int32)
             grown[: self._used] = self._codes[: self._used]
-            self._store, self._codes = store, grown
+            self._codes = grown
         keys = np.arange(self._used, need)
-        self._store[keys] = vectors
+        if exact:
+            self._store[keys] = vectors
         self._codes[keys] = codes
         self._sources += sources
         self._used = need
         return keys
 
     def _start_index(self) -> None:
-        """Switch to ANN search: float16 vectors and an index over every slot (all live: exact mode is dense)."""
-        self._store = self._store[: self._used].astype(np.float16)
+        """Switch to ANN search: an index over every slot (all live: exact mode is dense) that takes the vectors."""
+        vectors = self._store[: self._used]
         self._codes = self._codes[: self._used].copy()
         keys = np.arange(self._used)
         self._index = timed_build(
-            self.index_type, keys, self._store, f"the gallery reached {self._live} embeddings", self.build_threads
+            self.index_type, keys, vectors, f"the gallery reached {self._live} embeddings", self.build_threads
         )
+        self._store = np.zeros((0, vectors.shape[1]), dtype=np.float16)
+
+    def _vectors(self, slots: np.ndarray) -> np.ndarray:
+        """The stored vectors of live ``slots``: rows of the exact store, or the index's (float16), gathered in
+        chunks. Call under the lock."""
+        if self._index is None:
+            return self._store[slots]
+        out = np.empty((len(slots), self._store.shape[1]), dtype=np.float16)
+        for start in range(0, len(slots), _SCAN_CHUNK):
+            out[start : start + _SCAN_CHUNK] = self._index.vectors(slots[start : start + _SCAN_CHUNK])
+        return out
 
     # -- search -------------------------------------------------------------------------------------------------
     def scores(self, queries: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, list[str]]:
@@ -387,11 +402,13 @@ class Gallery:
         out = np.full((len(queries), len(names)), -np.inf, dtype=np.float32)
         rank = self._name_ranks(names)
         with self._lock:
-            store, codes, used = self._store, self._codes, self._used
+            used = self._used  # later slots hold identities added after `names`
         for start in range(0, used, _SCAN_CHUNK):
-            chunk = codes[start : start + _SCAN_CHUNK]
-            live = np.flatnonzero(chunk >= 0)
-            sims = queries @ store[start + live].astype(np.float32).T
+            with self._lock:  # codes and index agree under the lock (a removal changes both)
+                chunk = self._codes[start : min(start + _SCAN_CHUNK, used)].copy()
+                live = np.flatnonzero(chunk >= 0)
+                vectors = self._vectors(start + live)
+            sims = queries @ vectors.astype(np.float32).T
             for q in range(len(queries)):
                 np.maximum.at(out[q], rank[chunk[live]], sims[q])
         return out, names
@@ -439,10 +456,11 @@ class Gallery:
             while True:
                 with self._lock:
                     keys = self._index.search(query, want)[0] if self._index is not None else np.zeros(0, int)
-                    store, codes, live, identities = self._store, self._codes, self._live, int(np.count_nonzero(self._counts))
-                keys = keys[keys >= 0]
-                keys = keys[codes[keys] >= 0]  # removed since the search began
-                sims = store[keys].astype(np.float32) @ query
+                    codes, live, identities = self._codes, self._live, int(np.count_nonzero(self._counts))
+                    keys = keys[keys >= 0]
+                    keys = keys[codes[keys] >= 0]
+                    vectors = self._vectors(keys)
+                sims = vectors.astype(np.float32) @ query
                 order = np.argsort(-sims, kind="stable")
                 ranked = codes[keys][order]
                 _, first = np.unique(ranked, return_index=True)
@@ -498,8 +516,7 @@ class Gallery:
                 slots = np.flatnonzero(self._codes[: self._used] >= 0)  # slot order: the keys stay ascending
                 header["index"] = write_index(self._index, index_path(path))
                 arrays["keys"] = slots.astype(np.int64)
-            dense = len(slots) == self._used and (self._index is not None or self._used == 0)
-            embeddings = self._store[: self._used] if dense else self._store[slots]
+            embeddings = self._vectors(slots)
             labels = np.asarray(self._names)[self._codes[slots]] if len(slots) else np.zeros(0, dtype=str)
             sources = np.asarray([self._sources[i] for i in slots.tolist()], dtype=str)
         arrays |= {
@@ -518,7 +535,7 @@ class Gallery:
         path: str | Path,
         *,
         exact_below: int = EXACT_BELOW,
-        index_type: type[VectorIndex] = UsearchIndex,
+        index_type: type[VectorIndex] = PQScanIndex,
         build_threads: int = 1,
     ) -> Gallery:
         """Read a gallery written by :meth:`save` (and its index file, when it is large enough to use one).
@@ -549,7 +566,7 @@ class Gallery:
     def _load_file(
         cls, path: Path, exact_below: int, index_type: type[VectorIndex], build_threads: int
     ) -> Gallery:
-        header, embeddings, labels, sources, keys = read_gallery_file(path)
+        header, _, labels, sources, keys = read_gallery_file(path, with_embeddings=False)  # read when needed
         gallery = cls(header["model_id"], exact_below=exact_below, index_type=index_type, build_threads=build_threads)
         base = header.get("base")
         gallery._base = base if isinstance(base, str) else None
@@ -562,18 +579,19 @@ class Gallery:
         gallery._live = len(labels)
         if len(labels) < exact_below:
             order = np.argsort(labels, kind="stable")  # the order the exact search has always used
-            gallery._store = embeddings.astype(np.float32)[order]
+            gallery._store = _embeddings_in(path, header).astype(np.float32)[order]
             gallery._codes, gallery._sources = codes.astype(np.int32)[order], sources.astype(str)[order].tolist()
             gallery._used = len(labels)
             return gallery
-        gallery._load_indexed(path, header.get("index"), keys, embeddings, codes.astype(np.int32), sources)
+        gallery._load_indexed(path, header, keys, codes.astype(np.int32), sources)
         return gallery
 
     def _load_indexed(
-        self, path: Path, stamp: object, keys: np.ndarray | None, embeddings: np.ndarray, codes: np.ndarray,
-        sources: np.ndarray,
+        self, path: Path, header: dict, keys: np.ndarray | None, codes: np.ndarray, sources: np.ndarray
     ) -> None:
-        """Slots as saved and the index from its file when both check out; else dense slots and a new index."""
+        """Slots as saved and the index (with the vectors) from its file when both check out; else dense slots and
+        a new index of the file's embeddings."""
+        stamp = header.get("index")
         count = len(codes)
         index: VectorIndex | None = None
         try:
@@ -587,20 +605,18 @@ class Gallery:
             keys = None
         slots = np.arange(count) if keys is None else keys.astype(np.int64)
         size = int(slots[-1]) + 1
-        if size == count:  # no holes: the loaded array is the store
-            self._store = embeddings.astype(np.float16, copy=False)
-        else:
-            self._store = np.zeros((size, embeddings.shape[1]), dtype=np.float16)
-            self._store[slots] = embeddings
         self._codes = np.full(size, -1, dtype=np.int32)
         self._codes[slots] = codes
         self._sources = [""] * size
         for slot, source in zip(slots.tolist(), sources.tolist(), strict=True):
             self._sources[slot] = source
         self._used = size
-        self._index = index or timed_build(
-            self.index_type, slots, self._store[slots], f"loading {path}", self.build_threads
-        )
+        if index is None:
+            embeddings = _embeddings_in(path, header)
+            index = timed_build(self.index_type, slots, embeddings, f"loading {path}", self.build_threads)
+        self._index = index
+        width = index.vectors(slots[:1]).shape[1]
+        self._store = np.zeros((0, width), dtype=np.float16)  # the index holds the vectors
         self._tune_depth()
 
     @classmethod
@@ -635,3 +651,11 @@ class Gallery:
             twin.__dict__.update(copy.deepcopy(state, memo))  # not tied to a file: a journal needs a save first
             twin._index = self._index.copy() if self._index is not None else None
             return twin
+
+
+def _embeddings_in(path: Path, header: dict) -> np.ndarray:
+    """The embeddings of the gallery file at ``path``, whose header was read before (it must not have changed)."""
+    again, embeddings, *_ = read_gallery_file(path)
+    if again.get("base") != header.get("base") or embeddings is None:
+        raise GalleryError(f"{path} was replaced while it was being loaded: load it again")
+    return embeddings

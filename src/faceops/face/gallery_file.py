@@ -149,8 +149,11 @@ def write_gallery_file(path: Path, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
-def read_gallery_file(path: Path) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """Header, embeddings, labels, sources and keys (None when absent) of a gallery file.
+def read_gallery_file(
+    path: Path, with_embeddings: bool = True
+) -> tuple[dict, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Header, embeddings (None unless ``with_embeddings``), labels, sources and keys (None when absent) of a
+    gallery file. A gallery whose index file holds its vectors needs no second copy of them at start-up.
 
     Raises:
         GalleryError: naming the file, when it is missing, not a ``.npz`` archive (empty, truncated,
@@ -173,7 +176,8 @@ def read_gallery_file(path: Path) -> tuple[dict, np.ndarray, np.ndarray, np.ndar
             if missing:
                 raise GalleryError(f"{path} is not a FaceOps gallery: no {', '.join(missing)} array")
             header = json.loads(str(data["header"]))
-            embeddings, labels, sources = data["embeddings"], data["labels"], data["sources"]
+            embeddings = data["embeddings"] if with_embeddings else None
+            labels, sources = data["labels"], data["sources"]
             keys = data["keys"] if "keys" in data.files else None
     except GalleryError:
         raise
@@ -185,7 +189,9 @@ def read_gallery_file(path: Path) -> tuple[dict, np.ndarray, np.ndarray, np.ndar
     return header, embeddings, labels, sources, keys
 
 
-def _check_arrays(path: Path, header: object, embeddings: np.ndarray, labels: np.ndarray, sources: np.ndarray) -> None:
+def _check_arrays(
+    path: Path, header: object, embeddings: np.ndarray | None, labels: np.ndarray, sources: np.ndarray
+) -> None:
     """:class:`GalleryError` naming ``path`` unless the arrays are what :meth:`Gallery.save` writes."""
     if not isinstance(header, dict):
         raise GalleryError(f"{path}: the gallery header is not a JSON object")
@@ -197,7 +203,7 @@ def _check_arrays(path: Path, header: object, embeddings: np.ndarray, labels: np
         raise GalleryError(f"{path}: labels and sources must be 1-D arrays of text")
     if len(labels) != len(sources):
         raise GalleryError(f"{path}: {len(labels)} labels but {len(sources)} sources")
-    if len(labels) == 0:
+    if len(labels) == 0 or embeddings is None:
         return
     if embeddings.ndim != 2 or embeddings.dtype.kind != "f" or embeddings.shape[0] != len(labels):
         raise GalleryError(

@@ -1,74 +1,40 @@
-"""Approximate nearest-neighbour index for 1:N search in large galleries, and its file next to the gallery.
+"""Vector indexes for 1:N search in large galleries, and their file next to the gallery.
 
-The gallery (:mod:`faceops.face.gallery`) searches exactly up to ``EXACT_BELOW`` embeddings; above it, an ANN
-index proposes candidates and the gallery re-scores them exactly against its stored vectors. This module holds
-the one small interface such an index has (:class:`VectorIndex`: add with integer keys, remove, top-k search,
-save/load, copy), the implementation FaceOps ships (:class:`UsearchIndex`), building one from vectors
-(:func:`build_index`) and writing/reading it with a checksum so a damaged or foreign file is detected and
+The gallery (:mod:`faceops.face.gallery`) searches exactly up to ``EXACT_BELOW`` embeddings; above it, an index
+holds the vectors (float16, the gallery's only copy) and proposes candidates, which the gallery re-scores exactly
+and groups per identity. This module holds the one small interface such an index has (:class:`VectorIndex`: add
+with ascending integer keys, remove, top-k search, the stored vectors, save/load, copy), the two implementations
+(:class:`PQScanIndex`, the default, in :mod:`faceops.face.pq_scan`, and :class:`UsearchIndex`), building one from
+vectors (:func:`build_index`) and writing/reading it with a checksum so a damaged or foreign file is detected and
 rebuilt instead of trusted (:func:`write_index`, :func:`read_index`).
 
-Why usearch (``benchmarks/gallery_index.py`` -> ``benchmarks/results/gallery_index.json``; 2-core CPU shared
-with other work, 512-d, the gallery's top-5 identities after exact re-scoring of 64 candidates, the same
-LFW-based synthetic galleries for every library):
+Why FAISS's PQ fast scan by default, and not a graph (``benchmarks/index_choice.py`` ->
+``benchmarks/results/index_choice_1m.jsonl``: one fitted synthetic 512-d gallery of 1M embeddings, 250k
+identities, 300 probes, recall@5 of the top-5 identities after exact re-scoring against exact search; the
+2-core machine quiet):
 
-- **Memory**: it stores int8-quantised vectors next to its HNSW graph; hnswlib stores float32 only (2 GB of
-  vectors alone at 1M, plus the graph), which cannot meet the 2 GB target next to the float16 vectors the gallery
-  keeps for re-scoring. FAISS's HNSW-SQ8 is as small.
-- **Deletion**: ``remove`` takes keys out of the results at once and frees them; hnswlib's ``mark_deleted`` works
-  too, but FAISS's HNSW indexes cannot remove at all (tombstones filtered after the search, never reclaimed until
-  a rebuild), and its IVF indexes remove by scanning the lists.
-- **Speed**: at 10k and 100k the three have the same top-5 p50 (about 1 ms); usearch built fastest and had the
-  lowest enrolment latency, but it ran with ``expansion_add`` 64 against 128 for the others, which also explains
-  its lower recall@5 at 100k (0.995 against 1.0 for FAISS and 0.997 for hnswlib).
-- **Operations**: one self-contained wheel (no BLAS), ``copy``, save/load from a path or a buffer.
+- **Face search is the worst case for a graph.** A probe's own identity is found at once, but the four
+  runners-up are strangers at cosine ~0.45 among 250k identities, near-ties a graph walk misses. usearch's HNSW
+  (connectivity 16, expansion_add 64, float16) built in 25 minutes on 2 threads and reached recall@5 0.909 /
+  0.963 / 0.988 at depth 512 / 1024 / 2048, p50 17 / 26 / 56 ms. At 100k a denser graph (connectivity 32,
+  expansion_add 128) reached 0.998 at depth 256 in 8.5 ms where connectivity 16 needed depth 512 (0.995, 9.6 ms):
+  the same cost for the same recall, and 3x the build time.
+- **Scanning every vector's 4-bit PQ code** (FAISS ``IndexPQFastScan``, 128 sub-quantisers: 64 bytes per 512-d
+  vector) and re-ranking the best 1024 exactly: recall@5 1.0 at p50 13.6 ms (64 sub-quantisers: 0.996 at 8.9 ms),
+  built in 7 s. An inverted file over the same codes (IVF1024, nprobe 32-128) missed too much (0.73-0.93). Through
+  the gallery (``gallery_index.json``): recall@5 1.0, p50 15.4 ms, p99 20.3 ms, 1.37 GB.
+- **Memory**: the float16 vectors plus the codes (1.06 GB at 1M 512-d); the float16 HNSW graph held 1.33 GB.
+- **Deletion** is one pass over the codes (FAISS ``remove_ids``); **enrolment** encodes the new vectors and appends.
+- The scan is linear: about 10 ms per million 512-d vectors on one core here. Far beyond a few million, a graph
+  (:class:`UsearchIndex`, its depth by size in :func:`search_depth_for`) is the alternative.
 
-Session 6 (``gallery_index.json``; the 2 cores were shared with other work at load averages of 20-35, so every
-time is relative and only side-by-side figures compare):
+Earlier figures of the graph (sessions 6-7, ``gallery_index.json`` / ``gallery_index_1m.json``, under load):
+128-d embeddings (the default model) are harder for it than 512-d (300k: recall@5 0.993 needed depth 2048); a
+2-thread build is no worse than a 1-thread one at 50k; int8 vectors search at the speed of float16 ones on this
+AVX2 CPU (quiet: 6.9 ms each at 100k, depth 256) but would need a second, float16 copy for exact re-scoring.
 
-- **Synthetic data**: the earlier 1M row (``data: dense``: recall@5 0.77, 0.91 at 4x depth; p50 1.5 ms; RSS
-  +1.93 GB; connectivity 16 and expansion_add 64 too sparse for it) put 625 identities around each of 400 LFW
-  embeddings. The benchmark now
-  draws identities from a Gaussian fitted to real LFW embeddings (mean and covariance of person means, and of
-  photos around them; ``--data fitted``, the default) and keeps the old data as the stress case ``--data dense``.
-  At LFW's own shape (``data_realism``: a seeded random 1,024 of the 10,242 photos, 706 people, as many as the
-  shared machine embedded in time) the fitted pairs match real ones (different people: cosine p5/p50/p95
-  -0.17/0.06/0.27 against real -0.16/0.05/0.29; same person: 0.58/0.72/0.81 against 0.49/0.71/0.84), and each
-  photo's nearest other person is a little less close than in real data (median 0.44 against 0.50: real faces
-  have more look-alikes than a Gaussian), while the dense data's is far less close (0.25): its difficulty at 1M
-  came from 625 near-copies per base, not from real faces being alike.
-- **float16 vectors in the index** (one copy instead of int8 here plus float16 in the gallery, about 0.5 GB
-  less at 1M): on this CPU (AVX2, no AVX-512 FP16) usearch builds and searches float16 2-3x slower than int8
-  (``f16_vs_i8``), so a 1M build would take hours on 2 cores; not adopted.
-- **Build threads**: :func:`build_index` and the gallery take an explicit thread count (one by default: the same
-  graph everywhere, which ``tests/face/test_index.py`` checks); builds log their progress every 30 s.
-- **Realistic data is harder for the graph, not for the answer**: at 50k fitted embeddings (12,500 identities;
-  the probes' nearest other identity at cosine 0.53, median) the probe's own identity is always first, but the
-  four runners-up are near-ties among strangers, and recall@5 is 0.948 at the default search depth 96, 0.983 at
-  192 and 0.996 at 384 (p50 latencies under that load: 10, 13 and 20 ms; 2 ms for depth 96 measured earlier in
-  the same run, so they mostly show the load). A 2-thread build: recall@5 0.943/0.982/0.997 at those depths
-  against 0.948/0.983/0.996 with one thread (differences within 300 probes' noise), and no faster here (153 s
-  against 120 s, both under load), so one thread stays the default.
-- **1M** was not re-measured in this session: a 1M build is at least 15 core-minutes at these settings (more
-  for realistic data), and the shared machine gave each process a fraction of a core. What bounds the targets:
-  recall@5 0.99 needs about 4x the default search depth already at 50k, and more at 1M (not measured); memory
-  is the int8 index plus the float16 copy (1.9 GB growth at 1M), which float16-in-the-index would cut by 0.5 GB
-  at 2-3x the build and search time on AVX2.
-
-Session 7 (``benchmarks/results/gallery_index_1m.json``, ``--model default``: the default model's 128-d
-MobileFaceNet embeddings, the Gaussian fitted on the 6,152 LFW photos whose aligned crops were cached; load
-averages 5-10 on the 2 cores, so times are relative):
-
-- **128-d is harder for the graph than 512-d**: at 100k (25,000 identities) the probe's own identity is always
-  first, but recall@5 is 0.784 at depth 96, 0.953 at 384, 0.974 at 512 and 0.987 at 768 (the four runners-up are
-  near-ties among strangers at cosine ~0.43); at 300k (75,000 identities) 0.647 / 0.883 / 0.945 / 0.965 / 0.983 /
-  0.993 at 96 / 384 / 768 / 1024 / 1536 / 2048 (p50 7 / 23 / 36 / 52 / 87 / 84 ms under load). So the default
-  depth grows with the gallery (:func:`search_depth_for`): 96 up to 20k embeddings, 384 up to 60k, 1024 up to
-  150k (interpolated, not measured there), 2048 above. 1M was not built (at the load of the shared machine it
-  would have taken about an hour); at 2048 it will stay under 0.99 with this graph: the next step is a denser
-  graph (connectivity 32, expansion_add 128: slower builds) measured side by side, since depth alone already
-  costs 4x the 20 ms target at 300k.
-
-Only this module imports the ANN library, so replacing it means one new :class:`VectorIndex` class.
+Only this module and :mod:`faceops.face.pq_scan` import an index library, so another one means one new
+:class:`VectorIndex` class.
 """
 
 from __future__ import annotations
@@ -85,9 +51,11 @@ from typing import ClassVar, Protocol, Self
 import numpy as np
 
 from faceops.errors import GalleryError
+from faceops.face.pq_scan import PQScanIndex
 
 __all__ = [
     "EXACT_BELOW",
+    "PQScanIndex",
     "UsearchIndex",
     "VectorIndex",
     "build_index",
@@ -137,7 +105,8 @@ class VectorIndex(Protocol):
     def __len__(self) -> int: ...
 
     def add(self, keys: np.ndarray, vectors: np.ndarray, threads: int = 1) -> None:
-        """Insert ``vectors`` (N, D) under ``keys`` (N,), new non-negative integers, on ``threads`` threads."""
+        """Insert ``vectors`` (N, D) under ``keys`` (N,): new non-negative integers, ascending and above every key
+        added before (the gallery's slots are); ``threads``: insertion threads where the index builds a graph."""
         ...
 
     def remove(self, keys: np.ndarray) -> None:
@@ -148,19 +117,25 @@ class VectorIndex(Protocol):
         """The keys of (about) the ``k`` nearest vectors of each query, best first: (Q, k), -1 where fewer."""
         ...
 
+    def vectors(self, keys: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``keys`` (all present), (len(keys), D), at float16 precision or better: the
+        gallery keeps no other copy once it searches through the index, and re-scores candidates with these."""
+        ...
+
     def save(self, path: Path) -> None: ...
 
     def copy(self) -> Self: ...
 
 
 class UsearchIndex:
-    """usearch's HNSW over int8-quantised vectors (cosine).
+    """usearch's HNSW over float16 vectors (cosine): the gallery's only copy of its vectors once it uses the index.
 
     Args:
         index: a ``usearch.index.Index``; use :meth:`create` or :meth:`load`.
     """
 
     library: ClassVar[str] = "usearch"
+    depth_for = staticmethod(search_depth_for)
     connectivity: ClassVar[int] = 16
     expansion_add: ClassVar[int] = 64
     expansion_search: ClassVar[int] = 96
@@ -181,7 +156,7 @@ class UsearchIndex:
             Index(
                 ndim=dim,
                 metric="cos",
-                dtype="i8",
+                dtype="f16",
                 connectivity=cls.connectivity,
                 expansion_add=cls.expansion_add,
                 expansion_search=cls.expansion_search,
@@ -190,11 +165,13 @@ class UsearchIndex:
 
     @classmethod
     def load(cls, path: Path) -> UsearchIndex:
-        from usearch.index import Index
+        from usearch.index import Index, ScalarKind
 
         index = Index.restore(os.fspath(path))
         if index is None:
             raise GalleryError(f"{path}: not a usearch index")
+        if index.dtype != ScalarKind.F16:  # e.g. an int8 index of an older FaceOps: not exact enough to re-score
+            raise GalleryError(f"{path}: holds {index.dtype.name} vectors, not float16")
         index.expansion_search = cls.expansion_search  # type: ignore[misc]  # a setter usearch's stub misses
         return cls(index)
 
@@ -230,6 +207,13 @@ class UsearchIndex:
         for row, (hits, count) in enumerate(zip(found_keys, counts, strict=True)):
             keys[row, :count] = hits[:count]
         return keys
+
+    def vectors(self, keys: np.ndarray) -> np.ndarray:
+        keys = np.asarray(keys, dtype=np.uint64)
+        if not len(keys):
+            width = int(self._index.ndim)  # type: ignore[attr-defined]
+            return np.zeros((0, width), dtype=np.float16)
+        return np.stack(self._index.get(keys))  # type: ignore[attr-defined]  # one array per key
 
     def save(self, path: Path) -> None:
         self._index.save(os.fspath(path))  # type: ignore[attr-defined]
