@@ -313,3 +313,21 @@ def test_enrolling_after_a_load_that_follows_deleting_the_last_identity(tmp_path
     assert loaded.identify(probes[-1], 0.5, 1)[0].identity == "newcomer"
     again = Gallery.load(tmp_path / "g.npz", exact_below=100)
     assert again.identities == loaded.identities
+
+
+def test_pq_scan_rows_span_blocks_and_survive_a_round_trip(tmp_path: Path) -> None:
+    vectors = _unit(np.random.default_rng(9).standard_normal((1_200, 64), dtype=np.float32))
+    keys = np.arange(1_200) * 150  # 0 .. 179,850: rows in three blocks of 65,536
+    index = PQScanIndex.create(64)
+    index.add(keys[:600], vectors[:600])
+    index.add(keys[600:], vectors[600:])
+    np.testing.assert_allclose(index.vectors(keys[::-1]).astype(np.float32), vectors[::-1], atol=1e-3)
+    index.remove(keys[430:450])  # keys 64,500 .. 67,350: both sides of the first block's end
+    stamp = write_index(index, tmp_path / "b.index")
+    loaded = read_index(PQScanIndex, tmp_path / "b.index", stamp, 1_180)
+    kept = np.r_[0:430, 450:1_200]
+    np.testing.assert_allclose(loaded.vectors(keys[kept]).astype(np.float32), vectors[kept], atol=1e-3)
+    assert np.array_equal(loaded.search(vectors[:50], 5), index.search(vectors[:50], 5))
+    loaded.add(np.array([300_000]), vectors[:1])  # a block beyond the loaded last one, which was saved short
+    assert sorted(loaded.search(vectors[0], 2)[0].tolist()) == [0, 300_000]
+    assert not np.isin(loaded.search(vectors[430:450], 3), keys[430:450]).any()

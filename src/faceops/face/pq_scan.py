@@ -39,7 +39,40 @@ _TRAIN_MAX = 65_536  # training sample: the first vectors added, up to this many
 DEPTH_BY_SIZE: tuple[tuple[int, int], ...] = ((30_000, 192), (300_000, 512))
 _DEFAULT_DEPTH = 1024
 _COMPACT_FRACTION = 16  # dead codes leave when they are this fraction of the index
-_FORMAT = 2  # 2: the vectors as they lie in memory (a row per key up to the last, zeros where removed)
+_FORMAT = 3  # 3: the vectors block by block, as they lie in memory (a row per key, zeros where removed)
+_SHIFT = 16
+_BLOCK = 1 << _SHIFT  # rows of a block of the float16 store
+
+
+class _Rows:
+    """Float16 rows by key in blocks of fixed size: growing a million-row store never copies it (nor doubles its
+    memory for a moment, as growing one array by half did: +1 GB and about a second for one enrolment at 1M)."""
+
+    def __init__(self, dim: int, blocks: list[np.ndarray] | None = None) -> None:
+        self.dim = dim
+        self.blocks = blocks or []
+
+    def _groups(self, keys: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(block, which of ``keys``, their rows in it) for each block the keys fall in."""
+        which = keys >> _SHIFT
+        return [(self.blocks[b], mask, keys[mask] & (_BLOCK - 1))
+                for b in np.unique(which).tolist() for mask in [which == b]]
+
+    def put(self, keys: np.ndarray, vectors: np.ndarray | float) -> None:
+        if len(keys):
+            while len(self.blocks) << _SHIFT <= int(keys.max()):
+                self.blocks.append(np.zeros((_BLOCK, self.dim), dtype=np.float16))  # pages are taken when written
+        for block, mask, rows in self._groups(keys):
+            block[rows] = vectors[mask] if isinstance(vectors, np.ndarray) else vectors
+
+    def get(self, keys: np.ndarray) -> np.ndarray:
+        out = np.empty((len(keys), self.dim), dtype=np.float16)
+        for block, mask, rows in self._groups(keys):
+            out[mask] = block[rows]
+        return out
+
+    def copy(self) -> _Rows:
+        return _Rows(self.dim, [block.copy() for block in self.blocks])
 
 
 class PQScanIndex:
@@ -60,7 +93,7 @@ class PQScanIndex:
         self._keys = np.zeros(0, dtype=np.int64)
         self._alive = np.zeros(0, dtype=bool)  # per position: False once removed (its code leaves at compaction)
         self._dead = 0
-        self._store = np.zeros((0, dim), dtype=np.float16)  # row = key (zeros where keys were removed)
+        self._rows = _Rows(dim)  # the vector of each key (zeros where keys were removed)
         self.search_depth = _DEFAULT_DEPTH
 
     @staticmethod
@@ -89,21 +122,16 @@ class PQScanIndex:
         if np.any(np.diff(keys) <= 0) or (len(self._keys) and keys[0] <= self._keys[-1]) or keys[0] < 0:
             raise ValueError("keys must be new, non-negative and ascending")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        need = int(keys[-1]) + 1
-        if need > len(self._store):
-            grown = np.zeros((max(need, len(self._store) * 3 // 2), self._dim), dtype=np.float16)
-            grown[: len(self._store)] = self._store
-            self._store = grown
-        self._store[keys] = vectors
+        self._rows.put(keys, vectors)
         self._keys = np.concatenate([self._keys, keys])
         self._alive = np.concatenate([self._alive, np.ones(len(keys), dtype=bool)])
         if self._pq is not None:
             self._pq.add(vectors)
         elif len(self._keys) >= TRAIN_AT:
             self._pq = self._new_pq()
-            self._pq.train(self._store[self._keys[:_TRAIN_MAX]].astype(np.float32))
+            self._pq.train(self._rows.get(self._keys[:_TRAIN_MAX]).astype(np.float32))
             for start in range(0, len(self._keys), _TRAIN_MAX):
-                self._pq.add(self._store[self._keys[start : start + _TRAIN_MAX]].astype(np.float32))
+                self._pq.add(self._rows.get(self._keys[start : start + _TRAIN_MAX]).astype(np.float32))
 
     def remove(self, keys: np.ndarray) -> None:
         keys = np.asarray(keys, dtype=np.int64)
@@ -114,7 +142,7 @@ class PQScanIndex:
         positions = positions[self._alive[positions]]
         if not len(positions):
             return
-        self._store[self._keys[positions]] = 0
+        self._rows.put(self._keys[positions], 0.0)
         if self._pq is None:  # nothing encoded yet: the arrays are all there is
             self._keys, self._alive = np.delete(self._keys, positions), np.delete(self._alive, positions)
             return
@@ -148,25 +176,28 @@ class PQScanIndex:
             candidates = np.where(usable, self._keys[positions.clip(min=0)], -1)
         for row, (query, found) in enumerate(zip(queries, candidates, strict=True)):
             found = found[found >= 0]
-            sims = self._store[found].astype(np.float32) @ query
+            sims = self._rows.get(found).astype(np.float32) @ query
             best = np.argsort(-sims, kind="stable")[:k]
             out[row, : len(best)] = found[best]
         return out
 
     def vectors(self, keys: np.ndarray) -> np.ndarray:
-        return self._store[np.asarray(keys, dtype=np.int64)]
+        return self._rows.get(np.asarray(keys, dtype=np.int64))
 
     def save(self, path: Path) -> None:
         import faiss
 
         if self._dead:  # the file holds live keys only, so the keys of a loaded index are the gallery's slots
             self._compact()
-        header = {"format": _FORMAT, "library": self.library, "dim": self._dim, "trained": self._pq is not None}
+        rows = int(self._keys[-1]) + 1 if len(self._keys) else 0
+        blocks = [block[: rows - (i << _SHIFT)] for i, block in enumerate(self._rows.blocks[: -(-rows >> _SHIFT)])]
+        header = {"format": _FORMAT, "library": self.library, "dim": self._dim, "trained": self._pq is not None,
+                  "blocks": len(blocks)}
         codes = faiss.serialize_index(self._pq) if self._pq is not None else np.zeros(0, dtype=np.uint8)
-        with open(path, "wb") as handle:
-            rows = int(self._keys[-1]) + 1 if len(self._keys) else 0  # read back as the store itself: no copy
-            np.savez(handle, header=np.array(json.dumps(header)), keys=self._keys, alive=self._alive,
-                     vectors=self._store[:rows], codes=codes)
+        arrays: dict[str, Any] = {"header": np.array(json.dumps(header)), "keys": self._keys, "alive": self._alive,
+                                  "codes": codes} | {f"vectors_{i:05d}": block for i, block in enumerate(blocks)}
+        with open(path, "wb") as handle:  # a member per block: written as they are, read back as the blocks
+            np.savez(handle, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> Self:
@@ -175,18 +206,24 @@ class PQScanIndex:
         try:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(str(data["header"]))
-                keys, alive, vectors, codes = data["keys"], data["alive"], data["vectors"], data["codes"]
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+                if header.get("library") != cls.library or header.get("format") != _FORMAT:
+                    raise GalleryError(f"{path}: not a {cls.library} index of format {_FORMAT}")
+                keys, alive, codes = data["keys"], data["alive"], data["codes"]
+                blocks = [data[f"vectors_{i:05d}"] for i in range(int(header["blocks"]))]
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise GalleryError(f"{path}: not a {cls.library} index ({type(exc).__name__}: {exc})") from exc
-        if header.get("library") != cls.library or header.get("format") != _FORMAT:
-            raise GalleryError(f"{path}: not a {cls.library} index of format {_FORMAT}")
         index = cls(int(header["dim"]))
         index._keys, index._alive = keys.astype(np.int64), alive.astype(bool)
         index._dead = int(np.count_nonzero(~index._alive))
         rows = int(keys[-1]) + 1 if len(keys) else 0
-        if vectors.shape != (rows, index._dim) or vectors.dtype != np.float16:
-            raise GalleryError(f"{path}: vectors of shape {vectors.shape} ({vectors.dtype}) for keys up to {rows - 1}")
-        index._store = vectors
+        sizes = [min(_BLOCK, rows - (i << _SHIFT)) for i in range(-(-rows >> _SHIFT))]
+        if [b.shape for b in blocks] != [(n, index._dim) for n in sizes] or any(b.dtype != np.float16 for b in blocks):
+            raise GalleryError(f"{path}: vector blocks {[b.shape for b in blocks]} do not hold keys up to {rows - 1}")
+        if blocks and len(blocks[-1]) < _BLOCK:  # the last block was saved up to the last key
+            last = np.zeros((_BLOCK, index._dim), dtype=np.float16)
+            last[: len(blocks[-1])] = blocks[-1]
+            blocks[-1] = last
+        index._rows = _Rows(index._dim, blocks)
         if header.get("trained"):
             index._pq = faiss.deserialize_index(codes)
             if index._pq.ntotal != len(keys):
@@ -200,7 +237,7 @@ class PQScanIndex:
 
         twin = type(self)(self._dim)
         twin._keys, twin._alive, twin._dead = self._keys.copy(), self._alive.copy(), self._dead
-        twin._store, twin.search_depth = self._store.copy(), self.search_depth
+        twin._rows, twin.search_depth = self._rows.copy(), self.search_depth
         twin._pq = faiss.clone_index(self._pq) if self._pq is not None else None
         return twin
 
