@@ -5,7 +5,7 @@ FAISS's fast-scan PQ (``IndexPQFastScan``: a 4-bit code per 4 dimensions, 64 byt
 the whole gallery in registers with SIMD lookups, and the ``search_depth`` best candidates are re-ranked with the
 float16 vectors this index also keeps (the gallery's only copy once it uses an index). The scan is linear in the
 gallery size but small and fast: at 1M 512-d embeddings recall@5 1.0 against exact search at depth 1024, p50
-13.6 ms on one core of the 2-core development machine (15.4 ms through the gallery), where usearch's HNSW graph
+13.6 ms on one core of the 2-core development machine (12.3 ms through the gallery), where usearch's HNSW graph
 reached 0.988 at depth 2048 and 56 ms (``benchmarks/results/index_choice_1m.jsonl``). 128-d embeddings (the
 default model) need a code per 2 dimensions (32 bytes): with one per 4, recall@5 was 0.92 at depth 1024; with one
 per 2, 0.999 at 6.9 ms (same file). Building is encoding (seconds for a million vectors, after training the
