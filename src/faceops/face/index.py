@@ -23,7 +23,8 @@ identities, 300 probes, recall@5 of the top-5 identities after exact re-scoring 
   vector) and re-ranking the best 1024 exactly: recall@5 1.0 at p50 13.6 ms (64 sub-quantisers: 0.996 at 8.9 ms),
   built in 7 s. An inverted file over the same codes (IVF1024, nprobe 32-128) missed too much (0.73-0.93). Through
   the gallery (``gallery_index.json``): recall@5 1.0, p50 12.3 ms, p99 22.7 ms, 1.38 GB.
-- **Memory**: the float16 vectors plus the codes (1.06 GB at 1M 512-d); the float16 HNSW graph held 1.33 GB.
+- **Memory**: the float16 vectors plus the codes: the gallery's RSS grew 1.28 GB at 1M 512-d
+  (``gallery_index.json``); usearch reported 1.33 GB for its float16 HNSW graph (``index_choice_1m.jsonl``).
 - **Deletion** is one pass over the codes (FAISS ``remove_ids``); **enrolment** encodes the new vectors and appends.
 - The scan is linear: about 10 ms per million 512-d vectors on one core here. Far beyond a few million, a graph
   (:class:`UsearchIndex`, its depth by size in :func:`search_depth_for`) is the alternative.
