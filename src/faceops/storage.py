@@ -22,11 +22,12 @@ import contextlib
 import hashlib
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 from faceops.errors import ConfigError, RemoteUnavailable
@@ -272,6 +273,23 @@ def sync_up(folder: Path, store: Store, names: list[str]) -> int:
                 sub.put(path, rel)
                 copied += 1
     return copied
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A file opened for writing that becomes ``path`` only once the block ends without an error (written, synced,
+    renamed over it): the old file, if any, stays intact until then, and a failed write leaves no partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def sha256_of(path: Path) -> str:

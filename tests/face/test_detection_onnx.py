@@ -57,3 +57,36 @@ def test_ladder_rungs_run_on_onnxruntime_too(datasets: Path) -> None:
 def test_an_unknown_detector_backend_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="unknown detector backend 'tensorrt'"):
         FaceDetector(DetectorConfig(), device="cpu", backend="tensorrt")
+
+
+def test_the_exported_nets_are_kept_in_the_cache_folder_and_a_damaged_one_is_exported_again(
+    datasets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from faceops.face import detection
+    from faceops.settings import get_settings
+
+    monkeypatch.setenv("FACEOPS_CACHE_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    monkeypatch.setattr(detection, "_EXPORTED", {})  # as in a new process
+    try:
+        image = _photos(datasets)[1]
+        expected = FaceDetector(DetectorConfig(), device="cpu", backend="onnxruntime").detect(image)
+        kept = sorted((tmp_path / "onnx").glob("mtcnn-*.onnx"))
+        assert [p.name.split("-")[1] for p in kept] == ["onet", "pnet", "rnet"]
+
+        # a new process reads them instead of exporting
+        monkeypatch.setattr(detection, "_EXPORTED", {})
+        monkeypatch.setattr(detection, "_export", lambda net, name: pytest.fail(f"{name} exported again"))
+        _assert_same([expected], [FaceDetector(DetectorConfig(), device="cpu", backend="onnxruntime").detect(image)])
+
+        # a damaged file is refused by ONNX Runtime, exported again and replaced
+        monkeypatch.undo()
+        monkeypatch.setenv("FACEOPS_CACHE_DIR", str(tmp_path))
+        get_settings.cache_clear()
+        monkeypatch.setattr(detection, "_EXPORTED", {})
+        damaged = next(p for p in kept if "-rnet-" in p.name)
+        damaged.write_bytes(b"not an onnx model")
+        _assert_same([expected], [FaceDetector(DetectorConfig(), device="cpu", backend="onnxruntime").detect(image)])
+        assert damaged.read_bytes().startswith(b"\x08")  # an ONNX ModelProto again (field 1, ir_version)
+    finally:
+        get_settings.cache_clear()

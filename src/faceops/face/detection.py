@@ -8,12 +8,14 @@ A photo where no face passes costs a whole genuine pair in verification, so the 
 the photos every rung before it missed, and :attr:`FaceDetector.ladder_counts` counts which rung found them.
 
 MTCNN's three nets run in PyTorch (``backend="torch"``, as facenet-pytorch ships them) or in ONNX Runtime
-(``backend="onnxruntime"``): the same weights exported once per process (P-net with a free batch and image size),
+(``backend="onnxruntime"``): the same weights exported once and kept in the cache folder (P-net with a free batch and image size),
 so boxes and landmarks agree with PyTorch's to float rounding; facenet-pytorch's pyramid, crops and NMS are kept.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import tempfile
 import threading
 import warnings
@@ -30,10 +32,14 @@ import torch
 from faceops.errors import ConfigError, FaceOpsError, NoFaceDetected
 from faceops.face.config import DetectorConfig, DetectorRung
 from faceops.face.device import resolve_device
+from faceops.settings import get_settings
+from faceops.storage import atomic_file
 
 __all__ = ["DETECTOR_BACKENDS", "Detector", "Face", "FaceDetector", "build_detector", "select_subject"]
 
 DETECTOR_BACKENDS = ("torch", "onnxruntime")
+
+logger = logging.getLogger(__name__)
 
 # Photos whose longer side is above this are scaled down for detection (faces stay far above min_face_size).
 _MAX_DETECT_SIDE = 1600
@@ -271,8 +277,9 @@ class FaceDetector:
                     results[i] = _faces(b, p, pts, 1.0 / prepared[i][1], min_probability)
 
 
-_EXPORTED: dict[str, bytes] = {}  # MTCNN's nets as ONNX, exported once per process (a few seconds)
+_EXPORTED: dict[str, bytes] = {}  # MTCNN's nets as ONNX, by _export_key: exported once per process (a few seconds)
 _EXPORT_LOCK = threading.Lock()
+_OPSET = 17
 # example input and dynamic axes per net; P-net is fully convolutional (any image of at least 12x12 pixels)
 _NET_SHAPES: dict[str, tuple[tuple[int, ...], dict[int, str], tuple[str, ...]]] = {
     "pnet": ((1, 3, 60, 80), {0: "batch", 2: "height", 3: "width"}, ("reg", "prob")),
@@ -281,33 +288,59 @@ _NET_SHAPES: dict[str, tuple[tuple[int, ...], dict[int, str], tuple[str, ...]]] 
 }
 
 
-def _export_net(net: torch.nn.Module, name: str) -> bytes:
-    """One of MTCNN's nets as ONNX bytes (cached per process: every MTCNN loads the same weights)."""
+def _export_key(net: torch.nn.Module, name: str) -> str:
+    """What the exported file depends on: the net, its weights, the exporter (torch's version) and its settings."""
+    digest = hashlib.sha256(f"{name}|{torch.__version__}|opset{_OPSET}|{_NET_SHAPES[name]}".encode())
+    for key, tensor in net.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+def _export_net(net: torch.nn.Module, name: str, fresh: bool = False) -> bytes:
+    """One of MTCNN's nets as ONNX bytes, exported once per process and kept in the cache folder
+    (``FACEOPS_CACHE_DIR``/onnx) by :func:`_export_key`, so a service that starts again, or another process beside
+    it, skips the export; ``fresh`` ignores both (a cached file that ONNX Runtime refused)."""
+    key = _export_key(net, name)
+    cached = get_settings().cache_dir / "onnx" / f"mtcnn-{name}-{key}.onnx"
     with _EXPORT_LOCK:
-        if name not in _EXPORTED:
-            shape, axes, outputs = _NET_SHAPES[name]
-            out_axes = {0: "batch", 2: "out_height", 3: "out_width"} if name == "pnet" else {0: "batch"}
+        if fresh:
+            _EXPORTED.pop(key, None)
+        elif key not in _EXPORTED and cached.is_file():
+            _EXPORTED[key] = cached.read_bytes()
+        if key not in _EXPORTED:
+            _EXPORTED[key] = _export(net, name)
             try:
-                # The TorchScript exporter: it took 13 s for the three nets on a loaded 2-core machine where
-                # torch.export's took 85 s (P-net's free image size); its deprecation warning says nothing about the
-                # result, which the tests compare with PyTorch's on real photos.
-                with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    path = Path(tmp) / f"{name}.onnx"
-                    torch.onnx.export(
-                        net.eval().cpu(),
-                        (torch.zeros(shape),),
-                        path,
-                        dynamo=False,
-                        input_names=["input"],
-                        output_names=list(outputs),
-                        dynamic_axes={"input": axes, **{o: out_axes for o in outputs}},
-                        opset_version=17,
-                    )
-                    _EXPORTED[name] = path.read_bytes()
-            except Exception as exc:  # noqa: BLE001 - the exporter fails in many ways; say which
-                raise FaceOpsError(f"exporting MTCNN's {name} to ONNX failed: {type(exc).__name__}: {exc}") from exc
-        return _EXPORTED[name]
+                with atomic_file(cached) as handle:
+                    handle.write(_EXPORTED[key])
+            except OSError as exc:  # a read-only cache folder costs the next start an export, nothing else
+                logger.warning("could not keep MTCNN's %s as ONNX in %s: %s", name, cached.parent, exc)
+        return _EXPORTED[key]
+
+
+def _export(net: torch.nn.Module, name: str) -> bytes:
+    shape, axes, outputs = _NET_SHAPES[name]
+    out_axes = {0: "batch", 2: "out_height", 3: "out_width"} if name == "pnet" else {0: "batch"}
+    try:
+        # The TorchScript exporter: it took 13 s for the three nets on a loaded 2-core machine where
+        # torch.export's took 85 s (P-net's free image size); its deprecation warning says nothing about the
+        # result, which the tests compare with PyTorch's on real photos.
+        with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+            warnings.simplefilter("ignore", DeprecationWarning)
+            path = Path(tmp) / f"{name}.onnx"
+            torch.onnx.export(
+                net.eval().cpu(),
+                (torch.zeros(shape),),
+                path,
+                dynamo=False,
+                input_names=["input"],
+                output_names=list(outputs),
+                dynamic_axes={"input": axes, **{o: out_axes for o in outputs}},
+                opset_version=_OPSET,
+            )
+            return path.read_bytes()
+    except Exception as exc:  # noqa: BLE001 - the exporter fails in many ways; say which
+        raise FaceOpsError(f"exporting MTCNN's {name} to ONNX failed: {type(exc).__name__}: {exc}") from exc
 
 
 class _OrtNet(torch.nn.Module):
@@ -327,7 +360,13 @@ class _OrtNet(torch.nn.Module):
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # torch runs between the calls
-        self.session = ort.InferenceSession(_export_net(net, name), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(_export_net(net, name), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own error types for a damaged model
+            logger.warning("MTCNN's %s from the ONNX cache was refused (%s): exported again", name, exc)
+            self.session = ort.InferenceSession(
+                _export_net(net, name, fresh=True), options, providers=["CPUExecutionProvider"]
+            )
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
         pixels = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)

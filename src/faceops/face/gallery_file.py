@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from faceops.errors import GalleryError
+from faceops.storage import atomic_file
 
 __all__ = [
     "FORMAT_VERSION",
@@ -137,16 +137,8 @@ def _parse(data: bytes, offset: int) -> tuple[dict, np.ndarray | None, int] | No
 
 def write_gallery_file(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to ``path`` atomically: the old file stays intact until the new one is complete."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)  # type: ignore[arg-type]  # the stub types **kwds as allow_pickle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as handle:
+        np.savez(handle, **arrays)  # type: ignore[arg-type]  # the stub types **kwds as allow_pickle
 
 
 def read_gallery_file(
