@@ -15,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv browser prometheus postgres tools bench-index bench-speed bench-detector bench-optimize run demo test test-all fuzz lint bench bench-lfw bench-finetune closed-loop serve monitor clean
+.PHONY: help venv browser prometheus postgres tools bench-index bench-speed bench-detector bench-optimize run demo test test-e2e test-all fuzz lint bench bench-lfw bench-finetune closed-loop serve monitor clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -80,7 +80,11 @@ tools: browser prometheus postgres ## Every outside program the tests use (chrom
 
 test: venv tools ## The tests (fast tier: unit + integration, no slow markers); installs chromium and prometheus when it can
 	@test -d $(SHARED)/datasets || { echo "$(SHARED)/datasets not found: the tests read real images from ../shared"; exit 1; }
-	$(PY) -m pytest -m "not slow and not benchmark" --durations=40 $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not benchmark and not e2e" --durations=40 $(PYTEST_ARGS)
+
+test-e2e: venv tools ## The life cycle end to end (about 14 min): kfp.local training runs, the monitor following its run, the closed loop
+	@test -d $(SHARED)/datasets || { echo "$(SHARED)/datasets not found: the tests read real images from ../shared"; exit 1; }
+	$(PY) -m pytest -m e2e --durations=10 $(PYTEST_ARGS)
 
 test-all: venv tools ## Every test, slow ones included
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 SMOKE_TRAIN = {"size": 64, "width": 8, "batch_size": 2, "epochs": 1, "steps_per_epoch": 2, "threads": 1}
 MULTIFACE = ("kit_with_rose.jpg",)  # the smallest of the shared multi-face photos

@@ -322,6 +322,7 @@ def _monitor_process(config: Path, since: float, workdir: Path) -> dict:
     }
 
 
+@pytest.mark.e2e
 def test_the_monitor_follows_the_run_it_started(kfp_env, tmp_path, start_mlflow_server):
     reference_dir, log, since = _synthetic_monitor_inputs(tmp_path)
     (tmp_path / "mlflow").mkdir()

@@ -25,6 +25,7 @@ def _step_lines(console: str) -> dict[str, str]:
     return dict(found)
 
 
+@pytest.mark.e2e
 def test_training_pipeline_end_to_end(
     workspace: Path, source_tree: Path, smoke_config: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
