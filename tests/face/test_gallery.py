@@ -305,3 +305,36 @@ def test_a_search_that_ends_after_a_deletion_never_names_it_while_the_gallery_gr
         for worker in workers:
             worker.join()
     assert not late, f"searches that ended after the deletion named {sorted(set(late))}"
+
+
+def test_a_search_that_keeps_losing_the_race_with_deletions_ends_holding_the_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every search's best answer is removed by another thread before the search checks it: the retries end, and
+    the last search, run holding the lock, names no identity removed before it returned."""
+    rng = np.random.default_rng(5)
+    centres = _unit(rng, 20, dim=64)
+    g = Gallery("model-a")
+    g.add_batch([f"p{i:02d}" for i in range(20)], centres)
+    searches, removed = [], []
+    original = g._identify
+
+    def racing(*args: object) -> list[Match]:
+        matches = original(*args)
+        searches.append(matches[0].identity)
+        remover = threading.Thread(target=lambda name=matches[0].identity: removed.append((name, g.remove(name))))
+        remover.start()
+        remover.join(timeout=0.5)  # returns at once, unless this search holds the lock
+        return matches
+
+    monkeypatch.setattr(g, "_identify", racing)
+    query = centres[:5].mean(axis=0)
+    match = g.identify(query, 0.0, top_k=3)[0]
+    assert len(searches) == 4, searches  # three lost races, then the search under the lock
+    done = [name for name, count in removed if count]
+    assert len(done) == 3 and not {n for n, _ in match.candidates} & set(done), (match, done)
+    for _ in range(50):  # the fourth removal waited for the lock and runs once the search has returned
+        if len(removed) == 4:
+            break
+        time.sleep(0.05)
+    assert len(removed) == 4 and removed[3] == (match.identity, 1)

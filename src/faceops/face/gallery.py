@@ -59,6 +59,7 @@ __all__ = ["Gallery", "Match", "UNKNOWN", "valid_identity"]
 log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
+_RACES = 3  # searches whose answer named an identity removed meanwhile, before one runs holding the lock
 _CANDIDATES = 64  # ANN candidates re-scored per query (more when they hold fewer than top_k identities)
 _SCAN_CHUNK = 1 << 16
 _BULK = 1 << 12  # batches of this many embeddings or more are inserted on build_threads threads
@@ -420,12 +421,16 @@ class Gallery:
 
         The gallery may change while this runs (another thread adds or removes): an answer naming an identity that
         was removed meanwhile is computed again, so no search that returns after :meth:`remove` returned names it.
+        After :data:`_RACES` such answers the search runs once more holding the gallery's lock (removals wait for
+        it), so a stream of removals cannot keep it going.
         """
-        while True:
+        for _ in range(_RACES):
             matches = self._identify(queries, threshold, top_k)
             with self._lock:
                 if all(name in self for m in matches for name, _ in m.candidates):
                     return matches
+        with self._lock:
+            return self._identify(queries, threshold, top_k)
 
     def _identify(self, queries: np.ndarray | Sequence[np.ndarray], threshold: float, top_k: int) -> list[Match]:
         if self._index is not None:
