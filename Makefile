@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED := 1
 .PHONY: help venv browser prometheus postgres tools bench-index bench-speed bench-detector bench-optimize run demo test test-e2e test-all fuzz lint bench bench-lfw bench-finetune closed-loop serve monitor clean
 
 help: ## Show this help
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
 venv: $(STAMP) ## Create the virtual environment with every dependency (reused when pyproject.toml is unchanged)
 
@@ -78,7 +78,7 @@ postgres: ## Install Debian's postgresql server binaries for the shared-store te
 
 tools: browser prometheus postgres ## Every outside program the tests use (chromium, prometheus, postgresql)
 
-test: venv tools ## The tests (fast tier: unit + integration, no slow markers); installs chromium and prometheus when it can
+test: venv tools ## The tests (unit + integration; not the slow, benchmark or e2e ones); installs chromium and prometheus when it can
 	@test -d $(SHARED)/datasets || { echo "$(SHARED)/datasets not found: the tests read real images from ../shared"; exit 1; }
 	$(PY) -m pytest -m "not slow and not benchmark and not e2e" --durations=40 $(PYTEST_ARGS)
 
