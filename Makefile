@@ -78,12 +78,14 @@ postgres: ## Install Debian's postgresql server binaries for the shared-store te
 
 tools: browser prometheus postgres ## Every outside program the tests use (chromium, prometheus, postgresql)
 
+NEED_DATASETS := @test -d $(SHARED)/datasets || { echo "$(SHARED)/datasets not found: the tests read real images from ../shared"; exit 1; }
+
 test: venv tools ## The tests (unit + integration; not the slow, benchmark or e2e ones); installs chromium and prometheus when it can
-	@test -d $(SHARED)/datasets || { echo "$(SHARED)/datasets not found: the tests read real images from ../shared"; exit 1; }
+	$(NEED_DATASETS)
 	$(PY) -m pytest -m "not slow and not benchmark and not e2e" --durations=40 $(PYTEST_ARGS)
 
 test-e2e: venv tools ## The life cycle end to end (about 14 min): kfp.local training runs, the monitor following its run, the closed loop
-	@test -d $(SHARED)/datasets || { echo "$(SHARED)/datasets not found: the tests read real images from ../shared"; exit 1; }
+	$(NEED_DATASETS)
 	$(PY) -m pytest -m e2e --durations=10 $(PYTEST_ARGS)
 
 test-all: venv tools ## Every test, slow ones included

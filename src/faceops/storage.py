@@ -276,20 +276,29 @@ def sync_up(folder: Path, store: Store, names: list[str]) -> int:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """A file opened for writing that becomes ``path`` only once the block ends without an error (written, synced,
-    renamed over it): the old file, if any, stays intact until then, and a failed write leaves no partial file."""
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for the block to write, which becomes ``path`` only once the block ends
+    without an error (synced, renamed over it): the old file, if any, stays intact until then, and a failed write
+    leaves no partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
+        yield tmp
+        with tmp.open("rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """:func:`atomic_path`, opened for writing."""
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        yield handle
 
 
 def sha256_of(path: Path) -> str:

@@ -277,7 +277,7 @@ class FaceDetector:
                     results[i] = _faces(b, p, pts, 1.0 / prepared[i][1], min_probability)
 
 
-_EXPORTED: dict[str, bytes] = {}  # MTCNN's nets as ONNX, by _export_key: exported once per process (a few seconds)
+_EXPORTED: dict[str, bytes] = {}  # MTCNN's nets as ONNX, by _export_key (exporting the three: 1.5 s on a quiet machine)
 _EXPORT_LOCK = threading.Lock()
 _OPSET = 17
 # example input and dynamic axes per net; P-net is fully convolutional (any image of at least 12x12 pixels)
@@ -363,7 +363,7 @@ class _OrtNet(torch.nn.Module):
         try:
             self.session = ort.InferenceSession(_export_net(net, name), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - ORT raises its own error types for a damaged model
-            logger.warning("MTCNN's %s from the ONNX cache was refused (%s): exported again", name, exc)
+            logger.warning("ONNX Runtime refused MTCNN's %s as kept or exported (%s): exported anew", name, exc)
             self.session = ort.InferenceSession(
                 _export_net(net, name, fresh=True), options, providers=["CPUExecutionProvider"]
             )

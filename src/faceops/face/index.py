@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 import zlib
 from collections.abc import Callable
@@ -53,6 +52,7 @@ import numpy as np
 
 from faceops.errors import GalleryError
 from faceops.face.pq_scan import PQScanIndex
+from faceops.storage import atomic_path
 
 __all__ = [
     "EXACT_BELOW",
@@ -249,17 +249,9 @@ def build_index(
 
 def write_index(index: VectorIndex, path: Path) -> dict[str, object]:
     """Save ``index`` atomically at ``path``; returns the stamp :func:`read_index` checks (library, size, CRC)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        index.save(Path(tmp))
-        crc, size = _crc32(Path(tmp))
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        index.save(tmp)
+        crc, size = _crc32(tmp)
     return {"library": index.library, "file": path.name, "bytes": size, "crc32": crc, "count": len(index)}
 
 
